@@ -1,0 +1,169 @@
+"""Reading file contents for writers: each content is read once, from its source, when written.
+
+Sources are either random access (folders, inline bytes) or sequential (archives, which may be
+compressed). `stream()` hands contents over in whatever order is cheapest, for writers that place
+data at planned offsets (ext4). `stream_sorted()` hands them over in the order asked for, for
+writers that must emit in order (tar, vfat); out-of-order members of a sequential source are
+spilled to one temporary file instead of staying in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections import Counter
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from composer.errors import ComposerError
+from composer.tree import Content
+
+CHUNK = 1 << 20
+
+
+class DataSource(ABC):
+    """The data side of a source: how to get at the bytes of the members it listed."""
+
+    name: str
+    sequential: bool  # True when members can only be read in the source's own order
+
+    @abstractmethod
+    def iter_data(self, wanted: Sequence[Content]) -> Iterator[tuple[Content, BinaryIO]]:
+        """Yield each wanted content once, in the source's natural order.
+
+        A yielded stream is only valid until the next item is requested.
+        """
+
+
+class ContentStore:
+    """All the data sources of one build, by name."""
+
+    def __init__(self, sources: Mapping[str, DataSource] | None = None,
+                 spill_dir: Path | None = None) -> None:
+        self._sources = dict(sources or {})
+        self._spill_dir = spill_dir
+
+    def stream(self, contents: Iterable[Content]) -> Iterator[tuple[Content, BinaryIO]]:
+        """Yield every distinct content once, in the cheapest order (source order)."""
+        by_source = _group(contents)
+        for source_name in sorted(by_source):
+            wanted = by_source[source_name]
+            if source_name == "":
+                for content in wanted:
+                    yield content, _inline_stream(content)
+            else:
+                yield from self._checked(self._source(source_name).iter_data(wanted))
+
+    def stream_sorted(self, contents: Sequence[Content]) -> Iterator[tuple[Content, BinaryIO]]:
+        """Yield contents in exactly the given order (repeats allowed)."""
+        uses = Counter(contents)
+        with tempfile.TemporaryFile(dir=self._spill_dir) as spill:
+            spilled: dict[Content, tuple[int, int]] = {}
+            pending: dict[str, Iterator[tuple[Content, BinaryIO]]] = {}
+            for content in contents:
+                uses[content] -= 1
+                if content.is_inline:
+                    yield content, _inline_stream(content)
+                elif content in spilled:
+                    yield content, _spilled_stream(spill, *spilled[content])
+                elif not self._source(content.source).sequential:
+                    yield from self._checked(self._source(content.source).iter_data([content]))
+                else:
+                    if content.source not in pending:
+                        wanted = _unique(c for c in contents if c.source == content.source)
+                        source = self._source(content.source)
+                        pending[content.source] = self._checked(source.iter_data(wanted))
+                    it = pending[content.source]
+                    yield content, self._advance_to(content, it, spill, spilled, uses)
+
+    @staticmethod
+    def _advance_to(content: Content, it: Iterator[tuple[Content, BinaryIO]], spill: BinaryIO,
+                    spilled: dict[Content, tuple[int, int]], uses: Counter[Content]) -> BinaryIO:
+        """Read a sequential source up to `content`, spilling members that are needed later."""
+        for got, stream in it:
+            if got == content and uses[got] == 0:
+                return stream  # in order and not needed again: no copy at all
+            start = spill.seek(0, io.SEEK_END)
+            shutil.copyfileobj(stream, spill, CHUNK)
+            spilled[got] = (start, spill.tell() - start)
+            if got == content:
+                return _spilled_stream(spill, start, got.size)
+        raise ComposerError(f"{content.source}:{content.member}: member vanished from the source")
+
+    def _source(self, name: str) -> DataSource:
+        try:
+            return self._sources[name]
+        except KeyError:
+            raise ComposerError(f"no data source named {name!r}") from None
+
+    @staticmethod
+    def _checked(it: Iterator[tuple[Content, BinaryIO]]) -> Iterator[tuple[Content, BinaryIO]]:
+        for content, stream in it:
+            yield content, _SizeCheckedStream(content, stream)
+
+
+class _SizeCheckedStream(io.RawIOBase):
+    """Refuses to hand over more or fewer bytes than the plan measured (the input changed)."""
+
+    def __init__(self, content: Content, inner: BinaryIO) -> None:
+        self._content = content
+        self._inner = inner
+        self._done = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._content.size - self._done)
+        data = self._inner.read(want) if want > 0 else b""
+        if want > 0 and not data:
+            raise ComposerError(
+                f"{self._content.source}:{self._content.member}: ended after {self._done} of "
+                f"{self._content.size} bytes", hint="the input changed or is truncated")
+        buffer[: len(data)] = data
+        self._done += len(data)
+        return len(data)
+
+
+def _inline_stream(content: Content) -> BinaryIO:
+    assert content.inline is not None
+    return io.BytesIO(content.inline)
+
+
+def _spilled_stream(spill: BinaryIO, start: int, length: int) -> BinaryIO:
+    spill.seek(start)
+    return io.BytesIO(spill.read(length)) if length <= CHUNK else _Window(spill, start, length)
+
+
+class _Window(io.RawIOBase):
+    """A read-only view of `length` bytes of `f` from `start` (f may be shared: seek each time)."""
+
+    def __init__(self, f: BinaryIO, start: int, length: int) -> None:
+        self._f, self._pos, self._end = f, start, start + length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._end - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._pos)
+        data = self._f.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def _unique(contents: Iterable[Content]) -> list[Content]:
+    return list(dict.fromkeys(contents))
+
+
+def _group(contents: Iterable[Content]) -> dict[str, list[Content]]:
+    groups: dict[str, list[Content]] = {}
+    for content in _unique(contents):
+        groups.setdefault(content.source, []).append(content)
+    return groups

@@ -1,0 +1,1 @@
+"""File-system writers, one module per format, registered by their `fs:` name."""

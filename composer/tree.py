@@ -1,0 +1,191 @@
+"""The device tree: every entry under its path on the device, one sorted tree for the whole device.
+
+Paths are absolute POSIX paths ("/" is the root). Entries carry metadata only; a regular file's
+bytes are described by a Content and read from its source when a writer needs them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"  # shares the inode of `target`, an earlier FILE entry of the same tree
+    CHAR = "char"
+    BLOCK = "block"
+    FIFO = "fifo"
+    SOCKET = "socket"
+
+    @property
+    def ifmt(self) -> int:
+        """The S_IFMT bits of this kind (a hard link has those of a regular file)."""
+        return _IFMT[self]
+
+
+_IFMT = {
+    Kind.FILE: stat.S_IFREG,
+    Kind.HARDLINK: stat.S_IFREG,
+    Kind.DIR: stat.S_IFDIR,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.CHAR: stat.S_IFCHR,
+    Kind.BLOCK: stat.S_IFBLK,
+    Kind.FIFO: stat.S_IFIFO,
+    Kind.SOCKET: stat.S_IFSOCK,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Where a regular file's bytes come from: a member of a named source, or bytes held inline."""
+
+    size: int
+    source: str = ""  # source name; "" for inline content
+    member: str = ""  # member path inside the source (archive path or path relative to a folder)
+    index: int = -1  # position of the member in an archive (archives may repeat a path)
+    inline: bytes | None = field(default=None, repr=False)
+
+    @staticmethod
+    def of_bytes(data: bytes) -> Content:
+        return Content(size=len(data), inline=data)
+
+    @property
+    def is_inline(self) -> bool:
+        return self.inline is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file-system object. No defaults for mode, owner or time: every writer gets them explicit."""
+
+    path: str
+    kind: Kind
+    mode: int  # permission bits only, including setuid/setgid/sticky (0o7777)
+    uid: int
+    gid: int
+    mtime_ns: int
+    content: Content | None = None  # FILE only
+    target: str | None = None  # SYMLINK: the link text; HARDLINK: the path it shares data with
+    rdev: tuple[int, int] = (0, 0)  # CHAR/BLOCK: (major, minor)
+    xattrs: tuple[tuple[str, bytes], ...] = ()  # sorted by name
+
+    @property
+    def size(self) -> int:
+        return self.content.size if self.content is not None else 0
+
+    @property
+    def st_mode(self) -> int:
+        return self.kind.ifmt | self.mode
+
+    def moved(self, path: str) -> Entry:
+        return replace(self, path=path)
+
+
+def norm(path: str) -> str:
+    """Normalise a device path: absolute, no trailing slash, no '.' components."""
+    path = posixpath.normpath("/" + path.lstrip("/"))
+    # normpath keeps a leading '//' (POSIX allows it to mean something else); we never want it
+    return "/" + path.lstrip("/")
+
+
+def parent(path: str) -> str:
+    return posixpath.dirname(path) or "/"
+
+
+def is_under(path: str, root: str) -> bool:
+    """True when `path` is `root` or lies below it."""
+    return root == "/" or path == root or path.startswith(root + "/")
+
+
+def relative(path: str, root: str) -> str:
+    """The path of `path` seen from a file system mounted at `root` ("/" for the root itself)."""
+    if root == "/":
+        return path
+    return "/" + path[len(root):].lstrip("/") if path != root else "/"
+
+
+def sort_key(path: str) -> tuple[str, ...]:
+    """Sort by components so that a directory's children follow it directly ('a/b' < 'a.b')."""
+    return tuple(path.split("/"))
+
+
+def sorted_entries(entries: Iterable[Entry]) -> list[Entry]:
+    return sorted(entries, key=lambda e: sort_key(e.path))
+
+
+class DeviceTree:
+    """A mutable map path -> Entry used while rules run; `entries()` is always sorted."""
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._by_path: dict[str, Entry] = {}
+        for entry in entries:
+            self._by_path[entry.path] = entry
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._by_path
+
+    def __len__(self) -> int:
+        return len(self._by_path)
+
+    def get(self, path: str) -> Entry | None:
+        return self._by_path.get(path)
+
+    def put(self, entry: Entry) -> None:
+        self._by_path[entry.path] = entry
+
+    def remove(self, path: str) -> Entry | None:
+        return self._by_path.pop(path, None)
+
+    def remove_tree(self, root: str) -> list[Entry]:
+        """Remove `root` and everything below it; returns what was removed, sorted."""
+        gone = [p for p in self._by_path if is_under(p, root)]
+        return sorted_entries(self._by_path.pop(p) for p in gone)
+
+    def below(self, root: str) -> Iterator[Entry]:
+        """Entries strictly below `root`, sorted."""
+        for entry in sorted_entries(self._by_path.values()):
+            if entry.path != root and is_under(entry.path, root):
+                yield entry
+
+    def children(self, root: str) -> list[Entry]:
+        return [e for e in self.below(root) if parent(e.path) == root]
+
+    def entries(self) -> list[Entry]:
+        return sorted_entries(self._by_path.values())
+
+    def as_mapping(self) -> Mapping[str, Entry]:
+        return self._by_path
+
+    def resolve(self, path: str, max_links: int = 40) -> str | None:
+        """Resolve symlinks inside the device tree (not on the host); None if dangling or looping."""
+        parts = [p for p in path.split("/") if p]
+        current = "/"
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name == ".":
+                continue
+            if name == "..":
+                current = parent(current)
+                continue
+            candidate = posixpath.join(current, name)
+            entry = self._by_path.get(candidate)
+            if entry is None:
+                return None
+            if entry.kind is Kind.SYMLINK and entry.target is not None:
+                hops += 1
+                if hops > max_links:
+                    return None
+                target = entry.target
+                base = "/" if target.startswith("/") else current
+                parts = [p for p in target.split("/") if p] + parts
+                current = base
+                continue
+            current = candidate
+        return current
