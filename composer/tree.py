@@ -70,14 +70,15 @@ class Entry:
     uid: int
     gid: int
     mtime_ns: int
-    content: Content | None = None  # FILE only
+    content: Content | None = None  # FILE, and HARDLINK (the data of the file it links to)
     target: str | None = None  # SYMLINK: the link text; HARDLINK: the path it shares data with
     rdev: tuple[int, int] = (0, 0)  # CHAR/BLOCK: (major, minor)
     xattrs: tuple[tuple[str, bytes], ...] = ()  # sorted by name
 
     @property
     def size(self) -> int:
-        return self.content.size if self.content is not None else 0
+        """Bytes of data this entry stores (a hard link stores none of its own)."""
+        return self.content.size if self.content is not None and self.kind is Kind.FILE else 0
 
     @property
     def st_mode(self) -> int:
@@ -189,3 +190,25 @@ class DeviceTree:
                 continue
             current = candidate
         return current
+
+
+def canonical_hardlinks(tree: DeviceTree) -> None:
+    """Make hard links independent of input order: in each group the first path in sorted order
+    holds the data and the others link to it. A group whose file was removed by a rule keeps its
+    data in the first remaining link. The inode's metadata (mode, owner, time, xattrs) is that of
+    the original file when it is still there."""
+    groups: dict[str, list[Entry]] = {}
+    for entry in tree.entries():
+        if entry.kind is Kind.HARDLINK and entry.target is not None:
+            groups.setdefault(entry.target, []).append(entry)
+    for target, links in groups.items():
+        original = tree.get(target)
+        members = list(links)
+        if original is not None and original.kind is Kind.FILE:
+            members.append(original)
+        template = original if original is not None and original.kind is Kind.FILE else links[0]
+        members.sort(key=lambda e: sort_key(e.path))
+        primary = members[0]
+        tree.put(replace(template, path=primary.path, kind=Kind.FILE, target=None))
+        for member in members[1:]:
+            tree.put(replace(template, path=member.path, kind=Kind.HARDLINK, target=primary.path))

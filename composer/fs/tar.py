@@ -1,0 +1,84 @@
+"""tar partitions: pax, sorted, numeric owners, xattrs kept, no atime or ctime.
+
+pax rather than ustar because ustar cannot hold xattrs, long names, large ids or nanosecond
+times; libarchive writes a plain ustar header when an entry needs none of them. Entries carry no
+user or group names: names on the golden device mean nothing on another rootfs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from libarchive import ffi
+from libarchive.write import new_archive_write
+
+from composer import archive_ffi
+from composer.content import CHUNK, ContentStore
+from composer.errors import ComposerError
+from composer.fs.base import FsWriter, Progress, WriteRequest, WriteResult, no_progress, register
+from composer.tree import Entry, Kind
+
+
+def tar_name(path: str) -> str:
+    """Member names are relative ('./etc/x'); the partition root itself is './'."""
+    return "./" if path == "/" else "." + path
+
+
+@register
+class TarWriter(FsWriter):
+    fs = "tar"
+    fixed_size = False
+
+    def check(self, req: WriteRequest) -> list[ComposerError]:
+        return []
+
+    def write(self, req: WriteRequest, out: Path, store: ContentStore,
+              progress: Progress = no_progress) -> WriteResult:
+        files = [e for e in req.entries if e.kind is Kind.FILE and e.content is not None]
+        data = store.stream_sorted([e.content for e in files if e.content is not None])
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with new_archive_write("pax") as archive_p:
+                ffi.write_open_fd(archive_p, fd)
+                for entry in req.entries:
+                    has_data = entry.kind is Kind.FILE and entry.content is not None
+                    stream = next(data)[1] if has_data else None
+                    self._write_entry(archive_p, entry, stream, progress)
+        finally:
+            os.close(fd)
+        size = out.stat().st_size
+        return WriteResult(size, ((0, size),) if size else ())
+
+    @staticmethod
+    def _write_entry(archive_p: int, entry: Entry, stream: object, progress: Progress) -> None:
+        entry_p = ffi.entry_new()
+        try:
+            _fill(entry_p, entry)
+            ffi.write_header(archive_p, entry_p)
+            if stream is not None:
+                while chunk := stream.read(CHUNK):  # type: ignore[attr-defined]
+                    ffi.write_data(archive_p, chunk, len(chunk))
+                    progress(len(chunk))
+            ffi.write_finish_entry(archive_p)
+        finally:
+            ffi.entry_free(entry_p)
+
+
+def _fill(entry_p: int, entry: Entry) -> None:
+    ffi.entry_update_pathname_utf8(entry_p, tar_name(entry.path).encode())
+    ffi.entry_set_filetype(entry_p, entry.kind.ifmt)
+    ffi.entry_set_perm(entry_p, entry.mode)
+    ffi.entry_set_uid(entry_p, entry.uid)
+    ffi.entry_set_gid(entry_p, entry.gid)
+    seconds, nanos = divmod(entry.mtime_ns, 1_000_000_000)
+    ffi.entry_set_mtime(entry_p, seconds, nanos)
+    ffi.entry_set_size(entry_p, entry.size)
+    if entry.kind is Kind.SYMLINK and entry.target is not None:
+        archive_ffi.update_symlink_utf8(entry_p, entry.target.encode("utf-8", "surrogateescape"))
+    elif entry.kind is Kind.HARDLINK and entry.target is not None:
+        archive_ffi.update_hardlink_utf8(entry_p, tar_name(entry.target).encode())
+    elif entry.kind in (Kind.CHAR, Kind.BLOCK):
+        ffi.entry_set_rdevmajor(entry_p, entry.rdev[0])
+        ffi.entry_set_rdevminor(entry_p, entry.rdev[1])
+    archive_ffi.add_xattrs(entry_p, entry.xattrs)

@@ -1,0 +1,537 @@
+"""FAT12/16/32 images (`fs: vfat`), written through pyfatfs with every input pinned.
+
+What a FAT image can and cannot carry:
+
+- Only directories and regular files. Symlinks, hard links, device nodes, FIFOs and sockets are
+  `check()` errors naming the path (put them on an ext4 partition).
+- Owners, groups, permission bits and xattrs have no place in FAT; they are ignored without a
+  message, because an ESP or boot partition legitimately comes from a tree owned by root with
+  ordinary modes. Long names (VFAT LFN entries) and dotfiles are kept.
+- Timestamps: FAT stores a local date and time with no zone and 2-second resolution. Every
+  timestamp (created, modified, accessed, and the volume-label entry) is written from the UTC
+  fields of the entry's mtime (the build epoch for the label), clamped to 1980-01-01..2107-12-31
+  and to the build epoch. The clock and TZ are never read: pyfatfs stamps new entries with
+  `DosDateTime.now()`, so `_frozen_dos_clock()` replaces it while a write runs (not thread safe:
+  two vfat writes must not run at the same time in one process).
+- The volume ID is the first 4 bytes of `req.uuid` unless the option `volume_id` pins it; the
+  label is `req.label` upper-cased (at most 11 characters of A-Z, 0-9, `_` and `-`).
+
+Entries are written in sorted order, so the directory entry order and cluster allocation depend
+on the content only.
+
+Block map: pyfatfs does not report what it wrote, so `write()` computes the extents from the
+finished file system instead of scanning for non-zero blocks: the whole metadata area (reserved
+sectors, both FATs and the FAT12/16 root directory, mapped even where zero) plus every cluster
+the FAT marks as allocated (whole clusters, so zero-filled file data and directory slack are
+mapped too). Free clusters are holes.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from composer.content import ContentStore
+from composer.errors import ComposerError
+from composer.fs.base import (
+    FsWriter,
+    OptionSpec,
+    OptionType,
+    Progress,
+    WriteRequest,
+    WriteResult,
+    merge_extents,
+    no_progress,
+    register,
+)
+from composer.tree import Content, Entry, Kind, parent, sorted_entries
+
+SECTOR = 512
+MIB = 1 << 20
+CHUNK = 1 << 20  # a multiple of every cluster size, so pyfatfs never rewrites a partial cluster
+
+# FAT dates count years from 1980 in 7 bits (Microsoft FAT spec, "Date Format")
+DOS_EPOCH = calendar.timegm((1980, 1, 1, 0, 0, 0))  # 315532800
+DOS_LAST = calendar.timegm((2107, 12, 31, 23, 59, 58))
+
+# Cluster-count limits that decide the FAT type (Microsoft FAT spec, "FAT Type Determination")
+FAT12_MAX_CLUSTERS = 4084
+FAT16_MAX_CLUSTERS = 65524
+MAX_FILE_SIZE = (1 << 32) - 1
+DIR_ENTRY = 32  # bytes per directory entry
+LFN_CHARS = 13  # UTF-16 code units per long-name entry
+MAX_NAME_UNITS = 255
+LABEL_LEN = 11
+LABEL_RE = re.compile(r"[A-Z0-9_-]{1,11}")
+# characters a long name may not hold (Microsoft FAT spec, "Long Directory Entries")
+BAD_NAME_CHARS = frozenset('"*/:<>?\\|') | frozenset(chr(c) for c in range(0x20))
+
+# pyfatfs 1.1.0 `PyFat.mkfs` sectors-per-cluster table: (largest sector count, sectors per
+# cluster); 0 means "too small for this type". Mirrored so check() can refuse what mkfs would.
+_SPC_TABLE: dict[int, tuple[tuple[int, int], ...]] = {
+    12: ((4084, 1), (8168, 2), (16336, 4), (32672, 8), (65344, 16), (130688, 32),
+         (261376, 64), (522752, 128)),
+    16: ((8400, 0), (32680, 2), (262144, 4), (524288, 8), (1048576, 16), (2097152, 32),
+         (4194304, 64)),
+    32: ((66600, 0), (532480, 1), (16777216, 8), (33554432, 16), (67108864, 32)),
+}
+FAT16_MIN_SIZE = (8400 + 1) * SECTOR  # the smallest FAT16 pyfatfs formats
+FAT32_MIN_SIZE = (66600 + 1) * SECTOR
+FAT32_AUTO_FROM = 512 * MIB  # like mkfs.fat: FAT32 from 512 MiB up, FAT16 below
+AUTO_SLACK = 0.10  # auto size: content + metadata + 10%
+
+# BPB fields pyfatfs leaves at 0 but mtools refuses ("zero number of heads or sectors")
+BPB_SEC_PER_TRK = 24
+BPB_NUM_HEADS = 26
+SECTORS_PER_TRACK = 63  # the 255x63 geometry sfdisk uses for images (flashing-facts §6)
+HEADS = 255
+FAT32_BACKUP_BOOT_SECTOR = 6
+# FSInfo sector (FAT32): free count and next-free hint, which pyfatfs never updates
+FSINFO_SECTORS = (1, 7)
+FSINFO_LEAD_SIG = 0x41615252
+FSINFO_FREE_COUNT = 488
+FSINFO_NEXT_FREE = 492
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """The layout pyfatfs's mkfs gives a FAT of one type and size."""
+
+    fat: int  # 12, 16 or 32
+    sectors: int
+    sectors_per_cluster: int
+    reserved_sectors: int
+    fat_sectors: int  # per FAT; there are two
+    root_entries: int  # fixed root directory (FAT12/16); 0 on FAT32
+    clusters: int
+
+    @property
+    def cluster_size(self) -> int:
+        return self.sectors_per_cluster * SECTOR
+
+    @property
+    def root_dir_sectors(self) -> int:
+        return (self.root_entries * DIR_ENTRY + SECTOR - 1) // SECTOR
+
+    @property
+    def metadata_bytes(self) -> int:
+        """Reserved sectors, both FATs and the fixed root directory: everything before data."""
+        return (self.reserved_sectors + 2 * self.fat_sectors + self.root_dir_sectors) * SECTOR
+
+
+def geometry(fat: int, size: int) -> Geometry | None:
+    """What pyfatfs 1.1.0 would lay out, or None when it cannot format this type at this size."""
+    sectors = size // SECTOR
+    spc = next((spc for limit, spc in _SPC_TABLE[fat] if sectors <= limit), 0)
+    if spc == 0:
+        return None
+    reserved = 32 if fat == 32 else 1
+    root_entries = {12: 224, 16: 512, 32: 0}[fat]
+    root_sectors = (root_entries * DIR_ENTRY + SECTOR - 1) // SECTOR
+    # mirrors mkfs, which mixes bytes and sectors here (the result over-sizes the FAT a little)
+    tmp1 = size - (reserved + root_sectors)
+    tmp2 = 256 * spc + 2
+    if fat == 32:
+        tmp2 //= 2
+    fat_sectors = math.ceil(((tmp1 + tmp2 - 1) // tmp2) / SECTOR)
+    data = sectors - reserved - 2 * fat_sectors - root_sectors
+    clusters = data // spc
+    if not _clusters_fit_type(fat, clusters):
+        return None  # a reader would take it for another FAT type
+    return Geometry(fat, sectors, spc, reserved, fat_sectors, root_entries, clusters)
+
+
+def _clusters_fit_type(fat: int, clusters: int) -> bool:
+    if fat == 12:
+        return 0 < clusters <= FAT12_MAX_CLUSTERS
+    if fat == 16:
+        return FAT12_MAX_CLUSTERS < clusters <= FAT16_MAX_CLUSTERS
+    return clusters > FAT16_MAX_CLUSTERS
+
+
+def auto_fat(size: int) -> int:
+    """The FAT type for a size when the layout does not set one."""
+    if size < FAT16_MIN_SIZE:
+        return 12
+    return 32 if size >= FAT32_AUTO_FROM else 16
+
+
+def dos_time(seconds: int, epoch: int) -> tuple[int, int, int, int, int, int]:
+    """(Y, M, D, h, m, s) of a Unix time as FAT stores it: UTC fields, clamped, 2 s steps."""
+    t = max(DOS_EPOCH, min(seconds, epoch, DOS_LAST))
+    tm = time.gmtime(t)
+    return (tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec - tm.tm_sec % 2)
+
+
+def volume_id(req: WriteRequest) -> int:
+    """The 32-bit serial: option `volume_id` ("1234ABCD" or "1234-ABCD"), else from the UUID."""
+    pinned = req.options.get("volume_id")
+    if pinned is not None:
+        return int(str(pinned).replace("-", ""), 16)
+    return int.from_bytes(req.uuid.bytes[:4], "big")
+
+
+def _name_units(name: str) -> int:
+    return len(name.encode("utf-16-le")) // 2
+
+
+def _dir_slots(name: str) -> int:
+    """Directory entries a name takes: the 8.3 entry plus (at most) its long-name entries."""
+    return 1 + math.ceil(_name_units(name) / LFN_CHARS)
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# the writer
+
+
+@register
+class VfatWriter(FsWriter):
+    fs = "vfat"
+    options = {
+        "fat": OptionSpec(OptionType.INT, "FAT type; default: 12 below 4.1 MiB, 32 from 512 MiB, "
+                          "else 16", choices=(12, 16, 32)),
+        "volume_id": OptionSpec(OptionType.STR, "volume serial as 8 hex digits (\"1234ABCD\"); "
+                                "default: derived from the partition UUID"),
+    }
+
+    def check(self, req: WriteRequest) -> list[ComposerError]:
+        errors = self._check_options(req) + self._check_label(req) + self._check_entries(req)
+        if errors:
+            return errors
+        if req.size is not None:
+            errors += self._check_size(req, req.size)
+        return errors
+
+    def resolve_size(self, req: WriteRequest) -> int:
+        if req.size is not None:
+            return req.size
+        fat = req.options.get("fat")
+        size = {None: FAT16_MIN_SIZE, 12: 0, 16: FAT16_MIN_SIZE, 32: FAT32_MIN_SIZE}[fat]
+        size = max(MIB, _round_up(size, MIB))
+        entries = with_parents(req.entries, req.epoch)
+        for _ in range(64):  # each pass grows the size; a few passes always suffice
+            geo = geometry(fat or auto_fat(size), size)
+            if geo is not None:
+                need = _clusters_needed(entries, geo)
+                if need * (1 + AUTO_SLACK) <= geo.clusters and _root_fits(entries, geo):
+                    return size
+                data = need * geo.cluster_size * (1 + AUTO_SLACK)
+                size = max(size + MIB, _round_up(int(data) + geo.metadata_bytes, MIB))
+            else:
+                size += MIB
+        raise ComposerError(f"{req.name}: no FAT size fits this content", loc=req.loc,
+                            hint="give the partition an explicit size and `fat:` type")
+
+    def write(self, req: WriteRequest, out: Path, store: ContentStore,
+              progress: Progress = no_progress) -> WriteResult:
+        size = self.resolve_size(req)
+        geo = self._geometry_or_raise(req, size)
+        out.touch(exist_ok=False)  # mkfs opens with "rb+": the file must exist
+        with _frozen_dos_clock() as clock:
+            _mkfs(out, geo, size, req, clock)
+            extents = _fill(out, geo, req, store, clock, progress)
+        _patch_boot_sectors(out, geo)
+        return WriteResult(size, extents)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def _geometry_or_raise(self, req: WriteRequest, size: int) -> Geometry:
+        errors = self._check_size(req, size)
+        if errors:
+            raise errors[0]
+        geo = geometry(req.options.get("fat") or auto_fat(size), size)
+        assert geo is not None  # _check_size said so
+        return geo
+
+    @staticmethod
+    def _check_options(req: WriteRequest) -> list[ComposerError]:
+        pinned = req.options.get("volume_id")
+        if pinned is None:
+            return []
+        if not re.fullmatch(r"[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}", str(pinned)):
+            return [ComposerError(f"{req.name}: volume_id {pinned!r} is not 8 hex digits",
+                                  loc=req.loc, hint='write it like "1234ABCD" or "1234-ABCD"')]
+        if volume_id(req) == 0:
+            # pyfatfs takes 0 as "not given" and derives one from the clock
+            return [ComposerError(f"{req.name}: volume_id 00000000 cannot be used", loc=req.loc,
+                                  hint="pick any other value")]
+        return []
+
+    @staticmethod
+    def _check_label(req: WriteRequest) -> list[ComposerError]:
+        if req.label is None or LABEL_RE.fullmatch(req.label.upper()):
+            return []
+        return [ComposerError(
+            f"{req.name}: FAT label {req.label!r} must be 1 to {LABEL_LEN} characters of "
+            "A-Z, 0-9, '_' and '-'", loc=req.loc, hint="shorten or simplify the label")]
+
+    @staticmethod
+    def _check_entries(req: WriteRequest) -> list[ComposerError]:
+        errors: list[ComposerError] = []
+        seen: dict[tuple[str, str], str] = {}
+        for entry in req.entries:
+            if entry.path == "/":
+                continue
+            problem = _entry_problem(entry)
+            if problem is None:
+                # FAT compares names case-insensitively: "A" and "a" would be one file
+                key = (parent(entry.path).upper(), _basename(entry.path).upper())
+                other = seen.setdefault(key, entry.path)
+                if other != entry.path:
+                    problem = f"{entry.path} and {other} differ only in case, which FAT ignores"
+            if problem is not None:
+                hint = ("put it on an ext4 partition" if entry.kind not in (Kind.FILE, Kind.DIR)
+                        else None)
+                errors.append(ComposerError(f"{req.name}: {problem}", loc=req.loc, hint=hint))
+        return errors
+
+    @staticmethod
+    def _check_size(req: WriteRequest, size: int) -> list[ComposerError]:
+        fat = req.options.get("fat") or auto_fat(size)
+
+        def err(message: str, hint: str) -> list[ComposerError]:
+            return [ComposerError(f"{req.name}: {message}", loc=req.loc, hint=hint)]
+
+        if size % SECTOR:
+            return err(f"size {size} is not a multiple of {SECTOR} bytes",
+                       "use a size in MiB")
+        geo = geometry(fat, size)
+        if geo is None:
+            low, high = _size_range(fat)
+            return err(f"pyfatfs cannot format FAT{fat} at {size} bytes; FAT{fat} needs "
+                       f"{low} to {high} bytes",
+                       "change the size, or the `fat:` option (12, 16 or 32)")
+        entries = with_parents(req.entries, req.epoch)
+        need = _clusters_needed(entries, geo)
+        if need > geo.clusters:
+            return err(f"content needs {need} clusters of {geo.cluster_size} bytes but the "
+                       f"FAT{fat} file system has {geo.clusters}",
+                       "make the partition bigger, or use size: auto")
+        if not _root_fits(entries, geo):
+            return err(f"the root directory needs more than the {geo.root_entries} entries "
+                       f"FAT{fat} has room for",
+                       "use `fat: 32`, or move files into a subdirectory")
+        return []
+
+
+def _size_range(fat: int) -> tuple[int, int]:
+    """The smallest and largest sizes (bytes) pyfatfs can format as this FAT type."""
+    table = _SPC_TABLE[fat]
+    low = next((limit + 1 for limit, spc in table if spc == 0), 1) * SECTOR
+    while geometry(fat, low) is None:  # FAT12: the first size with any data cluster
+        low += SECTOR
+    high = table[-1][0] * SECTOR
+    while geometry(fat, high) is None:  # FAT16: the top row gives too many clusters
+        high -= SECTOR
+    return low, high
+
+
+def _entry_problem(entry: Entry) -> str | None:
+    """Why an entry cannot go into a FAT file system, or None."""
+    if entry.kind is Kind.HARDLINK:
+        return f"{entry.path} is a hard link; FAT has no hard links"
+    if entry.kind not in (Kind.FILE, Kind.DIR):
+        return f"{entry.path} is a {entry.kind.value}; FAT holds only files and directories"
+    name = _basename(entry.path)
+    if any(c in BAD_NAME_CHARS for c in name):
+        return f"{entry.path}: the name holds a character FAT forbids (\"*/:<>?\\| or control)"
+    if name.endswith((".", " ")):
+        return f"{entry.path}: FAT names cannot end with a dot or a space"
+    if _name_units(name) > MAX_NAME_UNITS:
+        return f"{entry.path}: the name is longer than {MAX_NAME_UNITS} UTF-16 units"
+    if entry.size > MAX_FILE_SIZE:
+        return f"{entry.path}: {entry.size} bytes is over the FAT file size limit (4 GiB - 1)"
+    return None
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def with_parents(entries: Sequence[Entry], epoch: int) -> list[Entry]:
+    """The entries minus the root, plus any missing ancestor directory (stamped at the epoch)."""
+    present = {e.path for e in entries}
+    extra: dict[str, Entry] = {}
+    for entry in entries:
+        up = parent(entry.path)
+        while up != "/" and up not in present and up not in extra:
+            extra[up] = Entry(up, Kind.DIR, 0o755, 0, 0, epoch * 1_000_000_000)
+            up = parent(up)
+    return sorted_entries([e for e in entries if e.path != "/"] + list(extra.values()))
+
+
+def _children_slots(entries: Sequence[Entry]) -> dict[str, int]:
+    """Directory entries each directory needs, by directory path (including '.' and '..')."""
+    slots: dict[str, int] = {"/": 1}  # the root holds the volume-label entry
+    for entry in entries:
+        if entry.path == "/":
+            continue
+        slots[parent(entry.path)] = slots.get(parent(entry.path), 2) + _dir_slots(
+            _basename(entry.path))
+        if entry.kind is Kind.DIR:
+            slots.setdefault(entry.path, 2)
+    return slots
+
+
+def _clusters_needed(entries: Sequence[Entry], geo: Geometry) -> int:
+    """Clusters the entries take: file data plus directories (upper bound on long names)."""
+    cs = geo.cluster_size
+    need = sum(-(-e.size // cs) for e in entries if e.kind is Kind.FILE)
+    for path, count in _children_slots(entries).items():
+        if path == "/" and geo.fat != 32:
+            continue  # FAT12/16 keep the root directory in the metadata area
+        need += max(1, -(-count * DIR_ENTRY // cs))
+    return need
+
+
+def _root_fits(entries: Sequence[Entry], geo: Geometry) -> bool:
+    return geo.fat == 32 or _children_slots(entries)["/"] <= geo.root_entries
+
+
+# ---------------------------------------------------------------------------------------------
+# pyfatfs, with the clock held still
+
+
+class _Clock:
+    """What pyfatfs's `DosDateTime.now()` returns while a write runs."""
+
+    def __init__(self) -> None:
+        self.value: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
+
+    def set(self, seconds: int, epoch: int) -> None:
+        self.value = dos_time(seconds, epoch)
+
+
+@contextmanager
+def _frozen_dos_clock() -> Iterator[_Clock]:
+    """Make pyfatfs stamp every new entry with `clock.value` instead of the wall clock."""
+    from pyfatfs.DosDateTime import DosDateTime
+
+    clock = _Clock()
+    original = DosDateTime.__dict__["now"]
+    DosDateTime.now = staticmethod(lambda tz=None: DosDateTime(*clock.value))  # type: ignore
+    try:
+        yield clock
+    finally:
+        DosDateTime.now = original  # type: ignore[method-assign]
+
+
+def _mkfs(out: Path, geo: Geometry, size: int, req: WriteRequest, clock: _Clock) -> None:
+    from pyfatfs.PyFat import PyFat
+
+    fat_type = {12: PyFat.FAT_TYPE_FAT12, 16: PyFat.FAT_TYPE_FAT16,
+                32: PyFat.FAT_TYPE_FAT32}[geo.fat]
+    clock.set(req.epoch, req.epoch)  # the volume-label entry
+    pf = PyFat()
+    try:
+        pf.mkfs(str(out), fat_type, size=size, label=(req.label or "NO NAME").upper(),
+                volume_id=volume_id(req) or 1)  # 1: pyfatfs would read the clock for 0
+    finally:
+        pf.close()
+
+
+def _fill(out: Path, geo: Geometry, req: WriteRequest, store: ContentStore, clock: _Clock,
+          progress: Progress) -> tuple[tuple[int, int], ...]:
+    """Create every entry in sorted order and return the extents of the finished image."""
+    from pyfatfs.PyFatFS import PyFatFS
+
+    entries = with_parents(req.entries, req.epoch)
+    files = [e for e in entries if e.kind is Kind.FILE and e.size > 0]
+    contents: list[Content] = [e.content for e in files if e.content is not None]
+    data = iter(store.stream_sorted(contents))
+    fs = PyFatFS(str(out), utc=True, preserve_case=True, lazy_load=False)
+    try:
+        for entry in entries:
+            clock.set(entry.mtime_ns // 1_000_000_000, req.epoch)
+            if entry.kind is Kind.DIR:
+                fs.makedir(entry.path)
+            else:
+                stream = next(data)[1] if entry.size > 0 else None
+                _write_file(fs, entry.path, stream, progress)
+        _same_geometry(fs.fs, geo)
+        return _extents(fs.fs, geo)
+    finally:
+        fs.close()
+
+
+def _write_file(fs: object, path: str, stream: BinaryIO | None, progress: Progress) -> None:
+    with fs.openbin(path, "w") as f:  # type: ignore[attr-defined]
+        if stream is None:
+            return
+        while chunk := _read_full(stream, CHUNK):
+            f.write(chunk)
+            progress(len(chunk))
+
+
+def _read_full(stream: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, short only at the end (raw streams may return less per read)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        part = stream.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _same_geometry(pf: object, geo: Geometry) -> None:
+    """Fail loudly if pyfatfs laid the file system out otherwise than `geometry()` predicted."""
+    bpb = pf.bpb_header  # type: ignore[attr-defined]
+    got = (bpb["BPB_SecPerClus"], bpb["BPB_RsvdSecCnt"], pf._fat_size,  # type: ignore
+           bpb["BPB_RootEntCnt"])
+    want = (geo.sectors_per_cluster, geo.reserved_sectors, geo.fat_sectors, geo.root_entries)
+    assert got == want, f"pyfatfs geometry {got} differs from the predicted {want}"
+
+
+def _extents(pf: object, geo: Geometry) -> tuple[tuple[int, int], ...]:
+    """Metadata area plus every allocated cluster, read from pyfatfs's own FAT."""
+    fat: list[int] = pf.fat  # type: ignore[attr-defined]
+    last = geo.clusters + 1  # data clusters are numbered 2 .. clusters + 1
+    used = [i for i in range(2, len(fat)) if fat[i] != 0]
+    if used and used[-1] > last:
+        # pyfatfs bounds allocation by the FAT's length, not the data area's: never ship that
+        raise ComposerError(f"the FAT file system overflowed (cluster {used[-1]} > {last})",
+                            hint="make the partition bigger")
+    extents = [(0, geo.metadata_bytes)]
+    extents += [(geo.metadata_bytes + (i - 2) * geo.cluster_size, geo.cluster_size) for i in used]
+    return merge_extents(extents)
+
+
+def _patch_boot_sectors(out: Path, geo: Geometry) -> None:
+    """Fill in what pyfatfs leaves wrong: CHS geometry (mtools needs it) and FAT32 FSInfo."""
+    with out.open("r+b") as f:
+        boot_sectors = [0] + ([FAT32_BACKUP_BOOT_SECTOR] if geo.fat == 32 else [])
+        for sector in boot_sectors:
+            f.seek(sector * SECTOR + BPB_SEC_PER_TRK)
+            f.write(struct.pack("<HH", SECTORS_PER_TRACK, HEADS))
+        if geo.fat == 32:
+            free, next_free = _fat32_free(f, geo)
+            for sector in FSINFO_SECTORS:
+                f.seek(sector * SECTOR)
+                (lead,) = struct.unpack("<I", f.read(4))
+                assert lead == FSINFO_LEAD_SIG, "pyfatfs wrote no FSInfo sector"
+                f.seek(sector * SECTOR + FSINFO_FREE_COUNT)
+                f.write(struct.pack("<II", free, next_free))
+
+
+def _fat32_free(f: BinaryIO, geo: Geometry) -> tuple[int, int]:
+    """(free clusters, first free cluster) read from the first FAT."""
+    f.seek(geo.reserved_sectors * SECTOR)
+    raw = f.read((geo.clusters + 2) * 4)
+    entries = struct.unpack(f"<{geo.clusters + 2}I", raw)
+    free = [i for i in range(2, geo.clusters + 2) if entries[i] & 0x0FFFFFFF == 0]
+    return len(free), (free[0] if free else 0xFFFFFFFF)

@@ -1,0 +1,493 @@
+"""Validate a layout file whole: every error at once, each with file:line:col, path and hint."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from composer.errors import ComposerError, Loc, raise_all
+from composer.fs.base import FsWriter, OptionSpec, OptionType, writers
+from composer.layout.model import (
+    Disk,
+    Docker,
+    FileAction,
+    FileRule,
+    Greengrass,
+    IdentityPolicy,
+    Layout,
+    Partition,
+    SecretsPolicy,
+    Source,
+    SourceRef,
+    Systemd,
+    TableType,
+)
+from composer.layout.yamlload import Node, load_yaml
+from composer.rules.greengrass import DEFAULT_KEEP, KNOWN_DIRS
+from composer.tree import norm
+from composer.units import SizeError, parse_size
+
+E = TypeVar("E", bound=StrEnum)
+
+TOP_KEYS = ("version", "name", "epoch", "sources", "partitions", "greengrass", "systemd",
+            "docker", "files", "disk")
+PARTITION_KEYS = ("name", "fs", "size", "mount", "label", "uuid")
+DISK_PARTITION_KEYS = ("type", "offset", "attributes", "bootable")
+DISK_KEYS = ("table", "align", "size", "guid", "signature", "raw", "outputs")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MODE = re.compile(r"^0?[0-7]{3,4}$")
+
+
+def load_layout(path: Path) -> Layout:
+    """Read and validate `path`; raise ComposerError(s) describing everything wrong with it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ComposerError(f"layout file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ComposerError(f"cannot read layout file {path}: {exc}") from None
+    root = load_yaml(text, str(path))
+    checker = _Checker(path)
+    layout = checker.layout(root)
+    raise_all(checker.errors)
+    assert layout is not None
+    return layout
+
+
+class _Checker:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.resolve().parent
+        self.errors: list[ComposerError] = []
+        self.source_names: set[str] = set()
+
+    def fail(self, node: Node | Loc, path: str, message: str, hint: str | None = None) -> None:
+        loc = node if isinstance(node, Loc) else node.loc
+        self.errors.append(ComposerError(message, loc, hint, path=path))
+
+    # --- structure -----------------------------------------------------------------------
+
+    def fields(self, node: Node, path: str, allowed: Iterable[str],
+               required: Iterable[str] = ()) -> dict[str, Node] | None:
+        """The keys of a mapping, after rejecting unknown keys and reporting missing ones."""
+        if not node.is_map:
+            self.fail(node, path, f"expected a mapping, got {_kind(node)}")
+            return None
+        allowed = tuple(allowed)
+        for key, value in node.value.items():
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else \
+                    f"valid keys here: {', '.join(allowed)}"
+                self.fail(_key_loc(value, node, key), _join(path, key), f"unknown key {key!r}", hint)
+        for key in required:
+            if key not in node.value:
+                self.fail(node, path or "(top level)", f"missing required key {key!r}")
+        return {k: v for k, v in node.value.items() if k in allowed}
+
+    def string(self, node: Node | None, path: str, pattern: re.Pattern[str] | None = None,
+               what: str = "") -> str | None:
+        if node is None:
+            return None
+        if not isinstance(node.value, str):
+            self.fail(node, path, f"expected a string, got {_kind(node)}",
+                      "quote the value" if node.value is not None else None)
+            return None
+        if pattern is not None and not pattern.match(node.value):
+            self.fail(node, path, f"{node.value!r} is not a valid {what}")
+            return None
+        return node.value
+
+    def integer(self, node: Node | None, path: str, minimum: int = 0) -> int | None:
+        if node is None:
+            return None
+        if isinstance(node.value, bool) or not isinstance(node.value, int):
+            self.fail(node, path, f"expected an integer, got {_kind(node)}")
+            return None
+        if node.value < minimum:
+            self.fail(node, path, f"{node.value} is below the minimum {minimum}")
+            return None
+        return int(node.value)
+
+    def number(self, node: Node, path: str, low: float, high: float) -> float | None:
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+            self.fail(node, path, f"expected a number, got {_kind(node)}")
+            return None
+        if not low <= node.value <= high:
+            self.fail(node, path, f"{node.value} is outside {low:g}..{high:g}")
+            return None
+        return node.value
+
+    def enum(self, node: Node | None, path: str, enum: type[E], default: E) -> E:
+        if node is None:
+            return default
+        values = [e.value for e in enum]
+        if isinstance(node.value, str) and node.value in values:
+            return enum(node.value)
+        close = difflib.get_close_matches(str(node.value), values, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(values)}"
+        self.fail(node, path, f"{node.value!r} is not one of {', '.join(values)}", hint)
+        return default
+
+    def size(self, node: Node, path: str, allow_auto: bool) -> int | None:
+        if allow_auto and node.value == "auto":
+            return None
+        try:
+            value = parse_size(node.value) if isinstance(node.value, str | int) else None
+        except SizeError as exc:
+            self.fail(node, path, str(exc), "sizes look like 64MiB, 512KiB, 1GiB or 'auto'")
+            return None
+        if value is None:
+            self.fail(node, path, f"expected a size, got {_kind(node)}")
+        return value
+
+    def mode(self, node: Node | None, path: str) -> int | None:
+        if node is None:
+            return None
+        if not isinstance(node.value, str):
+            written = f"{node.value:o}" if isinstance(node.value, int) else node.value
+            self.fail(node, path, f"mode must be a quoted octal string, got {_kind(node)} "
+                      f"{node.value!r}", f'write it as "0{written}" (YAML reads an unquoted '
+                      f'0755 as the decimal number 493)' if isinstance(node.value, int) else
+                      'write it as "0644"')
+            return None
+        if not _MODE.match(node.value):
+            self.fail(node, path, f"{node.value!r} is not an octal mode", 'such as "0644"')
+            return None
+        return int(node.value, 8)
+
+    def owner(self, node: Node | None, path: str) -> tuple[int, int] | None:
+        if node is None:
+            return None
+        text = str(node.value) if isinstance(node.value, str | int) else ""
+        match = re.match(r"^(\d+):(\d+)$", text)
+        if not isinstance(node.value, str) or not match:
+            self.fail(node, path, f"owner must be a quoted \"UID:GID\" string, got {node.value!r}",
+                      'numeric ids, such as "998:998" (the names on the device may differ)')
+            return None
+        return int(match.group(1)), int(match.group(2))
+
+    def device_path(self, node: Node | None, path: str) -> str | None:
+        text = self.string(node, path)
+        if text is None:
+            return None
+        assert node is not None
+        if not text.startswith("/"):
+            self.fail(node, path, f"{text!r} is not an absolute path on the device",
+                      f"write it as '/{text}'")
+            return None
+        if ".." in text.split("/"):
+            self.fail(node, path, f"{text!r} contains '..'")
+            return None
+        return norm(text)
+
+    def source_ref(self, node: Node | None, path: str) -> SourceRef | None:
+        text = self.string(node, path)
+        if text is None:
+            return None
+        assert node is not None
+        name, sep, inner = text.partition(":")
+        if not sep or not inner.startswith("/"):
+            self.fail(node, path, f"{text!r} is not a source reference",
+                      "write SOURCE:/path, such as golden:/greengrass/v2")
+            return None
+        if name not in self.source_names:
+            close = difflib.get_close_matches(name, sorted(self.source_names), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else \
+                "declare it under 'sources:'"
+            self.fail(node, path, f"unknown source {name!r}", hint)
+            return None
+        return SourceRef(name, norm(inner), node.loc)
+
+    def string_list(self, node: Node | None, path: str) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        if not node.is_list:
+            self.fail(node, path, f"expected a list, got {_kind(node)}")
+            return ()
+        items = (self.string(item, f"{path}[{i}]") for i, item in enumerate(node.value))
+        return tuple(item for item in items if item is not None)
+
+    # --- sections ------------------------------------------------------------------------
+
+    def layout(self, root: Node) -> Layout | None:
+        top = self.fields(root, "", TOP_KEYS, required=("version", "name", "partitions"))
+        if top is None:
+            return None
+        version = self.integer(top.get("version"), "version")
+        if version is not None and version != 1:
+            self.fail(top["version"], "version", f"layout version {version} is not supported",
+                      "this composer reads version 1")
+        name = self.string(top.get("name"), "name", _NAME, "name (letters, digits, . _ -)")
+        epoch = self.integer(top.get("epoch"), "epoch")
+        sources = self.sources(top.get("sources"))
+        partitions = self.partitions(top.get("partitions"))
+        greengrass = self.greengrass(top["greengrass"]) if "greengrass" in top else None
+        systemd = self.systemd(top["systemd"]) if "systemd" in top else None
+        docker = self.docker(top["docker"]) if "docker" in top else None
+        files = self.files(top.get("files"))
+        disk = self.disk(top["disk"], partitions) if "disk" in top else None
+        if disk is None:
+            for part in partitions:
+                if part.disk_options:
+                    key = next(iter(part.disk_options))
+                    self.fail(part.loc, f"partitions[{part.index}].{key}",
+                              f"{key!r} only applies to partitions of a disk",
+                              "add a 'disk:' section, or remove the key")
+        return Layout(self.path, version or 1, name or "", epoch, sources, tuple(partitions),
+                      greengrass, systemd, docker, tuple(files), disk)
+
+    def sources(self, node: Node | None) -> dict[str, Source]:
+        result: dict[str, Source] = {}
+        if node is None:
+            return result
+        if not node.is_map:
+            self.fail(node, "sources", f"expected a mapping of name: path, got {_kind(node)}")
+            return result
+        for name, value in node.value.items():
+            path = f"sources.{name}"
+            if not _NAME.match(name):
+                self.fail(value, path, f"{name!r} is not a valid source name",
+                          "letters, digits, . _ - (and no ':')")
+                continue
+            text = self.string(value, path)
+            self.source_names.add(name)
+            if text is not None:
+                result[name] = Source(name, (self.base / text).resolve(), value.loc)
+        return result
+
+    def partitions(self, node: Node | None) -> list[Partition]:
+        if node is None:
+            return []
+        if not node.is_list or not node.value:
+            self.fail(node, "partitions", "expected a non-empty list of partitions")
+            return []
+        available = writers()
+        result: list[Partition] = []
+        names: dict[str, Loc] = {}
+        mounts: dict[str, Loc] = {}
+        for index, item in enumerate(node.value):
+            part = self.partition(item, f"partitions[{index}]", index, available)
+            if part is None:
+                continue
+            for key, seen, value in (("name", names, part.name), ("mount", mounts, part.mount)):
+                if value in seen:
+                    self.fail(part.loc, f"partitions[{index}].{key}",
+                              f"{key} {value!r} is already used at line {seen[value].line}")
+                seen[value] = part.loc
+            result.append(part)
+        return result
+
+    def partition(self, node: Node, path: str, index: int,
+                  available: Mapping[str, type[FsWriter]]) -> Partition | None:
+        fs_node = node.value.get("fs") if node.is_map else None
+        fs = fs_node.value if fs_node is not None else None
+        writer = available.get(fs) if isinstance(fs, str) else None
+        option_specs = writer.options if writer is not None else {}
+        allowed = PARTITION_KEYS + DISK_PARTITION_KEYS + tuple(option_specs)
+        raw = self.fields(node, path, allowed, required=("name", "fs", "mount"))
+        if raw is None:
+            return None
+        name = self.string(raw.get("name"), f"{path}.name", _NAME, "partition name")
+        mount = self.device_path(raw.get("mount"), f"{path}.mount")
+        if fs_node is not None and writer is None:
+            self._unknown_fs(fs_node, f"{path}.fs", available)
+        size: int | None = None
+        if "size" in raw:
+            size = self.size(raw["size"], f"{path}.size", allow_auto=True)
+            if writer is not None and not writer.fixed_size and size is not None:
+                self.fail(raw["size"], f"{path}.size", f"a {fs} partition has no size",
+                          "remove 'size' (a tar archive is as big as its content)")
+        elif writer is not None and writer.fixed_size:
+            pass  # auto
+        label = self.string(raw.get("label"), f"{path}.label")
+        pinned = self.uuid(raw.get("uuid"), f"{path}.uuid")
+        options = {key: self.option(raw[key], f"{path}.{key}", spec)
+                   for key, spec in option_specs.items() if key in raw}
+        disk_options = {key: raw[key] for key in DISK_PARTITION_KEYS if key in raw}
+        if name is None or mount is None or writer is None:
+            return None
+        return Partition(name, fs, size, mount, label, pinned, options, disk_options, node.loc,
+                         index)
+
+    def _unknown_fs(self, node: Node, path: str, available: Mapping[str, type[FsWriter]]) -> None:
+        planned = {"ext4": "the native ext4 writer", "vfat": "the vfat writer"}
+        if node.value in planned:
+            self.fail(node, path, f"fs {node.value!r} is not supported yet "
+                      f"({planned[node.value]} has not landed)",
+                      f"use one of: {', '.join(sorted(available))}")
+            return
+        close = difflib.get_close_matches(str(node.value), sorted(available), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else \
+            f"one of: {', '.join(sorted(available))}"
+        self.fail(node, path, f"unknown file system {node.value!r}", hint)
+
+    def uuid(self, node: Node | None, path: str) -> uuid.UUID | None:
+        text = self.string(node, path)
+        if text is None:
+            return None
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            assert node is not None
+            self.fail(node, path, f"{text!r} is not a UUID",
+                      "such as 2f5a9c1e-7b44-4c1e-9d0a-3f1b6c8e2a10, or remove it to derive one")
+            return None
+
+    def option(self, node: Node, path: str, spec: OptionSpec) -> Any:
+        value: Any
+        if spec.type is OptionType.INT:
+            value = self.integer(node, path)
+        elif spec.type is OptionType.STR:
+            value = self.string(node, path)
+        elif spec.type is OptionType.SIZE:
+            value = self.size(node, path, allow_auto=False)
+        elif spec.type is OptionType.SIZE_OR_NONE:
+            value = "none" if node.value == "none" else self.size(node, path, allow_auto=False)
+        elif spec.type is OptionType.PERCENT:
+            value = self.number(node, path, 0, 50)
+        else:
+            value = self.uuid(node, path)
+        if spec.choices and value is not None and value not in spec.choices:
+            self.fail(node, path, f"{value!r} is not one of {', '.join(map(str, spec.choices))}")
+        return value
+
+    def greengrass(self, node: Node) -> Greengrass | None:
+        path = "greengrass"
+        raw = self.fields(node, path, ("from", "to", "keep", "secrets", "identity"),
+                          required=("from",))
+        if raw is None:
+            return None
+        src = self.source_ref(raw.get("from"), f"{path}.from")
+        to = self.device_path(raw.get("to"), f"{path}.to") if "to" in raw else None
+        keep = self.string_list(raw.get("keep"), f"{path}.keep")
+        for i, item in enumerate(keep):
+            if item not in KNOWN_DIRS:
+                close = difflib.get_close_matches(item, KNOWN_DIRS, n=1)
+                self.fail(raw["keep"].value[i], f"{path}.keep[{i}]",
+                          f"{item!r} is not a Greengrass root directory",
+                          f"did you mean {close[0]!r}?" if close else
+                          f"one of: {', '.join(KNOWN_DIRS)}")
+        secrets = self.enum(raw.get("secrets"), f"{path}.secrets", SecretsPolicy,
+                            SecretsPolicy.STRIP)
+        identity = self.enum(raw.get("identity"), f"{path}.identity", IdentityPolicy,
+                             IdentityPolicy.STRIP)
+        if src is None:
+            return None
+        return Greengrass(src, to or src.path, keep if "keep" in raw else DEFAULT_KEEP,
+                          "keep" in raw, secrets, identity, node.loc)
+
+    def systemd(self, node: Node) -> Systemd | None:
+        raw = self.fields(node, "systemd", ("from", "units"), required=("from", "units"))
+        if raw is None:
+            return None
+        src = self.source_ref(raw.get("from"), "systemd.from")
+        units = self.string_list(raw.get("units"), "systemd.units")
+        for i, unit in enumerate(units):
+            if "/" in unit or not re.match(r"^[\w@.:-]+\.(service|socket|timer|target|path|mount)$",
+                                           unit):
+                self.fail(raw["units"].value[i], f"systemd.units[{i}]",
+                          f"{unit!r} is not a systemd unit file name", "such as greengrass.service")
+        return Systemd(src, units, node.loc) if src is not None else None
+
+    def docker(self, node: Node) -> Docker | None:
+        raw = self.fields(node, "docker", ("from", "to", "keep"), required=("from",))
+        if raw is None:
+            return None
+        src = self.source_ref(raw.get("from"), "docker.from")
+        to = self.device_path(raw.get("to"), "docker.to") if "to" in raw else "/var/lib/docker"
+        keep = self.string_list(raw.get("keep"), "docker.keep")
+        return Docker(src, to or "/var/lib/docker", keep, node.loc) if src is not None else None
+
+    def files(self, node: Node | None) -> list[FileRule]:
+        if node is None:
+            return []
+        if not node.is_list:
+            self.fail(node, "files", f"expected a list, got {_kind(node)}")
+            return []
+        rules = (self.file_rule(item, f"files[{i}]") for i, item in enumerate(node.value))
+        return [rule for rule in rules if rule is not None]
+
+    def file_rule(self, node: Node, path: str) -> FileRule | None:
+        raw = self.fields(node, path, ("from", "to", "exclude", "content", "dir", "symlink",
+                                       "mode", "owner"), required=("to",))
+        if raw is None:
+            return None
+        actions = [key for key in ("from", "content", "dir", "symlink") if key in raw]
+        if len(actions) != 1:
+            self.fail(node, path, "an entry needs exactly one of from, content, dir, symlink"
+                      + (f" (it has {', '.join(actions)})" if actions else ""))
+            return None
+        to = self.device_path(raw.get("to"), f"{path}.to")
+        mode = self.mode(raw.get("mode"), f"{path}.mode")
+        owner = self.owner(raw.get("owner"), f"{path}.owner")
+        if "exclude" in raw and actions[0] != "from":
+            self.fail(raw["exclude"], f"{path}.exclude", "'exclude' only applies to 'from'")
+        common: dict[str, Any] = {"mode": mode, "owner": owner}
+        rule: FileRule | None = None
+        if actions[0] == "from":
+            src = self.source_ref(raw["from"], f"{path}.from")
+            exclude = self.string_list(raw.get("exclude"), f"{path}.exclude")
+            if src is not None and to is not None:
+                rule = FileRule(FileAction.COPY, to, node.loc, src=src, exclude=exclude, **common)
+        elif actions[0] == "content":
+            text = self.string(raw["content"], f"{path}.content")
+            if text is not None and to is not None:
+                rule = FileRule(FileAction.CONTENT, to, node.loc, content=text.encode(), **common)
+        elif actions[0] == "dir":
+            if raw["dir"].value is not True:
+                self.fail(raw["dir"], f"{path}.dir", "'dir' must be true")
+            elif to is not None:
+                rule = FileRule(FileAction.DIR, to, node.loc, **common)
+        else:
+            target = self.string(raw["symlink"], f"{path}.symlink")
+            if target is not None and to is not None:
+                rule = FileRule(FileAction.SYMLINK, to, node.loc, symlink=target, **common)
+        return rule
+
+    def disk(self, node: Node, partitions: list[Partition]) -> Disk | None:
+        raw = self.fields(node, "disk", DISK_KEYS)
+        if raw is None:
+            return None
+        table = self.enum(raw.get("table"), "disk.table", TableType, TableType.GPT)
+        assembler = _disk_assembler()
+        if assembler is None:
+            self.fail(node, "disk", "whole-disk images are not supported yet "
+                      "(the GPT/MBR assembler has not landed)",
+                      "remove the 'disk:' section to build the partition images alone")
+            return None
+        options = assembler(self, raw, partitions)
+        return Disk(table, options, node.loc)
+
+
+def _disk_assembler() -> Callable[[_Checker, dict[str, Node], list[Partition]],
+                                  Mapping[str, Any]] | None:
+    """The disk section's validator, once the disk assembler exists."""
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _key_loc(value: Node, parent: Node, key: str) -> Loc:
+    return parent.key_locs[key] if parent.key_locs and key in parent.key_locs else value.loc
+
+
+def _kind(node: Node) -> str:
+    value = node.value
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    return {int: "an integer", float: "a number", str: "a string"}.get(type(value),
+                                                                      type(value).__name__)

@@ -1,0 +1,130 @@
+"""The validated layout: frozen values, every one with the Loc it was declared at."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from composer.errors import Loc
+
+
+class SecretsPolicy(StrEnum):
+    STRIP = "strip"
+    FAIL = "fail"
+    KEEP = "keep"
+
+
+class IdentityPolicy(StrEnum):
+    STRIP = "strip"
+    KEEP = "keep"
+
+
+class TableType(StrEnum):
+    GPT = "gpt"
+    MBR = "mbr"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """`name:/path` inside a named source."""
+
+    source: str
+    path: str  # absolute inside the source, "/" for its root
+    loc: Loc
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    name: str
+    path: Path  # absolute, resolved against the layout file's folder
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    name: str
+    fs: str
+    size: int | None  # bytes; None for auto (and for tar, which has no size)
+    mount: str
+    label: str | None
+    uuid: uuid.UUID | None  # pinned; derived at plan time when None
+    options: Mapping[str, Any]  # writer options, parsed by their OptionSpec
+    disk_options: Mapping[str, Any]  # type, offset, attributes: read by the disk assembler
+    loc: Loc
+    index: int  # declaration order = disk order
+
+
+@dataclass(frozen=True, slots=True)
+class Greengrass:
+    src: SourceRef
+    to: str
+    keep: tuple[str, ...]
+    keep_given: bool  # plugins joins the default set only when `keep` was not written
+    secrets: SecretsPolicy
+    identity: IdentityPolicy
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Systemd:
+    src: SourceRef
+    units: tuple[str, ...]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Docker:
+    src: SourceRef
+    to: str
+    keep: tuple[str, ...]  # ephemeral parts to keep after all
+    loc: Loc
+
+
+class FileAction(StrEnum):
+    COPY = "copy"
+    CONTENT = "content"
+    DIR = "dir"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRule:
+    action: FileAction
+    to: str
+    loc: Loc
+    src: SourceRef | None = None
+    exclude: tuple[str, ...] = ()
+    content: bytes | None = None
+    symlink: str | None = None
+    mode: int | None = None
+    owner: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    table: TableType
+    options: Mapping[str, Any]  # align, size, guid, raw, …: read by the disk assembler
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    path: Path
+    version: int
+    name: str
+    epoch: int | None
+    sources: Mapping[str, Source]
+    partitions: tuple[Partition, ...]
+    greengrass: Greengrass | None
+    systemd: Systemd | None
+    docker: Docker | None
+    files: tuple[FileRule, ...]
+    disk: Disk | None
+    outputs: tuple[str, ...] = field(default=())

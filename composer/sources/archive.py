@@ -1,0 +1,180 @@
+"""Archive sources through libarchive: tar (any compression), cpio, zip, …
+
+Members are data: a path with '..' is clamped inside the source (as GNU tar strips leading
+'../'), links are never followed, devices and sockets are never opened. A member repeated in the
+archive is taken from its last copy, as extraction would.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import libarchive
+from libarchive import ffi
+from libarchive.exception import ArchiveError
+
+from composer.archive_ffi import read_xattrs
+from composer.content import DataSource
+from composer.errors import ComposerError
+from composer.sources import Scanned
+from composer.tree import Content, Entry, Kind, norm
+
+_KINDS = {
+    0o100000: Kind.FILE,
+    0o040000: Kind.DIR,
+    0o120000: Kind.SYMLINK,
+    0o020000: Kind.CHAR,
+    0o060000: Kind.BLOCK,
+    0o010000: Kind.FIFO,
+    0o140000: Kind.SOCKET,
+}
+
+
+def member_path(raw: str) -> tuple[str, bool]:
+    """The member's path inside the source, and whether '..' had to be clamped."""
+    parts: list[str] = []
+    clamped = False
+    for part in raw.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            else:
+                clamped = True
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts), clamped
+
+
+def scan_archive(name: str, path: Path) -> Scanned:
+    entries: dict[str, Entry] = {}
+    warnings: list[str] = []
+    newest = 0
+    current = "(header)"
+    try:
+        with libarchive.file_reader(str(path)) as archive:
+            for index, member in enumerate(archive):
+                current = member.pathname or "(unnamed)"
+                entry = _entry(name, member, index, warnings, entries)
+                if entry is None:
+                    continue
+                entries[entry.path] = entry
+                newest = max(newest, entry.mtime_ns)
+    except ArchiveError as exc:
+        raise ComposerError(f"source {name!r}: cannot read {path} at member {current!r}: "
+                            f"{_why(exc)}",
+                            hint="the archive is truncated, corrupt or not an archive") from None
+    except OSError as exc:
+        raise ComposerError(f"source {name!r}: cannot read {path}: {exc.strerror}") from None
+    _add_missing_dirs(entries)
+    return Scanned(name, entries, ArchiveData(name, path), newest, tuple(warnings))
+
+
+def _entry(source: str, member: libarchive.ArchiveEntry, index: int, warnings: list[str],
+           seen: dict[str, Entry]) -> Entry | None:
+    raw = member.pathname
+    path, clamped = member_path(raw)
+    if clamped:
+        warnings.append(f"source {source!r}: member {raw!r} escapes the source; "
+                        f"taken as {path!r}")
+    entry_p = member._entry_p
+    mtime_ns = ffi.entry_mtime(entry_p) * 1_000_000_000 + ffi.entry_mtime_nsec(entry_p)
+    common = dict(path=path, mode=member.mode & 0o7777, uid=member.uid, gid=member.gid,
+                  mtime_ns=max(0, mtime_ns), xattrs=read_xattrs(entry_p))
+    if member.islnk:
+        target, _ = member_path(member.linkpath)
+        found = seen.get(target)
+        if found is None or found.kind not in (Kind.FILE, Kind.HARDLINK):
+            raise ComposerError(f"source {source!r}: member {raw!r} is a hard link to "
+                                f"{member.linkpath!r}, which is not an earlier file in the archive",
+                                hint="the archive is damaged or was cut short")
+        primary = found.target if found.kind is Kind.HARDLINK and found.target else target
+        return Entry(kind=Kind.HARDLINK, target=primary, content=found.content,
+                     **common)  # type: ignore[arg-type]
+    kind = _KINDS.get(member.filetype)
+    if kind is None:
+        raise ComposerError(f"source {source!r}: member {raw!r} has an unknown file type "
+                            f"{member.filetype:o}")
+    if path == "/" and kind is not Kind.DIR:
+        warnings.append(f"source {source!r}: member {raw!r} has an empty name; skipped")
+        return None
+    if kind is Kind.FILE:
+        content = Content(size=member.size, source=source, member=raw, index=index)
+        return Entry(kind=kind, content=content, **common)  # type: ignore[arg-type]
+    if kind is Kind.SYMLINK:
+        return Entry(kind=kind, target=member.linkpath, **common)  # type: ignore[arg-type]
+    if kind in (Kind.CHAR, Kind.BLOCK):
+        rdev = (member.rdevmajor, member.rdevminor)
+        return Entry(kind=kind, rdev=rdev, **common)  # type: ignore[arg-type]
+    return Entry(kind=kind, **common)  # type: ignore[arg-type]
+
+
+def _add_missing_dirs(entries: dict[str, Entry]) -> None:
+    """Archives may omit parent directories; make them as extraction would (0755, root)."""
+    newest = max((e.mtime_ns for e in entries.values()), default=0)
+    for path in list(entries):
+        parent = path.rsplit("/", 1)[0] or "/"
+        while parent not in entries:
+            entries[parent] = Entry(parent, Kind.DIR, 0o755, 0, 0, newest)
+            parent = parent.rsplit("/", 1)[0] or "/"
+
+
+def _why(exc: ArchiveError) -> str:
+    msg = getattr(exc, "msg", None) or str(exc)
+    return str(msg).strip().rstrip(".")
+
+
+class ArchiveData(DataSource):
+    sequential = True
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+
+    def iter_data(self, wanted: Sequence[Content]) -> Iterator[tuple[Content, BinaryIO]]:
+        by_index = {c.index: c for c in wanted}
+        if not by_index:
+            return
+        last = max(by_index)
+        current = "(header)"
+        try:
+            with libarchive.file_reader(str(self.path)) as archive:
+                for index, member in enumerate(archive):
+                    current = member.pathname
+                    content = by_index.get(index)
+                    if content is not None:
+                        yield content, _BlockStream(member.get_blocks())
+                    if index >= last:
+                        return
+        except ArchiveError as exc:
+            raise ComposerError(f"source {self.name!r}: cannot read {self.path} at member "
+                                f"{current!r}: {_why(exc)}",
+                                hint="the archive is truncated, corrupt or changed") from None
+        raise ComposerError(f"source {self.name!r}: {self.path} ended before member "
+                            f"{by_index[last].member!r}", hint="the archive changed during the build")
+
+
+class _BlockStream(io.RawIOBase):
+    """A file-like view of libarchive's data blocks for the current member."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._pending = bytes(block)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
