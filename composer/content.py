@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from collections import Counter
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO

@@ -1,6 +1,7 @@
 """tar partitions: pax, sorted, numeric owners, xattrs kept, no atime or ctime.
 
-pax rather than ustar because ustar cannot hold xattrs, long names, large ids or nanosecond
+Sockets are left out: no tar format holds them, and a socket only means something while the
+program that made it runs. pax rather than ustar because ustar cannot hold xattrs, long names, large ids or nanosecond
 times; libarchive writes a plain ustar header when an entry needs none of them. Entries carry no
 user or group names: names on the golden device mean nothing on another rootfs.
 """
@@ -8,7 +9,9 @@ user or group names: names on the golden device mean nothing on another rootfs.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from libarchive import ffi
 from libarchive.write import new_archive_write
@@ -35,34 +38,50 @@ class TarWriter(FsWriter):
 
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:
-        files = [e for e in req.entries if e.kind is Kind.FILE and e.content is not None]
-        data = store.stream_sorted([e.content for e in files if e.content is not None])
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            with new_archive_write("pax") as archive_p:
-                ffi.write_open_fd(archive_p, fd)
-                for entry in req.entries:
-                    has_data = entry.kind is Kind.FILE and entry.content is not None
-                    stream = next(data)[1] if has_data else None
-                    self._write_entry(archive_p, entry, stream, progress)
-        finally:
-            os.close(fd)
+        files = [e.content for e in req.entries if e.kind is Kind.FILE and e.content is not None]
+        data = store.stream_sorted(files)
+
+        def items() -> Iterator[tuple[Entry, BinaryIO | None]]:
+            for entry in req.entries:
+                if entry.kind is Kind.SOCKET:
+                    continue  # tar cannot hold sockets; they mean nothing in an image anyway
+                has_data = entry.kind is Kind.FILE and entry.content is not None
+                yield entry, (next(data)[1] if has_data else None)
+
+        write_tar(out, items(), progress=progress)
         size = out.stat().st_size
         return WriteResult(size, ((0, size),) if size else ())
 
-    @staticmethod
-    def _write_entry(archive_p: int, entry: Entry, stream: object, progress: Progress) -> None:
-        entry_p = ffi.entry_new()
-        try:
-            _fill(entry_p, entry)
-            ffi.write_header(archive_p, entry_p)
-            if stream is not None:
-                while chunk := stream.read(CHUNK):  # type: ignore[attr-defined]
-                    ffi.write_data(archive_p, chunk, len(chunk))
-                    progress(len(chunk))
-            ffi.write_finish_entry(archive_p)
-        finally:
-            ffi.entry_free(entry_p)
+
+def write_tar(out: Path, items: Iterable[tuple[Entry, BinaryIO | None]],
+              filter_name: str | None = None, progress: Progress = no_progress) -> None:
+    """A pax archive of `items` in the order given (callers sort); `filter_name` compresses."""
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with new_archive_write("pax", filter_name) as archive_p:
+            if filter_name == "gzip":
+                # gzip stores the time and file name in its header unless told not to
+                ffi.write_set_options(archive_p, b"gzip:!timestamp")
+            ffi.write_open_fd(archive_p, fd)
+            for entry, stream in items:
+                _write_entry(archive_p, entry, stream, progress)
+    finally:
+        os.close(fd)
+
+
+def _write_entry(archive_p: int, entry: Entry, stream: BinaryIO | None,
+                 progress: Progress) -> None:
+    entry_p = ffi.entry_new()
+    try:
+        _fill(entry_p, entry)
+        ffi.write_header(archive_p, entry_p)
+        if stream is not None:
+            while chunk := stream.read(CHUNK):
+                ffi.write_data(archive_p, chunk, len(chunk))
+                progress(len(chunk))
+        ffi.write_finish_entry(archive_p)
+    finally:
+        ffi.entry_free(entry_p)
 
 
 def _fill(entry_p: int, entry: Entry) -> None:

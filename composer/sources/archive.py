@@ -20,7 +20,7 @@ from composer.archive_ffi import read_xattrs
 from composer.content import DataSource
 from composer.errors import ComposerError
 from composer.sources import Scanned
-from composer.tree import Content, Entry, Kind, norm
+from composer.tree import Content, Entry, Kind
 
 _KINDS = {
     0o100000: Kind.FILE,

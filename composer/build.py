@@ -1,0 +1,249 @@
+"""load -> scan -> rules -> route -> plan -> check all -> write all -> publish atomically.
+
+Nothing is written before every check of every partition has passed, and outputs go to a
+temporary folder inside the output folder that is renamed into place only when all succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composer.content import ContentStore
+from composer.errors import ComposerError, raise_all
+from composer.fs.base import FsWriter, WriteRequest, writers
+from composer.layout.load import load_layout
+from composer.layout.model import Layout
+from composer.outputs.manifest import (
+    HashingStore,
+    entry_record,
+    file_sha256,
+    manifest_header,
+    write_manifest,
+    write_sha256sums,
+)
+from composer.report import Report
+from composer.route import for_writer, route
+from composer.rules.assembly import Assembly
+from composer.rules.docker import DockerRule
+from composer.rules.files import FilesRule
+from composer.rules.greengrass import GreengrassRule
+from composer.rules.systemd import SystemdRule
+from composer.sources import Scanned, scan_source
+from composer.tree import DeviceTree, canonical_hardlinks
+
+# Every derived ID is uuid5(COMPOSER_NS, "<layout name>/<partition>/<purpose>")
+COMPOSER_NS = uuid.UUID("6f1c3b1e-6a0e-5c8e-9a57-0c0a1d5e7c11")
+
+
+def derived_uuid(layout: str, partition: str, purpose: str) -> uuid.UUID:
+    return uuid.uuid5(COMPOSER_NS, f"{layout}/{partition}/{purpose}")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPartition:
+    writer: FsWriter
+    request: WriteRequest
+    size: int | None  # resolved image size; None for tar
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+
+@dataclass(slots=True)
+class Plan:
+    layout: Layout
+    epoch: int
+    tree: DeviceTree
+    partitions: list[PlannedPartition]
+    report: Report
+    store: ContentStore
+    warnings: list[str] = field(default_factory=list)
+
+
+class Events:
+    """Progress hooks; the CLI draws them, tests ignore them."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def start(self, label: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+
+def plan(layout_path: Path, epoch_override: int | None = None,
+         events: Events | None = None, spill_dir: Path | None = None) -> Plan:
+    """Everything up to writing: validate, scan sources, apply rules, route, check. Pure."""
+    events = events or Events()
+    layout = load_layout(layout_path)
+    events.step("scanning sources")
+    scanned = _scan(layout)
+    store = ContentStore({name: s.data for name, s in scanned.items()}, spill_dir)
+    epoch = _epoch(layout, scanned, epoch_override)
+    events.step("applying rules")
+    asm = Assembly(scanned, store, epoch)
+    for source in scanned.values():
+        for warning in source.warnings:
+            asm.report.warn(warning)
+    tree = _assemble(layout, asm)
+    routed, errors = route(tree, layout.partitions, asm.epoch_ns)
+    raise_all(errors)
+    planned = _plan_partitions(layout, routed, epoch)
+    return Plan(layout, epoch, tree, planned, asm.report, store)
+
+
+def _scan(layout: Layout) -> dict[str, Scanned]:
+    used = _used_sources(layout)
+    scanned: dict[str, Scanned] = {}
+    errors: list[ComposerError] = []
+    for name in sorted(used):
+        source = layout.sources[name]
+        try:
+            scanned[name] = scan_source(name, source.path, source.loc)
+        except ComposerError as exc:
+            if exc.loc is None:
+                exc.loc = source.loc
+            errors.append(exc)
+    raise_all(errors)
+    return scanned
+
+
+def _used_sources(layout: Layout) -> set[str]:
+    refs = [s.src for s in (layout.greengrass, layout.systemd, layout.docker) if s is not None]
+    refs += [f.src for f in layout.files if f.src is not None]
+    return {ref.source for ref in refs}
+
+
+def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None) -> int:
+    if override is not None:
+        return override
+    if layout.epoch is not None:
+        return layout.epoch
+    newest = max((s.newest_mtime_ns for s in scanned.values()), default=0)
+    if newest == 0:
+        raise ComposerError("the build has no epoch: no source has a timestamp",
+                            hint="set 'epoch:' in the layout or SOURCE_DATE_EPOCH")
+    return newest // 1_000_000_000
+
+
+def _assemble(layout: Layout, asm: Assembly) -> DeviceTree:
+    gg = GreengrassRule(layout.greengrass, asm) if layout.greengrass else None
+    systemd = SystemdRule(layout.systemd, asm) if layout.systemd else None
+    if gg is not None:
+        gg.apply()
+    if systemd is not None:
+        systemd.apply()
+    if layout.docker is not None:
+        DockerRule(layout.docker, asm).apply()
+    FilesRule(layout.files, asm).apply()
+    raise_all(asm.errors)  # checks below need a complete tree
+    canonical_hardlinks(asm.tree)
+    if systemd is not None:
+        systemd.check(gg.root if gg is not None else None)
+    if gg is not None:
+        gg.check()
+    raise_all(asm.errors)
+    return asm.tree
+
+
+def _plan_partitions(layout: Layout, routed: dict[str, tuple[Any, ...]],
+                     epoch: int) -> list[PlannedPartition]:
+    available = writers()
+    planned: list[PlannedPartition] = []
+    errors: list[ComposerError] = []
+    for part in layout.partitions:
+        writer = available[part.fs]()
+        request = WriteRequest(
+            name=part.name, entries=for_writer(routed[part.name]), size=part.size,
+            label=part.label, uuid=part.uuid or derived_uuid(layout.name, part.name, "fs"),
+            epoch=epoch, options=dict(part.options), loc=part.loc)
+        problems = writer.check(request)
+        errors += problems
+        size = None
+        if not problems and writer.fixed_size:
+            size = writer.resolve_size(request)
+        planned.append(PlannedPartition(writer, request, size))
+    raise_all(errors)
+    return planned
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    out: Path
+    files: tuple[str, ...]
+    manifest: dict[str, Any]
+    report: tuple[str, ...]
+
+
+def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResult:
+    """Write every image and output into a temporary folder, then move them into `out`."""
+    events = events or Events()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".compose-", dir=out))
+    try:
+        files, manifest = _write_all(the_plan, tmp, events)
+        _publish(tmp, out, files)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return BuildResult(out, tuple(files), manifest, tuple(the_plan.report.lines()))
+
+
+def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], dict[str, Any]]:
+    store = HashingStore(ContentStore(
+        {k: v for k, v in the_plan.store._sources.items()}, tmp))  # noqa: SLF001
+    manifest = manifest_header(the_plan.layout.name, the_plan.epoch)
+    files: list[str] = []
+    for part in the_plan.partitions:
+        name = f"{part.name}.{'tar' if part.writer.fs == 'tar' else 'img'}"
+        request = part.request
+        if part.size is not None and request.size is None:
+            request = _with_size(request, part.size)
+        total = sum(e.size for e in request.entries)
+        events.start(f"{part.name} ({part.writer.fs})", total)
+        result = part.writer.write(request, tmp / name, store, events.advance)
+        files.append(name)
+        manifest["partitions"][part.name] = {
+            "fs": part.writer.fs,
+            "image": name,
+            "size": result.size,
+            "sha256": file_sha256(tmp / name),
+            "uuid": str(request.uuid),
+            "entries": [entry_record(e, store) for e in request.entries],
+        }
+    write_manifest(tmp / "manifest.json", manifest)
+    (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
+                                    encoding="utf-8")
+    files += ["manifest.json", "report.txt"]
+    write_sha256sums(tmp, files)
+    files.append("SHA256SUMS")
+    return files, manifest
+
+
+def _with_size(request: WriteRequest, size: int) -> WriteRequest:
+    from dataclasses import replace
+
+    return replace(request, size=size)
+
+
+def _publish(tmp: Path, out: Path, files: list[str]) -> None:
+    for name in files:
+        os.chmod(tmp / name, 0o644)
+        os.replace(tmp / name, out / name)
+
+
+EpochSource = Callable[[], int | None]

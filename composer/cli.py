@@ -1,0 +1,220 @@
+"""The `compose` command: the only place that prints and picks exit codes.
+
+Exit codes: 0 ok, 1 layout/input/build error, 2 usage, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from composer import __version__
+from composer.build import Events, Plan, build, plan
+from composer.errors import ComposerError
+from composer.units import human_size
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Deterministic partition and disk images from a Greengrass golden device.")
+
+
+class _State:
+    quiet = False
+    debug = False
+
+
+STATE = _State()
+
+LayoutArg = Annotated[Path, typer.Argument(help="the layout file", show_default=False)]
+EpochOpt = Annotated[int | None, typer.Option(
+    "--source-date-epoch", help="the build's epoch (else $SOURCE_DATE_EPOCH, the layout's "
+    "epoch, or the newest input mtime)", show_default=False)]
+
+
+def _say(message: str) -> None:
+    if not STATE.quiet:
+        typer.echo(message, err=True)
+
+
+class _CliEvents(Events):
+    """Plain lines when stderr is not a terminal; a rich progress bar when it is."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+        if not STATE.quiet and sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                      DownloadColumn(), TimeRemainingColumn(), transient=True,
+                                      console=_stderr_console())
+
+    def step(self, message: str) -> None:
+        _say(f"compose: {message}")
+
+    def start(self, label: str, total: int) -> None:
+        _say(f"compose: writing {label}, {human_size(total)} of data")
+        if self._progress is not None:
+            if self._task is None:
+                self._progress.start()
+            else:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(label, total=max(total, 1))
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.stop()
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _epoch(option: int | None) -> int | None:
+    if option is not None:
+        return option
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is None or env == "":
+        return None
+    if not env.isdigit():
+        raise ComposerError(f"SOURCE_DATE_EPOCH={env!r} is not a number of seconds",
+                            hint="unset it, or set it to an integer such as 1718878001")
+    return int(env)
+
+
+@app.callback()
+def _main(
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="print errors only")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
+) -> None:
+    STATE.quiet = quiet
+    STATE.debug = debug
+    if version:
+        typer.echo(f"compose {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command("build")
+def build_command(
+    layout: LayoutArg,
+    out: Annotated[Path, typer.Option("-o", "--out", help="output folder")] = Path("out"),
+    source_date_epoch: EpochOpt = None,
+) -> None:
+    """Build every image of LAYOUT into the output folder."""
+    events = _CliEvents()
+    try:
+        the_plan = plan(layout, _epoch(source_date_epoch), events)
+        result = build(the_plan, out, events)
+    finally:
+        events.close()
+    for line in result.report:
+        _say(line)
+    for name in result.files:
+        _say(f"wrote {result.out / name}")
+
+
+@app.command("validate")
+def validate_command(layout: LayoutArg, source_date_epoch: EpochOpt = None) -> None:
+    """Run every check of LAYOUT and its sources; write nothing."""
+    the_plan = plan(layout, _epoch(source_date_epoch))
+    for line in the_plan.report.lines():
+        _say(line)
+    _say(f"{layout}: ok ({len(the_plan.partitions)} partitions, {len(the_plan.tree)} entries)")
+
+
+@app.command("plan")
+def plan_command(
+    layout: LayoutArg,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable, on stdout")] = False,
+    source_date_epoch: EpochOpt = None,
+) -> None:
+    """Show partitions, mounts, entry counts and sizes, and the derived IDs."""
+    the_plan = plan(layout, _epoch(source_date_epoch))
+    data = _plan_data(the_plan)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    typer.echo(f"layout {data['layout']}  epoch {data['epoch']}")
+    for part in data["partitions"]:
+        size = human_size(part["size"]) if part["size"] is not None else "-"
+        typer.echo(f"  {part['name']:<12} {part['fs']:<5} {part['mount']:<20} size {size:<10} "
+                   f"{part['entries']:>6} entries  {human_size(part['bytes']):>10}  "
+                   f"uuid {part['uuid']}")
+
+
+def _plan_data(the_plan: Plan) -> dict[str, Any]:
+    mounts = {p.name: p.mount for p in the_plan.layout.partitions}
+    return {
+        "layout": the_plan.layout.name,
+        "epoch": the_plan.epoch,
+        "partitions": [{
+            "name": p.name,
+            "fs": p.writer.fs,
+            "mount": mounts[p.name],
+            "size": p.size,
+            "entries": len(p.request.entries),
+            "bytes": sum(e.size for e in p.request.entries),
+            "uuid": str(p.request.uuid),
+            "label": p.request.label,
+        } for p in the_plan.partitions],
+    }
+
+
+def main() -> None:
+    """Run the app; map errors to exit codes 1 (ours) and 3 (a bug)."""
+    try:
+        app(standalone_mode=False)
+    except ComposerError as exc:
+        typer.echo(exc.render(), err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("compose: interrupted", err=True)
+        sys.exit(1)
+    except _click_errors() as exc:
+        exc.show()
+        sys.exit(2)  # every click error that reaches here is about the command line
+    except KeyboardInterrupt:
+        typer.echo("compose: interrupted", err=True)
+        sys.exit(1)
+    except Exception:  # noqa: BLE001 - the last line of defence
+        traceback.print_exc()
+        typer.echo("compose: internal error; please report it with the traceback above",
+                   err=True)
+        sys.exit(3)
+
+
+def _click_module() -> Any:
+    # typer 0.16+ vendors click as typer._click; older typer uses click itself
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _click_errors() -> type[Exception]:
+    return _click_module().ClickException  # type: ignore[no-any-return]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""MBR ("dos") partition table bytes: four primary entries in LBA 0.
+
+Reference: the classic IBM PC MBR layout as sfdisk writes it (flashing-facts.md §6): boot code
+0-439, disk signature at 440 (u32 LE), four 16-byte entries from 446, `55 AA` at 510. CHS fields
+use the 255-head, 63-sector geometry sfdisk uses for image files, so tables match sfdisk's byte
+for byte; boot ROMs and Linux read only the LBA fields. Extended partitions are not supported.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from composer.errors import ComposerError
+
+SECTOR = 512
+MAX_PRIMARY = 4
+MAX_LBA = 0xFFFFFFFF  # u32 LBA fields: the 2 TiB limit
+
+BOOT_CODE_SIZE = 440
+SIGNATURE_OFFSET = 440
+ENTRIES_OFFSET = 446
+BOOT_MAGIC = b"\x55\xaa"
+MBR_ENTRY = "<B3sB3sII"
+MBR_ENTRY_SIZE = 16
+assert struct.calcsize(MBR_ENTRY) == MBR_ENTRY_SIZE
+assert ENTRIES_OFFSET + MAX_PRIMARY * MBR_ENTRY_SIZE + len(BOOT_MAGIC) == SECTOR
+
+STATUS_BOOTABLE = 0x80
+
+# CHS geometry for images (sfdisk): 255 heads x 63 sectors per track
+HEADS = 255
+SECTORS_PER_TRACK = 63
+MAX_CYLINDER = 1023
+CHS_TOO_BIG = b"\xfe\xff\xff"  # what sfdisk writes past cylinder 1023 (1023/254/63)
+
+# partition type bytes by short name
+TYPE_BYTES: dict[str, int] = {
+    "linux": 0x83,
+    "vfat": 0x0C,
+    "fat32": 0x0C,
+    "fat16": 0x0E,
+    "esp": 0xEF,
+    "swap": 0x82,
+}
+
+
+def type_byte(value: str | int) -> int:
+    """An MBR type from a short name, an int, or a hex string ("0x83", "83")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 < value <= 0xFF:
+            return value
+    elif isinstance(value, str) and value in TYPE_BYTES:
+        return TYPE_BYTES[value]
+    elif isinstance(value, str):
+        try:
+            number = int(value, 16)
+        except ValueError:
+            number = 0
+        if 0 < number <= 0xFF:
+            return number
+    raise ComposerError(
+        f"unknown MBR partition type {value!r}",
+        hint="use a number 0x01-0xff or one of: " + ", ".join(sorted(TYPE_BYTES)))
+
+
+def chs(lba: int, too_big: bytes = CHS_TOO_BIG) -> bytes:
+    """The 3-byte CHS address of an LBA, or `too_big` past cylinder 1023."""
+    cylinder = lba // (HEADS * SECTORS_PER_TRACK)
+    if cylinder > MAX_CYLINDER:
+        return too_big
+    head = (lba // SECTORS_PER_TRACK) % HEADS
+    sector = lba % SECTORS_PER_TRACK + 1
+    return bytes([head, sector | ((cylinder >> 2) & 0xC0), cylinder & 0xFF])
+
+
+@dataclass(frozen=True, slots=True)
+class MbrEntry:
+    bootable: bool
+    type: int
+    first_lba: int
+    sectors: int
+
+
+@dataclass(frozen=True, slots=True)
+class MbrTable:
+    signature: int  # the disk signature; Linux PARTUUIDs are "<signature:08x>-<number:02x>"
+    entries: tuple[MbrEntry, ...]
+
+
+def encode(table: MbrTable, unrepresentable_chs: bytes = CHS_TOO_BIG) -> bytes:
+    """LBA 0 with zero boot code."""
+    assert len(table.entries) <= MAX_PRIMARY, "checked when planning"
+    sector = bytearray(SECTOR)
+    struct.pack_into("<I", sector, SIGNATURE_OFFSET, table.signature)
+    for i, e in enumerate(table.entries):
+        last = e.first_lba + e.sectors - 1
+        struct.pack_into(MBR_ENTRY, sector, ENTRIES_OFFSET + i * MBR_ENTRY_SIZE,
+                         STATUS_BOOTABLE if e.bootable else 0,
+                         chs(e.first_lba, unrepresentable_chs), e.type,
+                         chs(last, unrepresentable_chs), e.first_lba, e.sectors)
+    sector[SECTOR - 2:] = BOOT_MAGIC
+    return bytes(sector)
+
+
+def regions(table: MbrTable) -> list[tuple[int, bytes]]:
+    return [(0, encode(table))]

@@ -1,0 +1,190 @@
+"""Directories: linear blocks and htree (hashed) directories (ext4-facts §7).
+
+A directory that fits in LINEAR_DIR_MAX_BLOCKS blocks is linear; a bigger one is an htree:
+block 0 is the dx_root, then the leaves in hash order, then (only when there are more leaves
+than the root can index) the interior nodes, like e2fsck's rehash lays them out.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from composer.fs.ext4.constants import (
+    BLOCK_SIZE,
+    DIR_BLOCK_SPACE,
+    DIRENT_TAIL_SIZE,
+    DX_NODE_LIMIT,
+    DX_ROOT_LIMIT,
+    FT_DIR,
+    HASH_HALF_MD4,
+    LINEAR_DIR_MAX_BLOCKS,
+)
+from composer.fs.ext4.csum import crc
+from composer.fs.ext4.dirhash import dx_hash
+
+_DIRENT = struct.Struct("<IHBB")
+DOT_SIZE = 12  # "." and ".." entries, each 8 + 4
+
+
+@dataclass(frozen=True, slots=True)
+class Dirent:
+    name: bytes
+    ino: int
+    ftype: int
+
+    @property
+    def size(self) -> int:
+        return (8 + len(self.name) + 3) & ~3
+
+
+@dataclass(frozen=True, slots=True)
+class DirLayout:
+    """Where every entry of a directory goes. Leaves are index ranges into `entries`."""
+
+    entries: tuple[Dirent, ...]  # linear: name order; htree: hash order
+    leaves: tuple[tuple[int, int], ...]  # (start, end) of each leaf / linear block
+    htree: bool
+    leaf_hashes: tuple[int, ...] = ()  # htree: the index hash of each leaf (first is unused)
+    min_blocks: int = 1  # linear: pad with empty blocks up to this many (lost+found)
+
+    @property
+    def nodes(self) -> int:
+        """Interior htree blocks (0 when the root indexes every leaf)."""
+        if not self.htree or len(self.leaves) <= DX_ROOT_LIMIT:
+            return 0
+        return -(-len(self.leaves) // DX_NODE_LIMIT)
+
+    @property
+    def nblocks(self) -> int:
+        if self.htree:
+            return 1 + len(self.leaves) + self.nodes
+        return max(len(self.leaves), self.min_blocks)
+
+
+class DirTooBig(ValueError):
+    pass
+
+
+def _pack(entries: Sequence[Dirent], first_used: int) -> list[tuple[int, int]]:
+    """Greedy split of entries into blocks of DIR_BLOCK_SPACE bytes; the first block already
+    holds `first_used` bytes."""
+    leaves = []
+    start = 0
+    used = first_used
+    for i, e in enumerate(entries):
+        if used + e.size > DIR_BLOCK_SPACE:
+            leaves.append((start, i))
+            start = i
+            used = 0
+        used += e.size
+    leaves.append((start, len(entries)))
+    return leaves
+
+
+def plan_dir(entries: Sequence[Dirent], hash_seed: tuple[int, int, int, int],
+             min_blocks: int = 1, allow_htree: bool = True) -> DirLayout:
+    linear = _pack(entries, 2 * DOT_SIZE)
+    if len(linear) <= max(LINEAR_DIR_MAX_BLOCKS, min_blocks) or not allow_htree:
+        return DirLayout(tuple(entries), tuple(linear), False, min_blocks=min_blocks)
+    keyed = sorted((dx_hash(e.name, hash_seed), e.name, e) for e in entries)
+    ordered = tuple(e for _, _, e in keyed)
+    leaves = _pack(ordered, 0)
+    if len(leaves) > DX_ROOT_LIMIT * DX_NODE_LIMIT:
+        raise DirTooBig(f"{len(entries)} entries need more than two htree levels")
+    hashes = []
+    for start, _ in leaves:
+        h = keyed[start][0][0]
+        if start and keyed[start - 1][0][0] == h:
+            h |= 1  # a hash run continues from the previous leaf (e2fsck rehash rule)
+        hashes.append(h)
+    return DirLayout(ordered, tuple(leaves), True, tuple(hashes))
+
+
+def _dirent(blk: bytearray, off: int, ino: int, rec_len: int, name: bytes, ftype: int) -> None:
+    _DIRENT.pack_into(blk, off, ino, rec_len, len(name), ftype)
+    blk[off + 8:off + 8 + len(name)] = name
+
+
+def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: int) -> bytes:
+    """One linear block: optional ./.., entries, last rec_len stretched, checksum tail."""
+    blk = bytearray(BLOCK_SIZE)
+    pos = 0
+    last = -1
+    if dots is not None:
+        _dirent(blk, 0, dots[0], DOT_SIZE, b".", FT_DIR)
+        _dirent(blk, DOT_SIZE, dots[1], DOT_SIZE, b"..", FT_DIR)
+        last = DOT_SIZE
+        pos = 2 * DOT_SIZE
+    for e in entries:
+        _dirent(blk, pos, e.ino, e.size, e.name, e.ftype)
+        last = pos
+        pos += e.size
+    if last < 0:  # an empty block: one unused entry spanning it
+        _DIRENT.pack_into(blk, 0, 0, DIR_BLOCK_SPACE, 0, 0)
+    else:
+        struct.pack_into("<H", blk, last + 4, DIR_BLOCK_SPACE - last)
+    # ext2_dir_entry_tail: inode 0, rec_len 12, name_len 0, type 0xDE, crc of the block before
+    _DIRENT.pack_into(blk, DIR_BLOCK_SPACE, 0, DIRENT_TAIL_SIZE, 0, 0xDE)
+    struct.pack_into("<I", blk, BLOCK_SIZE - 4, crc(seed, memoryview(blk)[:DIR_BLOCK_SPACE]))
+    return bytes(blk)
+
+
+def _dx_csum(blk: bytearray, count_off: int, limit: int, seed: int) -> None:
+    """dx_tail checksum: crc over the header+entries in use, dt_reserved, then 4 zero bytes."""
+    (count,) = struct.unpack_from("<H", blk, count_off + 2)
+    tail = count_off + 8 * limit
+    c = crc(seed, memoryview(blk)[:count_off + 8 * count])
+    c = crc(c, memoryview(blk)[tail:tail + 4])
+    c = crc(c, b"\0\0\0\0")
+    struct.pack_into("<I", blk, tail + 4, c)
+
+
+def _dx_entries(blk: bytearray, at: int, limit: int, targets: Sequence[tuple[int, int]]) -> None:
+    """limit/count/block header then (hash, block) pairs; targets = (hash, logical block)."""
+    struct.pack_into("<HHI", blk, at, limit, len(targets), targets[0][1])
+    for i, (h, b) in enumerate(targets[1:], 1):
+        struct.pack_into("<II", blk, at + 8 * i, h, b)
+
+
+def build_blocks(layout: DirLayout, ino: int, parent: int, seed: int) -> bytes:
+    """All blocks of the directory, logical block 0 first. `seed` is the inode's csum seed."""
+    out = []
+    if not layout.htree:
+        for i, (start, end) in enumerate(layout.leaves):
+            dots = (ino, parent) if i == 0 else None
+            out.append(_leaf_block(layout.entries[start:end], dots, seed))
+        for _ in range(len(layout.leaves), layout.min_blocks):
+            out.append(_leaf_block((), None, seed))
+        return b"".join(out)
+
+    n_leaves = len(layout.leaves)
+    leaf_targets = [(layout.leaf_hashes[i], 1 + i) for i in range(n_leaves)]
+    nodes = layout.nodes
+    root = bytearray(BLOCK_SIZE)
+    _dirent(root, 0, ino, DOT_SIZE, b".", FT_DIR)
+    _dirent(root, DOT_SIZE, parent, BLOCK_SIZE - DOT_SIZE, b"..", FT_DIR)
+    # dx_root_info: reserved_zero, hash_version, info_length 8, indirect_levels, unused_flags
+    struct.pack_into("<IBBBB", root, 0x18, 0, HASH_HALF_MD4, 8, 1 if nodes else 0, 0)
+    node_blocks = []
+    if nodes:
+        root_targets = []
+        for n in range(nodes):
+            chunk = leaf_targets[n * DX_NODE_LIMIT:(n + 1) * DX_NODE_LIMIT]
+            node = bytearray(BLOCK_SIZE)
+            # fake dirent covering the block: inode 0, rec_len = block size
+            _DIRENT.pack_into(node, 0, 0, BLOCK_SIZE, 0, 0)
+            _dx_entries(node, 8, DX_NODE_LIMIT, chunk)
+            _dx_csum(node, 8, DX_NODE_LIMIT, seed)
+            node_blocks.append(bytes(node))
+            root_targets.append((chunk[0][0], 1 + n_leaves + n))
+        _dx_entries(root, 0x20, DX_ROOT_LIMIT, root_targets)
+    else:
+        _dx_entries(root, 0x20, DX_ROOT_LIMIT, leaf_targets)
+    _dx_csum(root, 0x20, DX_ROOT_LIMIT, seed)
+    out.append(bytes(root))
+    for start, end in layout.leaves:
+        out.append(_leaf_block(layout.entries[start:end], None, seed))
+    out.extend(node_blocks)
+    return b"".join(out)

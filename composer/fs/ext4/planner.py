@@ -1,0 +1,457 @@
+"""The plan: inode numbers, directory layouts and the block address of everything.
+
+Planning reads metadata only (sizes, names), so the write phase can stream file data in any
+order into places fixed here. Two stages:
+
+* `prepare()` does everything that does not depend on the image size: validation, inode
+  numbers, link counts, xattr placement, directory layouts (htree hashing included);
+* `allocate()` lays the prepared inodes out on a given geometry with one forward cursor:
+  group metadata, journal, then every inode in inode order (data, extent-tree blocks, xattr
+  block). Files are contiguous except where a backup superblock/GDT is in the way.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from composer.fs.base import WriteRequest
+from composer.fs.ext4 import xattr as xa
+from composer.fs.ext4.constants import (
+    BLOCK_SIZE,
+    FAST_SYMLINK_MAX,
+    FIRST_INO,
+    FT_BLKDEV,
+    FT_CHRDEV,
+    FT_DIR,
+    FT_FIFO,
+    FT_REG_FILE,
+    FT_SOCK,
+    FT_SYMLINK,
+    INODE_RATIO,
+    JOURNAL_MIN_BLOCKS,
+    LINK_MAX,
+    LOST_FOUND,
+    LOST_FOUND_BLOCKS,
+    NAME_MAX,
+    ROOT_INO,
+)
+from composer.fs.ext4.directory import Dirent, DirLayout, DirTooBig, plan_dir
+from composer.fs.ext4.extents import Extent, extents_of, tree_block_count
+from composer.fs.ext4.geometry import Geometry, GeometryError, make_geometry
+from composer.fs.ext4.inode import TIME_MAX, TIME_MIN
+from composer.fs.ext4.journal import default_journal_blocks
+from composer.tree import Entry, Kind, parent
+
+MIB_BLOCKS = (1 << 20) // BLOCK_SIZE
+_NS = 1_000_000_000
+# Linux dev_t: 12-bit major, 20-bit minor (the "new" ext4 device encoding, §5.8)
+MAX_MAJOR = (1 << 12) - 1
+MAX_MINOR = (1 << 20) - 1
+
+_FTYPE = {
+    Kind.FILE: FT_REG_FILE, Kind.HARDLINK: FT_REG_FILE, Kind.DIR: FT_DIR,
+    Kind.SYMLINK: FT_SYMLINK, Kind.CHAR: FT_CHRDEV, Kind.BLOCK: FT_BLKDEV, Kind.FIFO: FT_FIFO,
+    Kind.SOCKET: FT_SOCK,
+}
+
+Run = tuple[int, int]
+
+
+def encode_name(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    inodes: int | None
+    reserved_pct: float
+    journal_bytes: int | None  # None: no journal; else bytes (resolved default when not given)
+    journal_default: bool
+    headroom_pct: float
+
+    @staticmethod
+    def of(req: WriteRequest) -> Options:
+        o = req.options
+        journal = o.get("journal")
+        return Options(
+            inodes=o.get("inodes"),
+            reserved_pct=float(o.get("reserved", 5)),
+            journal_bytes=None if journal == "none" else journal,
+            journal_default=journal is None,
+            headroom_pct=float(o.get("headroom", 10)),
+        )
+
+    def journal_blocks(self, fs_blocks: int) -> int:
+        if self.journal_default:
+            return default_journal_blocks(fs_blocks)
+        if self.journal_bytes is None:
+            return 0
+        return -(-self.journal_bytes // BLOCK_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One inode to write, before block allocation."""
+
+    ino: int
+    entry: Entry  # for a HARDLINK's inode this is the FILE entry
+    links: int
+    parent: int  # the parent directory's inode (".." of a directory)
+    xattrs: xa.XattrSplit
+    dir: DirLayout | None = None
+    link_target: bytes = b""
+
+    @property
+    def data_blocks(self) -> int:
+        kind = self.entry.kind
+        if kind is Kind.FILE:
+            return -(-self.entry.size // BLOCK_SIZE)
+        if kind is Kind.DIR:
+            assert self.dir is not None
+            return self.dir.nblocks
+        if kind is Kind.SYMLINK and len(self.link_target) > FAST_SYMLINK_MAX:
+            return 1
+        return 0
+
+    @property
+    def uses_extents(self) -> bool:
+        # fast symlinks and special files keep other things in i_block (§5.7, §5.8)
+        return self.entry.kind in (Kind.FILE, Kind.DIR) or self.data_blocks > 0
+
+    @property
+    def max_extents(self) -> int:
+        """Upper bound of extents (for sizing only): one per 32768 blocks, plus splits."""
+        n = self.data_blocks
+        return 0 if n == 0 else n // 32768 + 2
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    nodes: tuple[Node, ...]  # inode order
+    last_ino: int
+    hash_seed: tuple[int, int, int, int]
+    blocks: int  # data + dir + symlink + xattr blocks of all nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    node: Node
+    extents: tuple[Extent, ...]
+    tree: tuple[int, ...]  # extent tree blocks
+    xattr_block: int  # 0 when none
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    geometry: Geometry
+    image_size: int
+    prepared: Prepared
+    block_bitmaps: tuple[int, ...]
+    inode_bitmaps: tuple[int, ...]
+    inode_tables: tuple[int, ...]
+    journal_extents: tuple[Extent, ...]
+    journal_tree: tuple[int, ...]
+    journal_blocks: int
+    placed: tuple[Placed, ...]
+    used: tuple[Run, ...]  # every allocated run except the sb/GDT copies
+    reserved_blocks: int  # s_r_blocks_count
+
+    @property
+    def used_blocks(self) -> int:
+        fixed = sum(n for _, n in self.geometry.reserved_runs())
+        return fixed + sum(n for _, n in self.used)
+
+
+class NoSpace(Exception):
+    pass
+
+
+def hash_seed_of(fs_uuid: uuid.UUID) -> tuple[int, int, int, int]:
+    """Deterministic htree hash seed derived from the file-system UUID (never all zero)."""
+    words = struct.unpack("<4I", uuid.uuid5(fs_uuid, "hash_seed").bytes)
+    return words if any(words) else (1, 0, 0, 0)
+
+
+# ------------------------------------------------------------------------------ prepare
+
+
+def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | None:
+    """Validate entries and build the size-independent part of the plan.
+
+    `err(message, hint)` collects problems; returns None when there were any.
+    """
+    errors_before = [0]
+
+    def fail(message: str, hint: str) -> None:
+        errors_before[0] += 1
+        err(message, hint)
+
+    epoch_ns = req.epoch * _NS
+    by_path: dict[str, Entry] = {}
+    for e in req.entries:
+        if e.path in by_path:
+            fail(f"{e.path}: listed twice", "each path may appear once in a partition")
+        by_path[e.path] = e
+    root = by_path.get("/")
+    if root is None:
+        root = Entry("/", Kind.DIR, 0o755, 0, 0, epoch_ns)
+        by_path["/"] = root
+    elif root.kind is not Kind.DIR:
+        fail("/: the root of an ext4 file system must be a directory", "make / a directory")
+    lpf = by_path.get(LOST_FOUND)
+    make_lpf = lpf is None
+    if make_lpf:
+        lpf = Entry(LOST_FOUND, Kind.DIR, 0o700, 0, 0, epoch_ns)
+        by_path[LOST_FOUND] = lpf
+    has_lpf = lpf is not None and lpf.kind is Kind.DIR
+
+    # inode numbers: root 2, lost+found 11 (when a directory), then the rest in path order
+    from composer.tree import sort_key
+
+    ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
+    ino_of: dict[str, int] = {"/": ROOT_INO}
+    next_ino = FIRST_INO
+    if has_lpf:
+        ino_of[LOST_FOUND] = FIRST_INO
+        next_ino += 1
+    file_links: dict[str, int] = {}
+    for e in ordered:
+        if e.path in ino_of:
+            continue
+        if e.kind is Kind.HARDLINK:
+            continue
+        ino_of[e.path] = next_ino
+        next_ino += 1
+        if e.kind is Kind.FILE:
+            file_links[e.path] = 1
+    for e in ordered:
+        if e.kind is Kind.HARDLINK:
+            target = by_path.get(e.target or "")
+            if target is None or target.kind is not Kind.FILE:
+                fail(f"{e.path}: hard link to {e.target!r}, which is not a regular file in "
+                     "this partition", "hard links must point to a file of the same partition")
+                continue
+            ino_of[e.path] = ino_of[target.path]
+            file_links[target.path] += 1
+
+    children: dict[str, list[Dirent]] = {}
+    subdirs: dict[str, int] = {}
+    for e in ordered:
+        if e.path == "/":
+            continue
+        p = parent(e.path)
+        name = encode_name(e.path.rsplit("/", 1)[1])
+        if len(name) > NAME_MAX:
+            fail(f"{e.path}: name is {len(name)} bytes long, ext4 allows {NAME_MAX}",
+                 "shorten the file name")
+        if not name or b"\0" in name:
+            fail(f"{e.path}: invalid file name", "names must be non-empty and contain no NUL")
+        pe = by_path.get(p)
+        if pe is None or pe.kind is not Kind.DIR:
+            fail(f"{e.path}: parent {p} is not a directory of this partition",
+                 "every path needs its parent directory in the tree")
+            continue
+        if e.path not in ino_of:
+            continue  # a broken hard link, reported above
+        children.setdefault(p, []).append(Dirent(name, ino_of[e.path], _FTYPE[e.kind]))
+        if e.kind is Kind.DIR:
+            subdirs[p] = subdirs.get(p, 0) + 1
+
+    seed = hash_seed_of(req.uuid)
+    nodes: list[Node] = []
+    total_blocks = 0
+    for e in ordered:
+        if e.kind is Kind.HARDLINK or e.path not in ino_of:
+            continue
+        ino = ino_of[e.path]
+        xattrs = _xattrs(e, fail)
+        secs = e.mtime_ns // _NS
+        if not TIME_MIN <= secs <= TIME_MAX:
+            fail(f"{e.path}: time {secs} is outside the ext4 range (1901..2446)",
+                 "clamp times to the build epoch")
+        target = b""
+        layout = None
+        links = 1
+        if e.kind is Kind.FILE:
+            links = file_links[e.path]
+            if links > LINK_MAX:
+                fail(f"{e.path}: {links} hard links, ext4 allows {LINK_MAX}",
+                     "use fewer hard links to one file")
+        elif e.kind is Kind.DIR:
+            links = 2 + subdirs.get(e.path, 0)
+            if links > LINK_MAX:
+                links = 1  # dir_nlink: "many" (§5.3)
+            kids = sorted(children.get(e.path, []), key=lambda d: d.name)
+            is_lpf = e.path == LOST_FOUND
+            try:
+                layout = plan_dir(kids, seed, LOST_FOUND_BLOCKS if is_lpf else 1)
+            except DirTooBig as exc:
+                fail(f"{e.path}: directory too big ({exc})", "split the directory")
+                continue
+        elif e.kind is Kind.SYMLINK:
+            target = encode_name(e.target or "")
+            if not 0 < len(target) < BLOCK_SIZE:
+                fail(f"{e.path}: symlink target is {len(target)} bytes, ext4 allows "
+                     f"1..{BLOCK_SIZE - 1}", "shorten the link target")
+        elif e.kind in (Kind.CHAR, Kind.BLOCK):
+            major, minor = e.rdev
+            if not (0 <= major <= MAX_MAJOR and 0 <= minor <= MAX_MINOR):
+                fail(f"{e.path}: device number {major}:{minor} does not fit Linux dev_t",
+                     f"major must be <= {MAX_MAJOR}, minor <= {MAX_MINOR}")
+        parent_ino = ROOT_INO if e.path == "/" else ino_of.get(parent(e.path), ROOT_INO)
+        node = Node(ino, e, links, parent_ino, xattrs, layout, target)
+        total_blocks += node.data_blocks + (1 if xattrs.block else 0)
+        nodes.append(node)
+    if errors_before[0]:
+        return None
+    nodes.sort(key=lambda n: n.ino)
+    return Prepared(tuple(nodes), next_ino - 1, seed, total_blocks)
+
+
+def _xattrs(e: Entry, fail: Callable[[str, str], None]) -> xa.XattrSplit:
+    encoded = []
+    for name, value in e.xattrs:
+        try:
+            encoded.append(xa.encode(name, value))
+        except xa.XattrError as exc:
+            fail(f"{e.path}: xattr {name!r} {exc}", "drop or fix the attribute")
+    parts = xa.split(encoded)
+    if not xa.block_fits(parts.block):
+        total = sum(x.size for x in parts.block) + xa.TERMINATOR
+        fail(f"{e.path}: extended attributes need {total} bytes outside the inode, one ext4 "
+             f"xattr block holds {xa.BLOCK_SPACE}", "make the attributes smaller")
+    return parts
+
+
+# ----------------------------------------------------------------------------- allocate
+
+
+class _Allocator:
+    """One forward cursor over the blocks, skipping superblock/GDT copies."""
+
+    def __init__(self, nblocks: int, reserved: list[Run], strict: bool) -> None:
+        self.nblocks = nblocks
+        self.reserved = reserved
+        self.ri = 0
+        self.cursor = 0
+        self.strict = strict
+        self.used: list[Run] = []
+
+    def _skip(self) -> int:
+        """Move past reserved areas at the cursor; returns where the next one starts."""
+        res = self.reserved
+        while self.ri < len(res) and self.cursor >= res[self.ri][0]:
+            self.cursor = max(self.cursor, res[self.ri][0] + res[self.ri][1])
+            self.ri += 1
+        return res[self.ri][0] if self.ri < len(res) else 1 << 62
+
+    def _check(self) -> None:
+        if self.strict and self.cursor > self.nblocks:
+            raise NoSpace
+
+    def take(self, n: int) -> list[Run]:
+        runs: list[Run] = []
+        while n > 0:
+            limit = self._skip()
+            k = min(n, limit - self.cursor)
+            runs.append((self.cursor, k))
+            self.cursor += k
+            n -= k
+        self._check()
+        self.used.extend(runs)
+        return runs
+
+    def take_contiguous(self, n: int) -> int:
+        while True:
+            limit = self._skip()
+            if self.cursor + n <= limit:
+                break
+            self.cursor = limit
+        start = self.cursor
+        self.cursor += n
+        self._check()
+        self.used.append((start, n))
+        return start
+
+    def blocks(self, n: int) -> tuple[int, ...]:
+        return tuple(b for s, k in self.take(n) for b in range(s, s + k))
+
+
+def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int,
+             strict: bool = True) -> Plan:
+    alloc = _Allocator(geo.nblocks, geo.reserved_runs(), strict)
+    # flex_bg lets bitmaps and tables sit anywhere: all of them first, like one big flex group
+    bbm = tuple(alloc.take_contiguous(1) for _ in range(geo.groups))
+    ibm = tuple(alloc.take_contiguous(1) for _ in range(geo.groups))
+    itb = tuple(alloc.take_contiguous(geo.itable_blocks) for _ in range(geo.groups))
+    jblocks = opts.journal_blocks(geo.nblocks)
+    jext: tuple[Extent, ...] = ()
+    jtree: tuple[int, ...] = ()
+    if jblocks:
+        jext = extents_of(alloc.take(jblocks))
+        jtree = alloc.blocks(tree_block_count(len(jext)))
+    placed = []
+    for node in prep.nodes:
+        ext: tuple[Extent, ...] = ()
+        tree: tuple[int, ...] = ()
+        n = node.data_blocks
+        if n:
+            ext = extents_of(alloc.take(n))
+            tree = alloc.blocks(tree_block_count(len(ext)))
+        xblock = alloc.take(1)[0][0] if node.xattrs.block else 0
+        placed.append(Placed(node, ext, tree, xblock))
+    reserved = int(geo.nblocks * opts.reserved_pct / 100)
+    return Plan(geo, image_size, prep, bbm, ibm, itb, jext, jtree, jblocks, tuple(placed),
+                tuple(alloc.used), reserved)
+
+
+def inodes_for(prep: Prepared, opts: Options, nblocks: int) -> int:
+    if opts.inodes is not None:
+        return opts.inodes
+    wanted = math.ceil(prep.last_ino * (1 + opts.headroom_pct / 100))
+    return max(nblocks * BLOCK_SIZE // INODE_RATIO, wanted)
+
+
+def plan_fixed(prep: Prepared, opts: Options, size: int) -> Plan:
+    """Plan an image of `size` bytes; NoSpace when it does not fit."""
+    try:
+        geo = make_geometry(size // BLOCK_SIZE, inodes_for(prep, opts, size // BLOCK_SIZE))
+    except GeometryError:
+        raise NoSpace from None
+    if geo.inodes_count < prep.last_ino:
+        raise NoSpace
+    return allocate(prep, geo, opts, size)
+
+
+def plan_auto(prep: Prepared, opts: Options, headroom_pct: float | None = None) -> Plan:
+    """The smallest MiB-aligned image whose used blocks plus headroom fit."""
+    headroom = opts.headroom_pct if headroom_pct is None else headroom_pct
+
+    def round_mib(blocks: float) -> int:
+        return max(MIB_BLOCKS, math.ceil(blocks / MIB_BLOCKS) * MIB_BLOCKS)
+
+    # lower bound: the data alone (plus enough groups for the inodes)
+    n = round_mib(max(prep.blocks + JOURNAL_MIN_BLOCKS, 64))
+    for _ in range(100):
+        try:
+            geo = make_geometry(n, inodes_for(prep, opts, n))
+        except GeometryError:
+            n = round_mib(n * 1.5)
+            continue
+        if geo.nblocks != n or geo.inodes_count < prep.last_ino:
+            n += MIB_BLOCKS  # a dropped tail group or too few inodes: grow and retry
+            continue
+        used = allocate(prep, geo, opts, n * BLOCK_SIZE, strict=False).used_blocks
+        want = round_mib(used * (1 + headroom / 100))
+        if want > n:
+            n = want
+            continue
+        try:
+            return allocate(prep, geo, opts, n * BLOCK_SIZE)
+        except NoSpace:  # gaps left by contiguous tables: one more MiB
+            n += MIB_BLOCKS
+    raise NoSpace

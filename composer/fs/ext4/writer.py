@@ -1,0 +1,314 @@
+"""The write phase: metadata from the plan, then file data streamed into planned blocks.
+
+The image is created at full size and only blocks holding non-zero bytes are written, so free
+space (and zero data) stays as holes; every write is recorded for the block map.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+from composer.content import CHUNK, ContentStore
+from composer.errors import ComposerError
+from composer.fs.base import Progress, WriteRequest, WriteResult, merge_extents
+from composer.fs.ext4 import xattr as xa
+from composer.fs.ext4.constants import (
+    BLOCK_SIZE,
+    BLOCKS_PER_GROUP,
+    DESC_SIZE,
+    EXTENTS_FL,
+    INDEX_FL,
+    INODE_SIZE,
+    JOURNAL_INO,
+    SECTORS_PER_BLOCK,
+    SUPERBLOCK_OFFSET,
+)
+from composer.fs.ext4.csum import crc, fs_seed, inode_seed
+from composer.fs.ext4.directory import build_blocks
+from composer.fs.ext4.extents import Extent, build_tree
+from composer.fs.ext4.inode import InodeData, pack_inode
+from composer.fs.ext4.journal import journal_superblock
+from composer.fs.ext4.planner import Placed, Plan
+from composer.fs.ext4.superblock import GroupDesc, SuperFields, pack_desc, pack_superblock
+from composer.tree import Content, Kind
+
+_NS = 1_000_000_000
+_ZERO_CHUNK = bytes(CHUNK)
+
+
+class _Out:
+    """pwrite + bookkeeping of written ranges and progress."""
+
+    def __init__(self, fd: int, progress: Progress) -> None:
+        self.fd = fd
+        self.progress = progress
+        self.ranges: list[tuple[int, int]] = []
+
+    def put(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        done = 0
+        while done < n:  # pwrite may write less than asked for huge buffers
+            done += os.pwrite(self.fd, memoryview(data)[done:], offset + done)
+        self.ranges.append((offset, n))
+        self.progress(n)
+
+    def put_block(self, block: int, data: bytes | bytearray | memoryview) -> None:
+        self.put(block * BLOCK_SIZE, data)
+
+
+def _set_bits(bm: bytearray, start: int, n: int) -> None:
+    """Set bits start .. start+n-1 (LSB first within a byte)."""
+    end = start + n
+    while start < end and start & 7:
+        bm[start >> 3] |= 1 << (start & 7)
+        start += 1
+    full = (end - start) >> 3
+    if full:
+        bm[start >> 3:(start >> 3) + full] = b"\xff" * full
+        start += full << 3
+    while start < end:
+        bm[start >> 3] |= 1 << (start & 7)
+        start += 1
+
+
+def _device_i_block(major: int, minor: int) -> bytes:
+    """Old encoding for small numbers, new (Linux huge dev_t) encoding otherwise (§5.8)."""
+    if major < 256 and minor < 256:
+        return struct.pack("<II", (major << 8) | minor, 0).ljust(60, b"\0")
+    new = (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
+    return struct.pack("<II", 0, new).ljust(60, b"\0")
+
+
+def _data_blocks(p: Placed) -> int:
+    return sum(e.length for e in p.extents)
+
+
+def _inode_of(p: Placed, tree_root: bytes) -> InodeData:
+    node = p.node
+    e = node.entry
+    flags = 0
+    size = 0
+    i_block = tree_root
+    if node.uses_extents:
+        flags = EXTENTS_FL
+    if e.kind is Kind.FILE:
+        size = e.size
+    elif e.kind is Kind.DIR:
+        assert node.dir is not None
+        size = node.dir.nblocks * BLOCK_SIZE
+        if node.dir.htree:
+            flags |= INDEX_FL
+    elif e.kind is Kind.SYMLINK:
+        size = len(node.link_target)
+        if not node.uses_extents:
+            i_block = node.link_target.ljust(60, b"\0")
+    elif e.kind in (Kind.CHAR, Kind.BLOCK):
+        i_block = _device_i_block(*e.rdev)
+    else:
+        i_block = bytes(60)
+    blocks = _data_blocks(p) + len(p.tree) + (1 if p.xattr_block else 0)
+    return InodeData(
+        st_mode=e.kind.ifmt | (e.mode & 0o7777), uid=e.uid, gid=e.gid, size=size,
+        links=node.links, sectors=blocks * SECTORS_PER_BLOCK, flags=flags, i_block=i_block,
+        time_ns=e.mtime_ns, file_acl=p.xattr_block,
+        xattr_area=xa.ibody_area(node.xattrs.ibody) if node.xattrs.ibody else b"")
+
+
+def _extent_blocks(extents: tuple[Extent, ...]) -> Iterator[tuple[int, int, int]]:
+    """(first logical block, first physical block, length) of each extent."""
+    for e in extents:
+        yield e.lblk, e.pblk, e.length
+
+
+def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentStore,
+                progress: Progress) -> WriteResult:
+    fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, plan.image_size)
+        out = _Out(fd, progress)
+        _write_metadata(req, plan, out)
+        _write_data(plan, out, store)
+    finally:
+        os.close(fd)
+    return WriteResult(plan.image_size, merge_extents(out.ranges))
+
+
+def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
+    geo = plan.geometry
+    seed = fs_seed(req.uuid.bytes)
+    ipg = geo.ipg
+    groups = geo.groups
+    itables = [bytearray() for _ in range(groups)]
+    dirs_per_group = [0] * groups
+
+    def slot(ino: int) -> tuple[bytearray, int]:
+        g, idx = divmod(ino - 1, ipg)
+        buf = itables[g]
+        need = (idx // 16 + 1) * 16 * INODE_SIZE  # grow by whole itable blocks
+        if len(buf) < need:
+            buf.extend(bytes(need - len(buf)))
+        return buf, idx * INODE_SIZE
+
+    # journal inode and its superblock
+    journal_root = None
+    if plan.journal_blocks:
+        jseed = inode_seed(seed, JOURNAL_INO)
+        tree = build_tree(plan.journal_extents, plan.journal_tree, jseed)
+        for blk, data in tree.blocks:
+            out.put_block(blk, data)
+        journal_root = tree.root
+        jsize = plan.journal_blocks * BLOCK_SIZE
+        buf, off = slot(JOURNAL_INO)
+        pack_inode(buf, off, JOURNAL_INO, InodeData(
+            st_mode=stat.S_IFREG | 0o600, uid=0, gid=0, size=jsize, links=1,
+            sectors=(plan.journal_blocks + len(plan.journal_tree)) * SECTORS_PER_BLOCK,
+            flags=EXTENTS_FL, i_block=tree.root, time_ns=req.epoch * _NS), seed)
+        out.put_block(plan.journal_extents[0].pblk,
+                      journal_superblock(plan.journal_blocks, req.uuid.bytes))
+
+    for p in plan.placed:
+        node = p.node
+        ino = node.ino
+        iseed = inode_seed(seed, ino)
+        root = bytes(60)
+        if node.uses_extents:
+            tree = build_tree(p.extents, p.tree, iseed)
+            root = tree.root
+            for blk, data in tree.blocks:
+                out.put_block(blk, data)
+        kind = node.entry.kind
+        if kind is Kind.DIR:
+            assert node.dir is not None
+            dirs_per_group[(ino - 1) // ipg] += 1
+            data = build_blocks(node.dir, ino, node.parent, iseed)
+            _put_mapped(out, p.extents, data)
+        elif kind is Kind.SYMLINK and node.uses_extents:
+            out.put_block(p.extents[0].pblk, node.link_target)
+        if p.xattr_block:
+            out.put_block(p.xattr_block, xa.xattr_block(node.xattrs.block, p.xattr_block, seed))
+        buf, off = slot(ino)
+        pack_inode(buf, off, ino, _inode_of(p, root), seed)
+
+    # block bitmap of the whole file system, padded with ones past the last block
+    nbits = groups * BLOCKS_PER_GROUP
+    bbm = bytearray(nbits // 8)
+    for start, n in geo.reserved_runs():
+        _set_bits(bbm, start, n)
+    for start, n in plan.used:
+        _set_bits(bbm, start, n)
+    if geo.nblocks < nbits:
+        _set_bits(bbm, geo.nblocks, nbits - geo.nblocks)
+
+    last = plan.prepared.last_ino
+    descs = bytearray(geo.gdt_blocks * BLOCK_SIZE)
+    free_blocks = free_inodes = 0
+    gbytes = BLOCKS_PER_GROUP // 8
+    for g in range(groups):
+        bm = memoryview(bbm)[g * gbytes:(g + 1) * gbytes]
+        gfree = BLOCKS_PER_GROUP - int.from_bytes(bm, "little").bit_count()
+        used_inodes = max(0, min(ipg, last - g * ipg))
+        ibm = bytearray(BLOCK_SIZE)
+        _set_bits(ibm, 0, used_inodes)
+        _set_bits(ibm, ipg, BLOCK_SIZE * 8 - ipg)  # padding past the group's inodes: ones
+        out.put_block(plan.block_bitmaps[g], bm)
+        out.put_block(plan.inode_bitmaps[g], ibm)
+        if itables[g]:
+            out.put_block(plan.inode_tables[g], itables[g])
+        free_blocks += gfree
+        free_inodes += ipg - used_inodes
+        pack_desc(descs, g * DESC_SIZE, g, GroupDesc(
+            block_bitmap=plan.block_bitmaps[g], inode_bitmap=plan.inode_bitmaps[g],
+            inode_table=plan.inode_tables[g], free_blocks=gfree,
+            free_inodes=ipg - used_inodes, used_dirs=dirs_per_group[g],
+            itable_unused=ipg - used_inodes,
+            block_bitmap_csum=crc(seed, bm), inode_bitmap_csum=crc(seed, ibm[:ipg // 8])), seed)
+
+    fields = SuperFields(
+        inodes_count=geo.inodes_count, blocks_count=geo.nblocks,
+        r_blocks_count=plan.reserved_blocks, free_blocks=free_blocks, free_inodes=free_inodes,
+        ipg=ipg, time=req.epoch, uuid=req.uuid.bytes,
+        label=(req.label or "").encode("utf-8"), hash_seed=plan.prepared.hash_seed,
+        journal_i_block=journal_root, journal_size=plan.journal_blocks * BLOCK_SIZE)
+    for g in geo.super_groups:
+        sb = pack_superblock(fields, g)
+        if g == 0:
+            block0 = bytearray(2 * 1024)
+            block0[SUPERBLOCK_OFFSET:] = sb
+            out.put(0, block0)
+            out.put_block(1, descs)
+        else:
+            out.put_block(g * BLOCKS_PER_GROUP, sb)
+            out.put_block(g * BLOCKS_PER_GROUP + 1, descs)
+
+
+def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
+    """Write `data` (logical block 0 onward) through the extent map."""
+    for lblk, pblk, length in _extent_blocks(extents):
+        piece = memoryview(data)[lblk * BLOCK_SIZE:(lblk + length) * BLOCK_SIZE]
+        if piece:
+            out.put_block(pblk, piece)
+
+
+def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
+    targets: dict[Content, list[Placed]] = {}
+    for p in plan.placed:
+        content = p.node.entry.content
+        if p.node.entry.kind is Kind.FILE and content is not None and content.size:
+            targets.setdefault(content, []).append(p)
+    if not targets:
+        return
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    for content, stream in store.stream(list(targets)):
+        places = targets.pop(content, None)
+        if places is None:
+            continue
+        pos = 0
+        while pos < content.size:
+            want = min(CHUNK, content.size - pos)
+            got = _read_full(stream, view[:want])
+            if got < want:
+                raise ComposerError(
+                    f"{content.source or 'inline'}:{content.member}: ended after {pos + got} of "
+                    f"{content.size} bytes", hint="the input changed or is truncated")
+            chunk = view[:want]
+            if chunk != _ZERO_CHUNK[:want]:  # zero data stays a hole (blocks stay allocated)
+                for p in places:
+                    _put_file_range(out, p.extents, pos, chunk)
+            pos += want
+    if targets:
+        missing = next(iter(targets))
+        raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
+
+
+def _read_full(stream: object, view: memoryview) -> int:
+    got = 0
+    readinto = getattr(stream, "readinto", None)
+    while got < len(view):
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            data = stream.read(len(view) - got)  # type: ignore[attr-defined]
+            n = len(data)
+            view[got:got + n] = data
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _put_file_range(out: _Out, extents: tuple[Extent, ...], pos: int, chunk: memoryview) -> None:
+    """Write the bytes at file offset `pos` to wherever the extents put them."""
+    end = pos + len(chunk)
+    for lblk, pblk, length in _extent_blocks(extents):
+        e_start = lblk * BLOCK_SIZE
+        e_end = e_start + length * BLOCK_SIZE
+        if e_end <= pos or e_start >= end:
+            continue
+        lo = max(pos, e_start)
+        hi = min(end, e_end)
+        out.put(pblk * BLOCK_SIZE + (lo - e_start), chunk[lo - pos:hi - pos])

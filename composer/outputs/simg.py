@@ -1,0 +1,135 @@
+"""Android sparse images (`.simg`) for fastboot, U-Boot fastboot and uuu.
+
+Format: AOSP `libsparse/sparse_format.h` (flashing-facts.md §9): a 28-byte file header, then
+chunks with a 12-byte header each. Chunking policy, fixed so output depends on the bytes only:
+blocks outside the writer's extents become DONT_CARE; mapped blocks become RAW, or FILL when
+the whole block repeats one 4-byte value (if `fill` is on, the default). Mapped zeros stay
+written (FILL 0), because DONT_CARE keeps stale data on the device. No CRC32 chunk is written
+(U-Boot mishandles one that is not last, and simg2img does not check it); image_checksum is 0,
+as libsparse writes it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import BinaryIO
+
+from composer.errors import ComposerError
+from composer.fs.base import WriteResult
+from composer.outputs.bmap import block_ranges
+
+SPARSE_MAGIC = 0xED26FF3A
+MAJOR_VERSION = 1
+MINOR_VERSION = 0
+FILE_HEADER = "<IHHHHIIII"
+FILE_HEADER_SIZE = 28
+assert struct.calcsize(FILE_HEADER) == FILE_HEADER_SIZE
+CHUNK_HEADER = "<HHII"
+CHUNK_HEADER_SIZE = 12
+assert struct.calcsize(CHUNK_HEADER) == CHUNK_HEADER_SIZE
+TOTAL_CHUNKS_OFFSET = 20
+BLOCK_SIZE = 4096
+FILL_SIZE = 4
+# a RAW chunk's total_sz is a u32; keep chunks far below that and bounded in memory
+MAX_RAW_BLOCKS = 4096  # 16 MiB
+
+
+class ChunkType(IntEnum):
+    RAW = 0xCAC1
+    FILL = 0xCAC2
+    DONT_CARE = 0xCAC3
+    CRC32 = 0xCAC4
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Consecutive blocks that become one chunk."""
+
+    type: ChunkType
+    blocks: int
+    data: bytes = b""  # RAW: the blocks; FILL: the 4-byte pattern
+
+
+def write_simg(image: Path, result: WriteResult, out: Path, *, block_size: int = BLOCK_SIZE,
+               fill: bool = True) -> None:
+    """Write the sparse form of `image` (whose mapped bytes are `result.extents`) to `out`."""
+    if result.size % block_size:
+        raise ComposerError(
+            f"{image.name}: {result.size} bytes is not a whole number of {block_size}-byte "
+            "blocks, so a sparse image would not give it back exactly",
+            hint="make partition and disk sizes multiples of 4 KiB (1 MiB is best)")
+    total_blocks = result.size // block_size
+    with image.open("rb") as src, out.open("wb") as dst:
+        dst.write(struct.pack(FILE_HEADER, SPARSE_MAGIC, MAJOR_VERSION, MINOR_VERSION,
+                              FILE_HEADER_SIZE, CHUNK_HEADER_SIZE, block_size, total_blocks,
+                              0, 0))
+        chunks = 0
+        for run in _runs(src, result, block_size, fill):
+            dst.write(_chunk(run, block_size))
+            chunks += 1
+        dst.seek(TOTAL_CHUNKS_OFFSET)  # known only now
+        dst.write(struct.pack("<I", chunks))
+
+
+def _chunk(run: _Run, block_size: int) -> bytes:
+    if run.type is ChunkType.RAW:
+        head = struct.pack(CHUNK_HEADER, run.type, 0, run.blocks,
+                           CHUNK_HEADER_SIZE + run.blocks * block_size)
+        return head + run.data
+    if run.type is ChunkType.FILL:
+        return struct.pack(CHUNK_HEADER, run.type, 0, run.blocks,
+                           CHUNK_HEADER_SIZE + FILL_SIZE) + run.data
+    return struct.pack(CHUNK_HEADER, run.type, 0, run.blocks, CHUNK_HEADER_SIZE)
+
+
+def _runs(src: BinaryIO, result: WriteResult, block_size: int, fill: bool) -> Iterator[_Run]:
+    """Chunks in block order: DONT_CARE for gaps, then the mapped runs split by content."""
+    total = result.size // block_size
+    cursor = 0
+    for first, last in block_ranges(result.extents, result.size, block_size):
+        if first > cursor:
+            yield _Run(ChunkType.DONT_CARE, first - cursor)
+        yield from _mapped(src, first, last + 1, block_size, fill)
+        cursor = last + 1
+    if total > cursor:
+        yield _Run(ChunkType.DONT_CARE, total - cursor)
+
+
+def _mapped(src: BinaryIO, first: int, end: int, block_size: int, fill: bool) -> Iterator[_Run]:
+    raw: list[bytes] = []
+    pattern: bytes | None = None
+    fill_blocks = 0
+    src.seek(first * block_size)
+    for _ in range(first, end):
+        block = src.read(block_size).ljust(block_size, b"\0")
+        this = _fill_pattern(block) if fill else None
+        if this is not None and this == pattern:
+            fill_blocks += 1
+            continue
+        if fill_blocks:
+            yield _Run(ChunkType.FILL, fill_blocks, pattern or b"")
+            fill_blocks, pattern = 0, None
+        if this is not None:
+            if raw:
+                yield _Run(ChunkType.RAW, len(raw), b"".join(raw))
+                raw = []
+            pattern, fill_blocks = this, 1
+            continue
+        raw.append(block)
+        if len(raw) == MAX_RAW_BLOCKS:
+            yield _Run(ChunkType.RAW, len(raw), b"".join(raw))
+            raw = []
+    if fill_blocks:
+        yield _Run(ChunkType.FILL, fill_blocks, pattern or b"")
+    if raw:
+        yield _Run(ChunkType.RAW, len(raw), b"".join(raw))
+
+
+def _fill_pattern(block: bytes) -> bytes | None:
+    """The 4-byte value the block repeats, or None."""
+    pattern = block[:FILL_SIZE]
+    return pattern if block == pattern * (len(block) // FILL_SIZE) else None

@@ -1,0 +1,39 @@
+"""What the rules changed, dropped and warned about: printed on stderr and kept in report.txt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Level(StrEnum):
+    CHANGED = "changed"
+    DROPPED = "dropped"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Finding:
+    level: Level
+    message: str
+
+
+@dataclass(slots=True)
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    def changed(self, message: str) -> None:
+        self.findings.append(Finding(Level.CHANGED, message))
+
+    def dropped(self, message: str) -> None:
+        self.findings.append(Finding(Level.DROPPED, message))
+
+    def warn(self, message: str) -> None:
+        self.findings.append(Finding(Level.WARNING, message))
+
+    def lines(self) -> list[str]:
+        return [f"{f.level}: {f.message}" for f in self.findings]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f.message for f in self.findings if f.level is Level.WARNING]

@@ -1,0 +1,77 @@
+"""Routing: every device path goes to the partition whose mount is its longest prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from composer.errors import ComposerError
+from composer.layout.model import Partition
+from composer.tree import DeviceTree, Entry, Kind, is_under, relative, sort_key
+
+
+def owner_of(path: str, partitions: Sequence[Partition]) -> Partition | None:
+    best: Partition | None = None
+    for part in partitions:
+        if is_under(path, part.mount) and (best is None or len(part.mount) > len(best.mount)):
+            best = part
+    return best
+
+
+def route(tree: DeviceTree, partitions: Sequence[Partition],
+          epoch_ns: int) -> tuple[dict[str, tuple[Entry, ...]], list[ComposerError]]:
+    """Entries of each partition, sorted, with paths relative to its mount ("/" = its root)."""
+    errors: list[ComposerError] = []
+    for part in partitions:
+        if part.mount not in tree:
+            tree.put(Entry(part.mount, Kind.DIR, 0o755, 0, 0, epoch_ns))
+    mounts = {p.mount for p in partitions}
+    routed: dict[str, list[Entry]] = {p.name: [] for p in partitions}
+    owners: dict[str, Partition] = {}
+    for entry in tree.entries():
+        part = owner_of(entry.path, partitions)
+        if part is None:
+            if entry.kind is Kind.DIR and any(is_under(m, entry.path) for m in mounts):
+                continue  # a folder above every mount point (such as / without a root fs)
+            errors.append(ComposerError(
+                f"{entry.path} is on no partition", None,
+                hint="add a partition whose mount covers it, or drop the entry"))
+            continue
+        owners[entry.path] = part
+        moved = replace(entry, path=relative(entry.path, part.mount))
+        if entry.kind is Kind.HARDLINK and entry.target is not None:
+            moved = replace(moved, target=relative(entry.target, part.mount))
+        routed[part.name].append(moved)
+        if entry.path in mounts and entry.path != "/":
+            parent_part = owner_of_parent(entry.path, partitions)
+            if parent_part is not None:  # the mount point itself, empty, in the parent fs
+                rel = relative(entry.path, parent_part.mount)
+                routed[parent_part.name].append(replace(entry, path=rel))
+    errors += _hardlinks(tree, owners)
+    result = {}
+    for name, entries in routed.items():
+        result[name] = tuple(sorted(entries, key=lambda e: sort_key(e.path)))
+    return result, errors
+
+
+def owner_of_parent(mount: str, partitions: Sequence[Partition]) -> Partition | None:
+    others = [p for p in partitions if p.mount != mount]
+    return owner_of(mount, others)
+
+
+def _hardlinks(tree: DeviceTree, owners: dict[str, Partition]) -> list[ComposerError]:
+    errors = []
+    for entry in tree.entries():
+        if entry.kind is Kind.HARDLINK and entry.target is not None:
+            a, b = owners.get(entry.path), owners.get(entry.target)
+            if a is not None and b is not None and a.name != b.name:
+                errors.append(ComposerError(
+                    f"{entry.path} is a hard link to {entry.target}, which is on another "
+                    f"partition ({b.name}, not {a.name})", None,
+                    hint="hard links cannot cross file systems; copy the file instead"))
+    return errors
+
+
+def for_writer(entries: tuple[Entry, ...]) -> tuple[Entry, ...]:
+    """Hard links carry no data of their own inside one image."""
+    return tuple(replace(e, content=None) if e.kind is Kind.HARDLINK else e for e in entries)

@@ -1,0 +1,38 @@
+"""The Docker image store: copied whole (whiteouts, xattrs, hard links, setuid, numeric owners),
+less the parts that belong to one running daemon."""
+
+from __future__ import annotations
+
+from composer.layout.model import Docker
+from composer.rules.assembly import Assembly, Claim
+from composer.tree import Entry, Kind
+
+EPHEMERAL = ("containers", "tmp", "runtimes", "swarm", "network", "buildkit", "engine-id")
+
+
+class DockerRule:
+    def __init__(self, spec: Docker, asm: Assembly) -> None:
+        self.spec = spec
+        self.asm = asm
+
+    def apply(self) -> None:
+        top = self.asm.lookup(self.spec.src, "docker.from")
+        if top is None:
+            return
+        if top.kind is not Kind.DIR:
+            self.asm.error(f"{self.spec.src} is not a folder", self.spec.src.loc,
+                           path="docker.from")
+            return
+        unknown = [k for k in self.spec.keep if k not in EPHEMERAL]
+        for name in unknown:
+            self.asm.error(f"{name!r} is not one of the parts docker drops", self.spec.loc,
+                           path="docker.keep", hint=f"one of: {', '.join(EPHEMERAL)}")
+        claim = Claim("docker", self.spec.loc, from_source=True)
+        self.asm.copy(self.spec.src, self.spec.to, claim, keep=self._keep)
+
+    def _keep(self, rel: str, entry: Entry) -> bool:
+        if "/" in rel or rel not in EPHEMERAL or rel in self.spec.keep:
+            return True
+        why = "a per-daemon ID" if rel == "engine-id" else "state of one running daemon"
+        self.asm.report.dropped(f"{self.spec.to}/{rel} ({why})")
+        return False

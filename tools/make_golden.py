@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""Make a realistic synthetic snapshot of a Greengrass golden device (greengrass-facts.md §0).
+
+It holds what a real one holds, including what must never ship: an encrypted SecretManager
+response in every copy of the configuration, the golden device's thing name, certificate and
+private key, logs, telemetry, work folders, a stale ipc.socket, and a Docker overlay2 store with
+whiteouts, opaque folders, xattrs, hard links, setuid files and per-daemon state.
+
+    python tools/make_golden.py OUT.tar.gz [--shuffle SEED] [--layers N --files-per-layer M]
+
+The planted secrets are printed with --print-secrets so tests can grep every output for them.
+Output is deterministic for the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from composer.fs.tar import write_tar  # noqa: E402
+from composer.rules.greengrass import component_hash, recipe_digest  # noqa: E402
+from composer.tree import Content, Entry, Kind  # noqa: E402
+
+ROOT = "/greengrass/v2"
+T0 = 1718878001  # the snapshot's clock, seconds
+THING = "GoldenThing-7f3a91"
+SECRET = "AgV4GOLDENSECRETdGhpcyBpcyB0aGUgZ29sZGVuIGRldmljZSdzIHNlY3JldA=="
+PRIVATE_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEGOLDENPRIVATEKEYbm90IGEgcmVhbCBrZXk=\n"
+               "-----END RSA PRIVATE KEY-----\n")
+CERT = "-----BEGIN CERTIFICATE-----\nMIIDGOLDENTHINGCERT=\n-----END CERTIFICATE-----\n"
+ROOT_CA = "-----BEGIN CERTIFICATE-----\nMIIDQTCCAimgAwIBAgITBmyfz5m/jAo54vB4ikPmljZbyjANBgkqhkiG\n" \
+    "-----END CERTIFICATE-----\n"
+NUCLEUS = "2.12.6"
+COMPONENTS = {  # name: (version, type)
+    "aws.greengrass.Nucleus": (NUCLEUS, "aws.greengrass.nucleus"),
+    "aws.greengrass.LogManager": ("2.3.7", "aws.greengrass.plugin"),
+    "aws.greengrass.SecretManager": ("2.1.8", "aws.greengrass.plugin"),
+    "aws.greengrass.telemetry.NucleusEmitter": ("1.0.8", "aws.greengrass.plugin"),
+    "aws.greengrass.SecureTunneling": ("1.0.19", "aws.greengrass.generic"),
+    "aws.greengrass.labs.HomeAssistant": ("1.0.0", "aws.greengrass.generic"),
+    "aws.greengrass.DockerApplicationManager": ("2.0.11", "aws.greengrass.generic"),
+}
+UNIT = f"""[Unit]
+Description=Greengrass Core
+After=network.target
+
+[Service]
+Type=simple
+PIDFile={ROOT}/alts/loader.pid
+RemainAfterExit=no
+Restart=on-failure
+RestartSec=10
+ExecStart=/bin/sh {ROOT}/alts/current/distro/bin/loader
+KillMode=mixed
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+class Snapshot:
+    def __init__(self) -> None:
+        self.entries: list[tuple[Entry, bytes | None]] = []
+
+    def dir(self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, **kw: object) -> None:
+        self.entries.append((Entry(path, Kind.DIR, mode, uid, gid, T0 * 10**9, **kw), None))
+
+    def file(self, path: str, data: bytes | str, mode: int = 0o644, uid: int = 0, gid: int = 0,
+             mtime: int = T0, **kw: object) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        entry = Entry(path, Kind.FILE, mode, uid, gid, mtime * 10**9 + 123456789,
+                      content=Content.of_bytes(raw), **kw)
+        self.entries.append((entry, raw))
+
+    def link(self, path: str, target: str) -> None:
+        self.entries.append((Entry(path, Kind.SYMLINK, 0o777, 0, 0, T0 * 10**9, target=target),
+                             None))
+
+    def node(self, path: str, kind: Kind, mode: int = 0o644, rdev: tuple[int, int] = (0, 0),
+             uid: int = 0, gid: int = 0) -> None:
+        self.entries.append((Entry(path, kind, mode, uid, gid, T0 * 10**9, rdev=rdev), None))
+
+    def hardlink(self, path: str, target: str, mode: int = 0o755) -> None:
+        self.entries.append((Entry(path, Kind.HARDLINK, mode, 0, 0, T0 * 10**9, target=target),
+                             None))
+
+
+def tlog_line(ts: int, path: list[str], value: object, action: str = "changed") -> str:
+    return json.dumps({"TS": ts, "TP": path, "W": action, "V": value},
+                      separators=(",", ":")) + "\n"
+
+
+def config_tlog() -> str:
+    ms = T0 * 1000
+    secret_doc = json.dumps({"secrets": [{
+        "arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf",
+        "name": "db", "versionId": "v1", "encryptedSecretString": SECRET,
+        "versionStages": ["AWSCURRENT"], "createdDate": ms}]})
+    lines = [
+        tlog_line(1, ["system", "rootpath"], ROOT),
+        tlog_line(ms + 1, ["system", "thingName"], THING),
+        tlog_line(ms + 2, ["system", "certificateFilePath"], f"{ROOT}/thingCert.crt"),
+        tlog_line(ms + 3, ["system", "privateKeyPath"], f"{ROOT}/privKey.key"),
+        tlog_line(ms + 4, ["system", "rootCaPath"], f"{ROOT}/rootCA.pem"),
+        tlog_line(ms + 5, ["setenv", "AWS_IOT_THING_NAME"], THING),
+        tlog_line(ms + 6, ["setenv", "AWS_REGION"], "us-east-1"),
+        tlog_line(ms + 7, ["services", "aws.greengrass.Nucleus", "version"], NUCLEUS),
+        tlog_line(ms + 8, ["services", "aws.greengrass.Nucleus", "configuration", "awsRegion"],
+                  "us-east-1"),
+        tlog_line(ms + 9, ["services", "aws.greengrass.Nucleus", "configuration",
+                           "iotDataEndpoint"], "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com"),
+        tlog_line(ms + 10, ["services", "aws.greengrass.Nucleus", "configuration",
+                            "runWithDefault", "posixUser"], "ggc_user:ggc_group"),
+        tlog_line(ms + 11, ["services", "aws.greengrass.SecretManager", "runtime",
+                            "secretResponse"], secret_doc),
+        tlog_line(ms + 12, ["services", "DeploymentService", "GroupToRootComponents",
+                            f"thing/{THING}", "aws.greengrass.labs.HomeAssistant"], "1.0.0"),
+        tlog_line(ms + 13, ["services", "DeploymentService", "GroupToRootComponents",
+                            "thinggroup/Fleet", "aws.greengrass.LogManager"], "2.3.7"),
+        tlog_line(ms + 14, ["services", "aws.greengrass.labs.HomeAssistant", "configuration",
+                            "topic"], f"$aws/things/{THING}/shadow"),
+        tlog_line(ms + 15, ["services", "aws.greengrass.SecretManager", "runtime"], None,
+                  "interiorAdded"),
+    ]
+    for name, (version, kind) in sorted(COMPONENTS.items()):
+        lines.append(tlog_line(ms + 20, ["services", name, "version"], version))
+        if kind == "aws.greengrass.plugin":
+            lines.append(tlog_line(ms + 21, ["services", "main", "runtime", "service-digest",
+                                             f"{name}-v{version}"], recipe_digest(recipe(name))))
+    return "".join(lines)
+
+
+def effective_config() -> str:
+    secret = json.dumps({"secrets": [{"encryptedSecretString": SECRET}]})
+    return f"""---
+services:
+  aws.greengrass.labs.HomeAssistant:
+    configuration:
+      topic: "$aws/things/{THING}/shadow"
+  aws.greengrass.Nucleus:
+    configuration:
+      awsRegion: "us-east-1"
+    version: "{NUCLEUS}"
+  aws.greengrass.SecretManager:
+    runtime:
+      secretResponse: {json.dumps(secret)}
+    version: "2.1.8"
+system:
+  certificateFilePath: "{ROOT}/thingCert.crt"
+  privateKeyPath: "{ROOT}/privKey.key"
+  rootCaPath: "{ROOT}/rootCA.pem"
+  rootpath: "{ROOT}"
+  thingName: "{THING}"
+"""
+
+
+def recipe(name: str) -> bytes:
+    version, kind = COMPONENTS[name]
+    return (f"---\nRecipeFormatVersion: \"2020-01-25\"\nComponentName: \"{name}\"\n"
+            f"ComponentVersion: \"{version}\"\nComponentType: \"{kind}\"\n"
+            f"ComponentPublisher: \"AWS\"\n").encode()
+
+
+def greengrass(s: Snapshot) -> None:
+    s.dir("/greengrass")
+    s.dir(ROOT, 0o755)
+    nucleus_dir = f"{ROOT}/packages/artifacts-unarchived/aws.greengrass.Nucleus/{NUCLEUS}/" \
+        "aws.greengrass.nucleus"
+    s.dir(f"{ROOT}/alts", 0o700)
+    s.link(f"{ROOT}/alts/current", f"{ROOT}/alts/init")
+    s.dir(f"{ROOT}/alts/init")
+    s.link(f"{ROOT}/alts/init/distro", nucleus_dir)
+    s.file(f"{ROOT}/alts/init/launch.params", "-Dlog.store=FILE")
+    s.file(f"{ROOT}/alts/loader.pid", "4242\n")
+    s.dir(f"{ROOT}/bin")
+    s.dir(f"{ROOT}/cli_ipc_info")
+    s.file(f"{ROOT}/cli_ipc_info/cli.json", '{"token":"golden-cli-token"}')
+    s.dir(f"{ROOT}/config", 0o700)
+    tlog = config_tlog()
+    for name in ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~"):
+        s.file(f"{ROOT}/config/{name}", tlog)
+    s.file(f"{ROOT}/config/effectiveConfig.yaml", effective_config())
+    s.file(f"{ROOT}/config/effectiveConfig.yaml~", effective_config())
+    s.dir(f"{ROOT}/deployments", 0o700)
+    dep = f"{ROOT}/deployments/3f2c8d4e-1a2b-4c5d-8e9f-0a1b2c3d4e5f"
+    s.dir(dep, 0o700)
+    s.file(f"{dep}/target_config.tlog", tlog)
+    s.file(f"{dep}/deployment_metadata.json", '{"deploymentId":"3f2c8d4e"}')
+    s.link(f"{ROOT}/deployments/previous-success", dep)
+    s.dir(f"{ROOT}/logs", 0o700)
+    s.file(f"{ROOT}/logs/greengrass.log", f"connected as {THING}\n" * 50)
+    s.file(f"{ROOT}/logs/aws.greengrass.labs.HomeAssistant.log", "started\n")
+    s.dir(f"{ROOT}/telemetry", 0o700)
+    s.file(f"{ROOT}/telemetry/SystemMetrics.log", '{"CPU":3}\n')
+    s.dir(f"{ROOT}/work", 0o755)
+    s.dir(f"{ROOT}/work/aws.greengrass.labs.HomeAssistant", 0o700, 999, 999)
+    s.file(f"{ROOT}/work/aws.greengrass.labs.HomeAssistant/state.db", b"\x00state", 0o600, 999,
+           999)
+    packages(s, nucleus_dir)
+    s.dir(f"{ROOT}/plugins", 0o700)
+    s.dir(f"{ROOT}/plugins/trusted", 0o755)
+    s.dir(f"{ROOT}/plugins/untrusted", 0o755)
+    s.file(f"{ROOT}/thingCert.crt", CERT)
+    s.file(f"{ROOT}/privKey.key", PRIVATE_KEY, 0o600)
+    s.file(f"{ROOT}/rootCA.pem", ROOT_CA)
+    s.node(f"{ROOT}/ipc.socket", Kind.SOCKET, 0o666)
+
+
+def packages(s: Snapshot, nucleus_dir: str) -> None:
+    s.dir(f"{ROOT}/packages")
+    s.dir(f"{ROOT}/packages/artifacts")
+    s.dir(f"{ROOT}/packages/artifacts-unarchived")
+    s.dir(f"{ROOT}/packages/recipes", 0o700)
+    for name, (version, kind) in sorted(COMPONENTS.items()):
+        for area in ("artifacts", "artifacts-unarchived"):
+            s.dir(f"{ROOT}/packages/{area}/{name}")
+            s.dir(f"{ROOT}/packages/{area}/{name}/{version}")
+        if kind == "aws.greengrass.plugin":
+            s.file(f"{ROOT}/packages/artifacts/{name}/{version}/{name}.jar",
+                   b"PK\x03\x04" + name.encode() * 40, 0o440)
+        stem = f"{ROOT}/packages/recipes/{component_hash(name)}@{version}"
+        s.file(f"{stem}.recipe.yaml", recipe(name))
+        if name != "aws.greengrass.Nucleus":  # installed locally: no metadata (a warning)
+            arn = f"arn:aws:greengrass:us-east-1:aws:components:{name}:versions:{version}"
+            s.file(f"{stem}.metadata.json", json.dumps({"componentVersionArn": arn}))
+    s.dir(nucleus_dir)
+    for sub in ("bin", "lib", "conf"):
+        s.dir(f"{nucleus_dir}/{sub}")
+    s.file(f"{nucleus_dir}/bin/loader", "#!/bin/sh\nexec java -jar Greengrass.jar\n", 0o555)
+    s.file(f"{nucleus_dir}/bin/greengrass.service", UNIT, 0o555)
+    s.file(f"{nucleus_dir}/lib/Greengrass.jar", b"PK\x03\x04nucleus" * 512, 0o555)
+    s.file(f"{nucleus_dir}/conf/recipe.yaml", recipe("aws.greengrass.Nucleus"), 0o555)
+
+
+def systemd(s: Snapshot) -> None:
+    for path in ("/etc", "/etc/systemd", "/etc/systemd/system",
+                 "/etc/systemd/system/multi-user.target.wants"):
+        s.dir(path)
+    s.file("/etc/systemd/system/greengrass.service", UNIT)
+    s.link("/etc/systemd/system/multi-user.target.wants/greengrass.service",
+           "/etc/systemd/system/greengrass.service")
+
+
+def docker(s: Snapshot, layers: int, files_per_layer: int, rng: random.Random) -> None:
+    base = "/var/lib/docker"
+    for path in ("/var", "/var/lib", base, f"{base}/overlay2", f"{base}/image",
+                 f"{base}/image/overlay2", f"{base}/containers", f"{base}/tmp",
+                 f"{base}/network", f"{base}/network/files", f"{base}/runtimes",
+                 f"{base}/buildkit", f"{base}/swarm", f"{base}/volumes"):
+        s.dir(path, 0o710 if path == base else 0o755)
+    s.file(f"{base}/engine-id", "f6b5a1c2-golden-engine-id\n", 0o600)
+    s.file(f"{base}/network/files/local-kv.db", b"\x00bolt" * 100, 0o644)
+    s.dir(f"{base}/containers/3c5e7f", 0o710)
+    s.file(f"{base}/containers/3c5e7f/config.v2.json", f'{{"Hostname":"{THING}"}}')
+    s.file(f"{base}/image/overlay2/repositories.json",
+           '{"Repositories":{"homeassistant/home-assistant":{}}}')
+    s.file(f"{base}/volumes/metadata.db", b"\x00bolt" * 10, 0o600)
+    for layer in range(layers):
+        lid = f"{layer:02d}" + "a" * 62
+        ldir = f"{base}/overlay2/{lid}"
+        s.dir(ldir, 0o710)
+        s.file(f"{ldir}/link", f"L{layer:025d}")
+        s.dir(f"{ldir}/diff")
+        s.dir(f"{ldir}/diff/usr")
+        s.dir(f"{ldir}/diff/usr/bin")
+        for i in range(files_per_layer):
+            size = rng.choice((0, 17, 600, 4096, 5000, 40000))
+            s.file(f"{ldir}/diff/usr/bin/tool{i:05d}", rng.randbytes(size), 0o755, 100000,
+                   100000, mtime=T0 - 1000 - i)
+        if layer == 0:
+            s.file(f"{ldir}/diff/usr/bin/su", b"\x7fELFsu" * 100, 0o4755)
+            s.hardlink(f"{ldir}/diff/usr/bin/su-again", f"{ldir}/diff/usr/bin/su", 0o4755)
+            s.file(f"{ldir}/diff/usr/bin/ping", b"\x7fELFping" * 50, 0o755,
+                   xattrs=(("security.capability",
+                            bytes.fromhex("0100000200200000000000000000000000000000")),))
+        else:
+            s.node(f"{ldir}/diff/usr/bin/tool00000", Kind.CHAR, 0o000, (0, 0))  # a whiteout
+            s.dir(f"{ldir}/diff/etc", xattrs=(("trusted.overlay.opaque", b"y"),))
+        s.file(f"{ldir}/lower", f"l/L{max(layer - 1, 0):025d}")
+    s.dir(f"{base}/overlay2/l", 0o700)
+    for layer in range(layers):
+        s.link(f"{base}/overlay2/l/L{layer:025d}", f"../{layer:02d}{'a' * 62}/diff")
+
+
+def app(s: Snapshot) -> None:
+    s.dir("/opt")
+    s.dir("/opt/app")
+    s.file("/opt/app/run.sh", "#!/bin/sh\necho app\n", 0o755)
+    s.file("/opt/app/.env", "MODE=production\n", 0o640)
+    s.file("/opt/app/app.log", "old log\n")
+    s.dir("/opt/app/cache")
+    s.file("/opt/app/cache/blob", b"\x00" * 100)
+    s.dir("/opt/app/releases")
+    s.dir("/opt/app/releases/1")
+    s.file("/opt/app/releases/1/app.bin", b"\x7fELFapp" * 200, 0o755)
+
+
+def make(out: Path, shuffle: int | None, layers: int, files_per_layer: int) -> None:
+    rng = random.Random(1)
+    s = Snapshot()
+    greengrass(s)
+    systemd(s)
+    docker(s, layers, files_per_layer, rng)
+    app(s)
+    items = s.entries
+    if shuffle is not None:
+        # hard links must follow their target in any valid archive; keep them last
+        items = [i for i in items if i[0].kind is not Kind.HARDLINK]
+        random.Random(shuffle).shuffle(items)
+        items += [i for i in s.entries if i[0].kind is Kind.HARDLINK]
+    # tar cannot hold sockets (GNU tar skips them too), so a snapshot archive has no ipc.socket
+    items = [i for i in items if i[0].kind is not Kind.SOCKET]
+    filter_name = "gzip" if out.name.endswith(".gz") else None
+    write_tar(out, ((e, io.BytesIO(d) if d is not None else None) for e, d in items),
+              filter_name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, nargs="?")
+    parser.add_argument("--shuffle", type=int, help="shuffle member order with this seed")
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--files-per-layer", type=int, default=20)
+    parser.add_argument("--print-secrets", action="store_true",
+                        help="print the planted secret strings, one per line, and exit")
+    args = parser.parse_args()
+    if args.print_secrets:
+        print("\n".join((SECRET, PRIVATE_KEY.splitlines()[1], THING, "golden-engine-id",
+                         "golden-cli-token")))
+        return
+    if args.out is None:
+        parser.error("OUT is required")
+    make(args.out, args.shuffle, args.layers, args.files_per_layer)
+
+
+if __name__ == "__main__":
+    main()
