@@ -331,8 +331,9 @@ def main() -> None:
                         help="print the planted secret strings, one per line, and exit")
     args = parser.parse_args()
     if args.print_secrets:
-        print("\n".join((SECRET, PRIVATE_KEY.splitlines()[1], THING, "golden-engine-id",
-                         "golden-cli-token")))
+        # the thing name is identity, not a secret: it may remain in values the report names
+        print("\n".join((SECRET, PRIVATE_KEY.splitlines()[1], "MIIDGOLDENTHINGCERT",
+                         "golden-engine-id", "golden-cli-token")))
         return
     if args.out is None:
         parser.error("OUT is required")

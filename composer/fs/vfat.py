@@ -66,6 +66,9 @@ DOS_LAST = calendar.timegm((2107, 12, 31, 23, 59, 58))
 FAT12_MAX_CLUSTERS = 4084
 FAT16_MAX_CLUSTERS = 65524
 MAX_FILE_SIZE = (1 << 32) - 1
+NUM_FATS = 2
+# FAT12 entries 0 and 1 share bytes 0-2; bytes 1-2 = FF FF make FAT[1] = 0xFFF (end of chain)
+FAT12_ENTRY1_EOC = b"\xff\xff"
 DIR_ENTRY = 32  # bytes per directory entry
 LFN_CHARS = 13  # UTF-16 code units per long-name entry
 MAX_NAME_UNITS = 255
@@ -242,7 +245,7 @@ class VfatWriter(FsWriter):
         with _frozen_dos_clock() as clock:
             _mkfs(out, geo, size, req, clock)
             extents = _fill(out, geo, req, store, clock, progress)
-        _patch_boot_sectors(out, geo)
+        _patch_metadata(out, geo)
         return WriteResult(size, extents)
 
     # -- checks ---------------------------------------------------------------------------
@@ -511,9 +514,14 @@ def _extents(pf: object, geo: Geometry) -> tuple[tuple[int, int], ...]:
     return merge_extents(extents)
 
 
-def _patch_boot_sectors(out: Path, geo: Geometry) -> None:
-    """Fill in what pyfatfs leaves wrong: CHS geometry (mtools needs it) and FAT32 FSInfo."""
+def _patch_metadata(out: Path, geo: Geometry) -> None:
+    """Fix what pyfatfs leaves wrong: CHS geometry, the FAT12 FAT[1] and the FAT32 FSInfo."""
     with out.open("r+b") as f:
+        if geo.fat == 12:
+            for n in range(NUM_FATS):
+                # FAT[1] must be an end-of-chain mark: mtools refuses pyfatfs's 0xFF0
+                f.seek((geo.reserved_sectors + n * geo.fat_sectors) * SECTOR + 1)
+                f.write(FAT12_ENTRY1_EOC)
         boot_sectors = [0] + ([FAT32_BACKUP_BOOT_SECTOR] if geo.fat == 32 else [])
         for sector in boot_sectors:
             f.seek(sector * SECTOR + BPB_SEC_PER_TRK)

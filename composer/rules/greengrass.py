@@ -207,6 +207,8 @@ class GreengrassRule:
         if data == file.data:
             return
         for key in removed:
+            if self.thing_name:  # the report is an output too: name the key, not the device
+                key = key.replace(self.thing_name, "<thingName>")
             self.asm.report.changed(f"{file.path}: removed {key}")
         content = Content.of_bytes(data)
         self.asm.tree.put(replace(file.entry, content=content))

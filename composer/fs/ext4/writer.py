@@ -235,10 +235,8 @@ def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
         journal_i_block=journal_root, journal_size=plan.journal_blocks * BLOCK_SIZE)
     for g in geo.super_groups:
         sb = pack_superblock(fields, g)
-        if g == 0:
-            block0 = bytearray(2 * 1024)
-            block0[SUPERBLOCK_OFFSET:] = sb
-            out.put(0, block0)
+        if g == 0:  # the first 1024 bytes (boot area) stay a hole
+            out.put(SUPERBLOCK_OFFSET, sb)
             out.put_block(1, descs)
         else:
             out.put_block(g * BLOCKS_PER_GROUP, sb)
@@ -276,7 +274,9 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
                     f"{content.source or 'inline'}:{content.member}: ended after {pos + got} of "
                     f"{content.size} bytes", hint="the input changed or is truncated")
             chunk = view[:want]
-            if chunk != _ZERO_CHUNK[:want]:  # zero data stays a hole (blocks stay allocated)
+            # zero data stays a hole (its blocks stay allocated); bytes comparison is a memcmp
+            zero = buf == _ZERO_CHUNK if want == CHUNK else buf[:want] == _ZERO_CHUNK[:want]
+            if not zero:
                 for p in places:
                     _put_file_range(out, p.extents, pos, chunk)
             pos += want
