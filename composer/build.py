@@ -96,7 +96,7 @@ def plan(layout_path: Path, epoch_override: int | None = None,
         for warning in source.warnings:
             asm.report.warn(warning)
     tree = _assemble(layout, asm)
-    routed, errors = route(tree, layout.partitions, asm.epoch_ns)
+    routed, errors = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
     raise_all(errors)
     planned = _plan_partitions(layout, routed, epoch)
     return Plan(layout, epoch, tree, planned, asm.report, store)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from composer.errors import ComposerError
 from composer.layout.model import Partition
+from composer.rules.assembly import Claim
 from composer.tree import DeviceTree, Entry, Kind, is_under, relative, sort_key
 
 
@@ -18,10 +19,11 @@ def owner_of(path: str, partitions: Sequence[Partition]) -> Partition | None:
     return best
 
 
-def route(tree: DeviceTree, partitions: Sequence[Partition],
-          epoch_ns: int) -> tuple[dict[str, tuple[Entry, ...]], list[ComposerError]]:
+def route(tree: DeviceTree, partitions: Sequence[Partition], epoch_ns: int,
+          claims: Mapping[str, Claim]) -> tuple[dict[str, tuple[Entry, ...]], list[ComposerError]]:
     """Entries of each partition, sorted, with paths relative to its mount ("/" = its root)."""
     errors: list[ComposerError] = []
+    uncovered: dict[Claim, list[str]] = {}
     for part in partitions:
         if part.mount not in tree:
             tree.put(Entry(part.mount, Kind.DIR, 0o755, 0, 0, epoch_ns))
@@ -31,11 +33,9 @@ def route(tree: DeviceTree, partitions: Sequence[Partition],
     for entry in tree.entries():
         part = owner_of(entry.path, partitions)
         if part is None:
-            if entry.kind is Kind.DIR and any(is_under(m, entry.path) for m in mounts):
-                continue  # a folder above every mount point (such as / without a root fs)
-            errors.append(ComposerError(
-                f"{entry.path} is on no partition", None,
-                hint="add a partition whose mount covers it, or drop the entry"))
+            claim = claims.get(entry.path)
+            if claim is not None:  # folders made only to hold others are not worth a word
+                uncovered.setdefault(claim, []).append(entry.path)
             continue
         owners[entry.path] = part
         moved = replace(entry, path=relative(entry.path, part.mount))
@@ -47,11 +47,18 @@ def route(tree: DeviceTree, partitions: Sequence[Partition],
             if parent_part is not None:  # the mount point itself, empty, in the parent fs
                 rel = relative(entry.path, parent_part.mount)
                 routed[parent_part.name].append(replace(entry, path=rel))
+    errors += [_uncovered(claim, paths) for claim, paths in uncovered.items()]
     errors += _hardlinks(tree, owners)
     result = {}
     for name, entries in routed.items():
         result[name] = tuple(sorted(entries, key=lambda e: sort_key(e.path)))
     return result, errors
+
+
+def _uncovered(claim: Claim, paths: list[str]) -> ComposerError:
+    more = f" (and {len(paths) - 1} more below it)" if len(paths) > 1 else ""
+    return ComposerError(f"{claim.what} places {paths[0]}{more}, which is on no partition",
+                         claim.loc, hint="add a partition whose mount covers it, or change 'to'")
 
 
 def owner_of_parent(mount: str, partitions: Sequence[Partition]) -> Partition | None:

@@ -280,7 +280,7 @@ def docker(s: Snapshot, layers: int, files_per_layer: int, rng: random.Random) -
                    xattrs=(("security.capability",
                             bytes.fromhex("0100000200200000000000000000000000000000")),))
         else:
-            s.node(f"{ldir}/diff/usr/bin/tool00000", Kind.CHAR, 0o000, (0, 0))  # a whiteout
+            s.node(f"{ldir}/diff/usr/bin/removed-tool", Kind.CHAR, 0o000, (0, 0))  # a whiteout
             s.dir(f"{ldir}/diff/etc", xattrs=(("trusted.overlay.opaque", b"y"),))
         s.file(f"{ldir}/lower", f"l/L{max(layer - 1, 0):025d}")
     s.dir(f"{base}/overlay2/l", 0o700)

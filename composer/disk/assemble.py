@@ -347,51 +347,83 @@ def _check_layout(table: TableType, partitions: Sequence[DiskPartitionSpec], off
                   blobs: Sequence[PlannedBlob], regions: tuple[Region, ...], disk_size: int,
                   loc: Loc | None) -> list[ComposerError]:
     """Overlaps and bounds, each reported once with both parties named."""
-    errors: list[ComposerError] = []
-    parts = [(f"partition {p.name!r}", off, p.size, p.loc)
+    parts = [_Thing(f"partition {p.name!r}", off, p.size, p.loc, is_blob=False)
              for p, off in zip(partitions, offsets, strict=True)]
-    raws = [(f"raw blob {b.name!r}", b.offset, b.size, None) for b in blobs]
-    things = parts + raws
-    # partitions and blobs against each other
-    for i, (what_a, off_a, size_a, loc_a) in enumerate(things):
-        for what_b, off_b, size_b, _ in things[i + 1:]:
-            if off_a < off_b + size_b and off_b < off_a + size_a:
+    things = parts + [_Thing(f"raw blob {b.name!r}", b.offset, b.size, None, is_blob=True)
+                      for b in blobs]
+    errors: list[ComposerError] = []
+    for i, a in enumerate(things):
+        for b in things[i + 1:]:
+            if a.offset < b.end and b.offset < a.end:
                 errors.append(ComposerError(
-                    f"{what_a} ({_span(off_a, size_a)}) overlaps {what_b} "
-                    f"({_span(off_b, size_b)})", loc=loc_a or loc,
-                    hint="give one of them another offset, or drop `offset:` to let the "
-                    "partition follow the previous one"))
-    # against the partition tables
-    for what, off, size, where in things:
-        for region in regions:
-            if off < region.end and region.offset < off + size:
-                errors.append(ComposerError(
-                    f"{what} ({_span(off, size)}) overlaps {region.what} "
-                    f"({_span(region.offset, region.size)})", loc=where or loc,
-                    hint=_table_hint(table, region, parts, blobs)))
-    # against the end of the disk
-    for what, off, size, where in things:
-        if off + size > disk_size:
-            errors.append(ComposerError(
-                f"{what} ({_span(off, size)}) ends beyond the end of the disk "
-                f"({disk_size} bytes)", loc=where or loc,
-                hint="make the disk bigger, or the partition smaller"))
-        elif table is TableType.MBR and (off + size) // SECTOR - 1 > mbr.MAX_LBA:
-            errors.append(ComposerError(f"{what} ends beyond the 2 TiB an MBR can address",
-                                        loc=where or loc, hint="use gpt"))
+                    f"{a.what} ({_span(a.offset, a.size)}) overlaps {b.what} "
+                    f"({_span(b.offset, b.size)})", loc=a.loc or b.loc or loc,
+                    hint=_overlap_hint(a, b)))
+    for thing in things:
+        error = _bounds_error(table, thing, regions, parts, blobs, disk_size)
+        if error is not None:
+            errors.append(_at(error, thing.loc or loc))
     return errors
 
 
-def _table_hint(table: TableType, region: Region, parts: list[tuple[str, int, int, Loc | None]],
+@dataclass(frozen=True, slots=True)
+class _Thing:
+    """A partition or raw blob, as the overlap checks see it."""
+
+    what: str
+    offset: int
+    size: int
+    loc: Loc | None
+    is_blob: bool
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+def _overlap_hint(a: _Thing, b: _Thing) -> str:
+    if a.is_blob and b.is_blob:
+        return "move one of the raw blobs"
+    if a.is_blob or b.is_blob:
+        return "move the raw blob, or the partition (drop its `offset:` to place it after the blob)"
+    return ("give one of them another offset, or drop `offset:` to let the partition follow the "
+            "previous one")
+
+
+def _bounds_error(table: TableType, thing: _Thing, regions: tuple[Region, ...],
+                  parts: list[_Thing], blobs: Sequence[PlannedBlob],
+                  disk_size: int) -> ComposerError | None:
+    """The end of the disk, the 2 TiB MBR limit, then the table sectors: the first that bites."""
+    span = _span(thing.offset, thing.size)
+    if thing.end > disk_size:
+        return ComposerError(f"{thing.what} ({span}) ends beyond the end of the disk "
+                             f"({disk_size} bytes)",
+                             hint="make the disk bigger, or the partition smaller")
+    if table is TableType.MBR and thing.end // SECTOR - 1 > mbr.MAX_LBA:
+        return ComposerError(f"{thing.what} ({span}) ends beyond the 2 TiB an MBR can address",
+                             hint="use gpt")
+    hit = [r for r in regions if thing.offset < r.end and r.offset < thing.end]
+    if not hit:
+        return None
+    start, end = min(r.offset for r in hit), max(r.end for r in hit)
+    names = [r.what for r in hit]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return ComposerError(f"{thing.what} ({span}) overlaps {listed} ({_span(start, end - start)})",
+                         hint=_table_hint(table, thing, hit, parts, blobs))
+
+
+def _table_hint(table: TableType, thing: _Thing, hit: list[Region], parts: list[_Thing],
                 blobs: Sequence[PlannedBlob]) -> str:
-    if table is TableType.MBR:
-        return "LBA 0 holds the MBR; start at 512 bytes or later"
-    if "backup" in region.what:
+    if any("backup" in r.what for r in hit):
         return "the last 33 sectors hold the backup GPT; make the disk bigger"
-    if "entry array" not in region.what:
+    head_end = max(r.end for r in hit)
+    if table is TableType.MBR or not thing.is_blob:
+        return (f"start it at byte {head_end} or later, or drop `offset:` to place it "
+                "automatically")
+    if not any("entry array" in r.what for r in hit):
         return "LBA 0 and 1 hold the protective MBR and the GPT header"
-    # suggest the sectors just before the first partition, if no blob is there
-    first = min((off for _, off, _, _ in parts), default=None)
+    # a boot-ROM blob where the entry array is: offer the sectors before the first partition
+    first = min((p.offset for p in parts), default=None)
     blob_end = max((b.offset + b.size for b in blobs), default=0)
     if first is not None and first - gpt.ENTRY_ARRAY_BYTES >= max(blob_end, 2 * SECTOR):
         lba = (first - gpt.ENTRY_ARRAY_BYTES) // SECTOR

@@ -130,7 +130,7 @@ class _Checker:
         if isinstance(node.value, str) and node.value in values:
             return enum(node.value)
         close = difflib.get_close_matches(str(node.value), values, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(values)}"
+        hint = f"did you mean {close[0]!r}?" if close else None
         self.fail(node, path, f"{node.value!r} is not one of {', '.join(values)}", hint)
         return default
 

@@ -30,6 +30,7 @@ def scan_source(name: str, path: Path, loc: Loc | None = None) -> Scanned:
     if path.is_file():
         return scan_archive(name, path)
     if not path.exists():
-        raise ComposerError(f"source {name!r}: {path} does not exist", loc,
+        raise ComposerError(f"source {name!r}: {path.name} does not exist", loc,
                             hint="paths under 'sources:' are relative to the layout file")
-    raise ComposerError(f"source {name!r}: {path} is neither a folder nor an archive file", loc)
+    raise ComposerError(f"source {name!r}: {path.name} is neither a folder nor an archive file",
+                        loc)

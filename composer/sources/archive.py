@@ -65,11 +65,13 @@ def scan_archive(name: str, path: Path) -> Scanned:
                 entries[entry.path] = entry
                 newest = max(newest, entry.mtime_ns)
     except ArchiveError as exc:
-        raise ComposerError(f"source {name!r}: cannot read {path} at member {current!r}: "
-                            f"{_why(exc)}",
-                            hint="the archive is truncated, corrupt or not an archive") from None
+        raise ComposerError(f"source {name!r}: {path.name} is truncated or corrupt at member "
+                            f"{current!r} (libarchive: {_why(exc)})",
+                            hint="check the archive with 'tar -tvf', or capture it again") \
+            from None
     except OSError as exc:
-        raise ComposerError(f"source {name!r}: cannot read {path}: {exc.strerror}") from None
+        raise ComposerError(f"source {name!r}: cannot read {path.name}: {exc.strerror}") \
+            from None
     _add_missing_dirs(entries)
     return Scanned(name, entries, ArchiveData(name, path), newest, tuple(warnings))
 
@@ -151,11 +153,13 @@ class ArchiveData(DataSource):
                     if index >= last:
                         return
         except ArchiveError as exc:
-            raise ComposerError(f"source {self.name!r}: cannot read {self.path} at member "
-                                f"{current!r}: {_why(exc)}",
-                                hint="the archive is truncated, corrupt or changed") from None
-        raise ComposerError(f"source {self.name!r}: {self.path} ended before member "
-                            f"{by_index[last].member!r}", hint="the archive changed during the build")
+            raise ComposerError(f"source {self.name!r}: {self.path.name} is truncated or corrupt "
+                                f"at member {current!r} (libarchive: {_why(exc)})",
+                                hint="check the archive with 'tar -tvf', or capture it "
+                                "again") from None
+        raise ComposerError(f"source {self.name!r}: {self.path.name} ended before member "
+                            f"{by_index[last].member!r}",
+                            hint="the archive changed during the build")
 
 
 class _BlockStream(io.RawIOBase):

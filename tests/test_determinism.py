@@ -1,0 +1,63 @@
+"""Same layout and same input content give the same bytes, whatever the member order, umask,
+TZ, locale, output folder or wall clock; another epoch gives other bytes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import REPO, compose, make_golden
+
+
+def _project(folder: Path, shuffle: int | None) -> Path:
+    shutil.copytree(REPO / "layouts", folder, ignore=shutil.ignore_patterns("*.tar.gz"))
+    args = ("--shuffle", str(shuffle)) if shuffle is not None else ()
+    make_golden(folder / "golden-device.tar.gz", *args)
+    return folder / "demo.yaml"
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
+    a = _project(tmp_path / "a", shuffle=None)
+    b = _project(tmp_path / "elsewhere" / "b", shuffle=7)
+    assert (a.parent / "golden-device.tar.gz").read_bytes() != \
+        (b.parent / "golden-device.tar.gz").read_bytes()  # really another member order
+    first = compose("build", str(a), "-o", str(tmp_path / "out1"),
+                    env={"TZ": "UTC", "LC_ALL": "C"}, umask=0o022)
+    second = compose("build", str(b), "-o", str(tmp_path / "x" / "y" / "out2"),
+                     env={"TZ": "Asia/Kolkata", "LC_ALL": "C.UTF-8", "LANG": "de_DE.UTF-8"},
+                     umask=0o077)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    one, two = _outputs(tmp_path / "out1"), _outputs(tmp_path / "x" / "y" / "out2")
+    assert one.keys() == two.keys()
+    for name in one:
+        assert one[name] == two[name], f"{name} differs"
+    # umask must not leak into the output files' modes either
+    for p in (tmp_path / "x" / "y" / "out2").iterdir():
+        assert p.stat().st_mode & 0o777 == 0o644
+
+
+def test_another_epoch_gives_other_bytes(tmp_path: Path) -> None:
+    layout = _project(tmp_path / "p", shuffle=None)
+    first = compose("build", str(layout), "-o", str(tmp_path / "o1"))
+    second = compose("build", str(layout), "-o", str(tmp_path / "o2"),
+                     "--source-date-epoch", "1600000000")
+    third = compose("build", str(layout), "-o", str(tmp_path / "o3"),
+                    env={"SOURCE_DATE_EPOCH": "1600000000"})
+    assert first.returncode == second.returncode == third.returncode == 0
+    assert (tmp_path / "o1" / "rootfs.tar").read_bytes() != \
+        (tmp_path / "o2" / "rootfs.tar").read_bytes()
+    assert _outputs(tmp_path / "o2") == _outputs(tmp_path / "o3")
+
+
+def test_rebuilding_into_the_same_folder_is_stable(tmp_path: Path) -> None:
+    layout = _project(tmp_path / "p", shuffle=None)
+    assert compose("build", str(layout), "-o", str(tmp_path / "o")).returncode == 0
+    before = _outputs(tmp_path / "o")
+    assert compose("build", str(layout), "-o", str(tmp_path / "o")).returncode == 0
+    assert _outputs(tmp_path / "o") == before
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".compose-")]

@@ -1,0 +1,146 @@
+"""Bad input: one clear message with its location and a hint, exit code 1, nothing written."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from composer.fs.tar import write_tar
+from composer.tree import Content, Entry, Kind
+from tests.conftest import REPO, compose
+
+INVALID = REPO / "tests" / "layouts" / "invalid"
+
+
+@pytest.mark.parametrize("layout", sorted(p.name for p in INVALID.glob("*.yaml")))
+def test_invalid_layout_gets_its_exact_message(layout: str, tmp_path: Path) -> None:
+    expected = (INVALID / layout).with_suffix(".err").read_text()
+    result = compose("validate", layout, cwd=INVALID)
+    assert result.returncode == 1
+    assert result.stderr == expected
+    assert result.stdout == ""
+    out = tmp_path / "out"
+    built = compose("-q", "build", layout, "-o", str(out), cwd=INVALID)
+    assert built.returncode == 1 and built.stderr == expected
+    assert not out.exists(), "a failed build must leave nothing behind"
+
+
+def test_every_shipped_layout_validates(golden: Path, tmp_path: Path) -> None:
+    shutil.copytree(REPO / "layouts", tmp_path / "l", ignore=shutil.ignore_patterns("*.tar.gz"))
+    shutil.copy(golden, tmp_path / "l" / "golden-device.tar.gz")
+    for layout in sorted((tmp_path / "l").glob("*.yaml")):
+        result = compose("validate", str(layout))
+        assert result.returncode == 0, result.stderr
+
+
+def _layout(folder: Path, archive: str) -> Path:
+    (folder / "layout.yaml").write_text(
+        f"version: 1\nname: t\nepoch: 1\nsources:\n  golden: {archive}\npartitions:\n"
+        "  - {name: root, fs: tar, mount: /}\nfiles:\n  - {from: \"golden:/\", to: /srv}\n")
+    return folder / "layout.yaml"
+
+
+def _tar(path: Path, members: list[tuple[Entry, bytes | None]]) -> None:
+    write_tar(path, ((e, io.BytesIO(d) if d is not None else None) for e, d in members),
+              "gzip" if path.name.endswith(".gz") else None)
+
+
+def _file(path: str, data: bytes) -> tuple[Entry, bytes]:
+    return Entry(path, Kind.FILE, 0o644, 0, 0, 10**9, content=Content.of_bytes(data)), data
+
+
+def _run_failing(folder: Path, expected: list[str]) -> None:
+    out = folder / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("from before")
+    result = compose("-q", "build", "layout.yaml", "-o", "out", cwd=folder)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == len(expected), result.stderr
+    for line, want in zip(lines, expected, strict=True):
+        assert line.startswith(want), (line, want)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert (out / "keep.txt").read_text() == "from before"
+
+
+def test_truncated_archive(tmp_path: Path) -> None:
+    _tar(tmp_path / "full.tar", [_file(f"/f{i}", bytes(range(256)) * 400) for i in range(8)])
+    data = (tmp_path / "full.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2])
+    _layout(tmp_path, "cut.tar")
+    _run_failing(tmp_path, [
+        "error: layout.yaml:5:11: source 'golden': cut.tar is truncated or corrupt at member "
+        "'./f4' (libarchive: ",
+        "  hint: check the archive with 'tar -tvf', or capture it again"])
+
+
+def test_corrupt_compressed_archive(tmp_path: Path) -> None:
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(b"\x00" * 512 + b"garbage" * 1000)
+    blob = bytearray(raw.getvalue())
+    blob[30:60] = b"\xff" * 30
+    (tmp_path / "bad.tar.gz").write_bytes(bytes(blob))
+    _layout(tmp_path, "bad.tar.gz")
+    _run_failing(tmp_path, [
+        "error: layout.yaml:5:11: source 'golden': bad.tar.gz is truncated or corrupt at member "
+        "'(header)' (libarchive: ",
+        "  hint: check the archive with 'tar -tvf', or capture it again"])
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("just text\n" * 100)
+    _layout(tmp_path, "notes.txt")
+    _run_failing(tmp_path, [
+        "error: layout.yaml:5:11: source 'golden': notes.txt is truncated or corrupt at member "
+        "'(header)' (libarchive: ",
+        "  hint: check the archive with 'tar -tvf', or capture it again"])
+
+
+def test_hard_link_to_a_missing_member(tmp_path: Path) -> None:
+    link = Entry("/b", Kind.HARDLINK, 0o644, 0, 0, 10**9, target="/nowhere")
+    _tar(tmp_path / "links.tar", [_file("/a", b"a"), (link, None)])
+    _layout(tmp_path, "links.tar")
+    _run_failing(tmp_path, [
+        "error: layout.yaml:5:11: source 'golden': member './b' is a hard link to './nowhere', "
+        "which is not an earlier file in the archive",
+        "  hint: the archive is damaged or was cut short"])
+
+
+def test_member_escaping_the_source_is_data_not_a_path(tmp_path: Path) -> None:
+    _tar(tmp_path / "evil.tar", [_file("/../../etc/evil", b"x")])
+    # write_tar names members "./" + path; make one that climbs out on purpose
+    _layout(tmp_path, "evil.tar")
+    result = compose("build", "layout.yaml", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from tests.readback import read_tar
+
+    members = read_tar(tmp_path / "out" / "root.tar")
+    assert "/srv/etc/evil" in members
+    assert not (Path("/etc/evil")).exists()
+
+
+def test_secrets_fail_policy_lists_each_file_and_key(tmp_path: Path, golden: Path) -> None:
+    shutil.copy(golden, tmp_path / "golden.tar.gz")
+    (tmp_path / "layout.yaml").write_text(
+        "version: 1\nname: t\nsources:\n  golden: golden.tar.gz\npartitions:\n"
+        "  - {name: root, fs: tar, mount: /}\ngreengrass:\n  from: golden:/greengrass/v2\n"
+        "  secrets: fail\n")
+    result = compose("build", "layout.yaml", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "error: layout.yaml:8:3: greengrass.secrets: the snapshot holds the golden " \
+        "device's secrets: " in result.stderr
+    for name in ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~",
+                 "effectiveConfig.yaml", "effectiveConfig.yaml~"):
+        assert f"/greengrass/v2/config/{name}: services.aws.greengrass.SecretManager.runtime." \
+            "secretResponse" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_error_exits_2() -> None:
+    assert compose("build").returncode == 2
+    assert compose("frobnicate").returncode == 2
