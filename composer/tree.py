@@ -62,7 +62,7 @@ class Content:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One file-system object. No defaults for mode, owner or time: every writer gets them explicit."""
+    """One file-system object. Mode, owner and time have no defaults: writers get them explicit."""
 
     path: str
     kind: Kind
@@ -164,7 +164,7 @@ class DeviceTree:
         return self._by_path
 
     def resolve(self, path: str, max_links: int = 40) -> str | None:
-        """Resolve symlinks inside the device tree (not on the host); None if dangling or looping."""
+        """Resolve symlinks inside the device tree (not the host's); None if dangling or looping."""
         parts = [p for p in path.split("/") if p]
         current = "/"
         hops = 0

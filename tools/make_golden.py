@@ -34,8 +34,8 @@ SECRET = "AgV4GOLDENSECRETdGhpcyBpcyB0aGUgZ29sZGVuIGRldmljZSdzIHNlY3JldA=="
 PRIVATE_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEGOLDENPRIVATEKEYbm90IGEgcmVhbCBrZXk=\n"
                "-----END RSA PRIVATE KEY-----\n")
 CERT = "-----BEGIN CERTIFICATE-----\nMIIDGOLDENTHINGCERT=\n-----END CERTIFICATE-----\n"
-ROOT_CA = "-----BEGIN CERTIFICATE-----\nMIIDQTCCAimgAwIBAgITBmyfz5m/jAo54vB4ikPmljZbyjANBgkqhkiG\n" \
-    "-----END CERTIFICATE-----\n"
+ROOT_CA = ("-----BEGIN CERTIFICATE-----\nMIIDQTCCAimgAwIBAgITBmyfz5m/jAo54vB4ikPmljZbyjANBgkq\n"
+           "-----END CERTIFICATE-----\n")
 NUCLEUS = "2.12.6"
 COMPONENTS = {  # name: (version, type)
     "aws.greengrass.Nucleus": (NUCLEUS, "aws.greengrass.nucleus"),

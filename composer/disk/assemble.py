@@ -177,12 +177,8 @@ def plan_disk(table: TableType | str, partitions: Sequence[DiskPartitionSpec], *
     tail = _tail_regions(table, size)
     regions = tuple(head + tail)
 
-    planned: list[PlannedPartition] = []
-    for number, (spec, offset) in enumerate(zip(partitions, placed, strict=True), start=1):
-        try:
-            planned.append(_planned(table, spec, number, offset, seed, namespace))
-        except ComposerError as exc:
-            errors.append(_at(exc, spec.loc))
+    planned = [_planned(table, spec, number, offset, seed, namespace)
+               for number, (spec, offset) in enumerate(zip(partitions, placed, strict=True), 1)]
     errors += _check_layout(table, partitions, placed, blobs, regions, size, loc)
     raise_all(errors)
 
@@ -260,6 +256,11 @@ def _check_spec(table: TableType, p: DiskPartitionSpec, seen: set[str]) -> list[
         errors.append(ComposerError(
             f"partition {p.name!r}: GPT names hold at most {gpt.NAME_UNITS} UTF-16 characters",
             loc=p.loc, hint="sfdisk would silently truncate it; shorten the name"))
+    for resolve in (_type_of, _attributes_of):
+        try:
+            resolve(table, p)
+        except ComposerError as exc:
+            errors.append(_at(exc, p.loc))
     if table is TableType.MBR and (p.attributes or p.uuid is not None):
         errors.append(ComposerError(
             f"partition {p.name!r}: MBR partitions have no GUID and no attributes", loc=p.loc,
@@ -322,21 +323,31 @@ def _auto_size(table: TableType, partitions: Sequence[DiskPartitionSpec], offset
     return _align_up(max(ends) + backup, align)
 
 
+def _type_of(table: TableType, spec: DiskPartitionSpec) -> uuid.UUID | int:
+    if table is TableType.GPT:
+        return gpt.type_guid(str(spec.type))
+    return mbr.type_byte(spec.type)
+
+
+def _attributes_of(table: TableType, spec: DiskPartitionSpec) -> int:
+    if table is TableType.MBR:
+        return 0
+    bits = gpt.attributes(spec.attributes)
+    if spec.bootable:
+        bits |= gpt.Attr.LEGACY_BIOS_BOOTABLE
+    return int(bits)
+
+
 def _planned(table: TableType, spec: DiskPartitionSpec, number: int, offset: int, seed: str,
              namespace: uuid.UUID) -> PlannedPartition:
-    if table is TableType.GPT:
-        bits = gpt.attributes(spec.attributes)
-        if spec.bootable:
-            bits |= gpt.Attr.LEGACY_BIOS_BOOTABLE
+    kind = _type_of(table, spec)
+    if isinstance(kind, uuid.UUID):
         return PlannedPartition(
-            spec.name, number, offset, spec.size,
-            type_guid=gpt.type_guid(spec.type if isinstance(spec.type, str) else str(spec.type)),
-            mbr_type=None,
+            spec.name, number, offset, spec.size, type_guid=kind, mbr_type=None,
             uuid=spec.uuid or derive_guid(seed, f"partition/{spec.name}", namespace),
-            attributes=int(bits), bootable=spec.bootable)
-    return PlannedPartition(spec.name, number, offset, spec.size, type_guid=None,
-                            mbr_type=mbr.type_byte(spec.type), uuid=None, attributes=0,
-                            bootable=spec.bootable)
+            attributes=_attributes_of(table, spec), bootable=spec.bootable)
+    return PlannedPartition(spec.name, number, offset, spec.size, type_guid=None, mbr_type=kind,
+                            uuid=None, attributes=0, bootable=spec.bootable)
 
 
 def _span(offset: int, size: int) -> str:

@@ -1,8 +1,9 @@
 """tar partitions: pax, sorted, numeric owners, xattrs kept, no atime or ctime.
 
 Sockets are left out: no tar format holds them, and a socket only means something while the
-program that made it runs. pax rather than ustar because ustar cannot hold xattrs, long names, large ids or nanosecond
-times; libarchive writes a plain ustar header when an entry needs none of them. Entries carry no
+program that made it runs. pax rather than ustar because ustar cannot hold xattrs, long names,
+large ids or nanosecond times; libarchive writes a plain ustar header when an entry needs none
+of them. Entries carry no
 user or group names: names on the golden device mean nothing on another rootfs.
 """
 

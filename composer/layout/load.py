@@ -84,7 +84,8 @@ class _Checker:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else \
                     f"valid keys here: {', '.join(allowed)}"
-                self.fail(_key_loc(value, node, key), _join(path, key), f"unknown key {key!r}", hint)
+                self.fail(_key_loc(value, node, key), _join(path, key), f"unknown key {key!r}",
+                          hint)
         for key in required:
             if key not in node.value:
                 self.fail(node, path or "(top level)", f"missing required key {key!r}")
