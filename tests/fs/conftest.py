@@ -159,6 +159,8 @@ class Ext4Harness:
                     ino, mode, uid, gid = (int(fields[0]), int(fields[1], 8), int(fields[2]),
                                            int(fields[3]))
                     name = b"/".join(fields[4:-1])
+                    if ino == 0:  # empty slots (mke2fs's lost+found shows them too)
+                        continue
                     if name in (b".", b".."):
                         if d == b"/" and name == b".":
                             listing[b"/"] = (ino, mode, uid, gid, 0)
