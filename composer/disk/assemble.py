@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from composer.disk import gpt, mbr
 from composer.errors import ComposerError, Loc, raise_all
@@ -165,6 +166,9 @@ def plan_disk(table: TableType | str, partitions: Sequence[DiskPartitionSpec], *
     table = TableType(table)
     errors: list[ComposerError] = []
     errors += _check_basics(table, partitions, raw_blobs, align, disk_size, gpt_entry_lba, loc)
+    if mbr_signature is not None and not 0 <= mbr_signature <= 0xFFFFFFFF:
+        errors.append(ComposerError(f"MBR disk signature {mbr_signature:#x} is not 32 bits",
+                                    loc=loc, hint="write it as 8 hex digits"))
     if errors:
         raise_all(errors)
     entry_lba = (gpt_entry_lba or gpt.DEFAULT_ENTRY_LBA) if table is TableType.GPT else None
@@ -511,7 +515,8 @@ def _check_inputs(plan: DiskPlan, images: Mapping[str, tuple[Path, WriteResult]]
     raise_all(errors)
 
 
-def _copy_extents(path: Path, result: WriteResult, disk, base: int) -> list[tuple[int, int]]:
+def _copy_extents(path: Path, result: WriteResult, disk: BinaryIO,
+                  base: int) -> list[tuple[int, int]]:
     """Copy the image's mapped ranges to `base` in the disk; returns the disk ranges."""
     copied: list[tuple[int, int]] = []
     with path.open("rb") as image:
@@ -532,14 +537,14 @@ def _copy_extents(path: Path, result: WriteResult, disk, base: int) -> list[tupl
     return copied
 
 
-def _wipe_ends(disk, part: PlannedPartition) -> list[tuple[int, int]]:
+def _wipe_ends(disk: BinaryIO, part: PlannedPartition) -> list[tuple[int, int]]:
     length = min(MIB, part.size)
     head = _write_at(disk, part.offset, bytes(length))
     tail = _write_at(disk, part.end - length, bytes(length))
     return [head, tail]
 
 
-def _write_at(disk, offset: int, data: bytes) -> tuple[int, int]:
+def _write_at(disk: BinaryIO, offset: int, data: bytes) -> tuple[int, int]:
     disk.seek(offset)
     disk.write(data)
     return (offset, len(data))

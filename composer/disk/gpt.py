@@ -47,6 +47,9 @@ BACKUP_SECTORS = ENTRY_ARRAY_SECTORS + 1  # backup array + backup header at the 
 
 # UEFI 5.2.3 protective MBR: one partition of type 0xEE from LBA 1 over the whole disk
 PROTECTIVE_TYPE = 0xEE
+# UEFI allows 0xFFFFFF as EndingCHS; sfdisk always writes it (sgdisk computes one), and matching
+# sfdisk makes `sfdisk < disk.sfdisk` reproduce these tables byte for byte
+PROTECTIVE_END_CHS = b"\xff\xff\xff"
 
 
 class Attr(enum.IntFlag):
@@ -202,8 +205,7 @@ def protective_mbr(disk_sectors: int) -> bytes:
     """LBA 0: one 0xEE partition from LBA 1 covering the disk (capped at 2^32 - 1 sectors)."""
     sectors = min(disk_sectors - 1, 0xFFFFFFFF)
     entry = mbr.MbrEntry(bootable=False, type=PROTECTIVE_TYPE, first_lba=1, sectors=sectors)
-    # UEFI 5.2.3: EndingCHS is 0xFFFFFF when the last LBA has no CHS form
-    return mbr.encode(mbr.MbrTable(signature=0, entries=(entry,)), unrepresentable_chs=b"\xff" * 3)
+    return mbr.encode(mbr.MbrTable(signature=0, entries=(entry,)), end_chs=PROTECTIVE_END_CHS)
 
 
 def regions(table: GptTable) -> list[tuple[int, bytes]]:

@@ -88,8 +88,8 @@ class MbrTable:
     entries: tuple[MbrEntry, ...]
 
 
-def encode(table: MbrTable, unrepresentable_chs: bytes = CHS_TOO_BIG) -> bytes:
-    """LBA 0 with zero boot code."""
+def encode(table: MbrTable, end_chs: bytes | None = None) -> bytes:
+    """LBA 0 with zero boot code; `end_chs` replaces every computed ending CHS."""
     assert len(table.entries) <= MAX_PRIMARY, "checked when planning"
     sector = bytearray(SECTOR)
     struct.pack_into("<I", sector, SIGNATURE_OFFSET, table.signature)
@@ -97,8 +97,8 @@ def encode(table: MbrTable, unrepresentable_chs: bytes = CHS_TOO_BIG) -> bytes:
         last = e.first_lba + e.sectors - 1
         struct.pack_into(MBR_ENTRY, sector, ENTRIES_OFFSET + i * MBR_ENTRY_SIZE,
                          STATUS_BOOTABLE if e.bootable else 0,
-                         chs(e.first_lba, unrepresentable_chs), e.type,
-                         chs(last, unrepresentable_chs), e.first_lba, e.sectors)
+                         chs(e.first_lba), e.type, end_chs or chs(last), e.first_lba,
+                         e.sectors)
     sector[SECTOR - 2:] = BOOT_MAGIC
     return bytes(sector)
 

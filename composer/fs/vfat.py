@@ -213,9 +213,13 @@ class VfatWriter(FsWriter):
         errors = self._check_options(req) + self._check_label(req) + self._check_entries(req)
         if errors:
             return errors
-        if req.size is not None:
-            errors += self._check_size(req, req.size)
-        return errors
+        if req.size is None:
+            try:
+                self.resolve_size(req)
+            except ComposerError as exc:
+                return [exc]
+            return []
+        return self._check_size(req, req.size)
 
     def resolve_size(self, req: WriteRequest) -> int:
         if req.size is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from composer.fs.base import WriteResult
 
@@ -74,7 +75,7 @@ def write_bmap(image: Path, result: WriteResult, out: Path,
     out.write_text(bmap_text(image, result, block_size), encoding="ascii")
 
 
-def _range_digest(f, start: int, end: int) -> str:
+def _range_digest(f: BinaryIO, start: int, end: int) -> str:
     h = hashlib.sha256()
     f.seek(start)
     left = end - start

@@ -155,7 +155,7 @@ def test_superblock_facts(ext4: Ext4Harness) -> None:
     assert re.search(r"Filesystem volume name:\s+my-label", out)
     assert re.search(rf"Filesystem UUID:\s+{EXT4_UUID}", out)
     assert re.search(r"Inode size:\s+256", out) and re.search(r"Block size:\s+4096", out)
-    assert re.search(r"Journal size:\s+4096k", out)
+    assert re.search(r"Total journal size:\s+4096k", out)
     for field in ("Filesystem created", "Last write time", "Last checked"):
         assert re.search(rf"{field}:\s+Tue Nov 14 22:13:20 2023", out), field
     hash_seed = re.search(r"Directory Hash Seed:\s+(\S+)", out).group(1)
@@ -293,7 +293,7 @@ def test_options_journal_inodes_reserved(ext4: Ext4Harness) -> None:
                                                           "reserved": 1})
     ext4.fsck(big.path)
     out = subprocess.run(["dumpe2fs", "-h", str(big.path)], capture_output=True, text=True).stdout
-    assert re.search(r"Journal size:\s+160M", out)
+    assert re.search(r"Total journal size:\s+160M", out)
     inodes = int(re.search(r"Inode count:\s+(\d+)", out).group(1))
     assert 5000 <= inodes < 5000 + 16 * 5
     assert re.search(r"Reserved block count:\s+1536$", out, re.M)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import io
 import os
 import re
 import shutil
@@ -10,11 +11,13 @@ import struct
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from composer.content import ContentStore
+from composer.content import ContentStore, DataSource
 from composer.errors import ComposerError
 from composer.fs import base
 from composer.fs.base import WriteRequest, WriteResult
@@ -252,3 +255,41 @@ def test_content_too_big_and_label_checks() -> None:
     assert error(long_label)[0] == (
         "boot: FAT label 'much-too-long' must be 1 to 11 characters of A-Z, 0-9, '_' and '-'")
     assert error(request(volume_id="xyz"))[0] == "boot: volume_id 'xyz' is not 8 hex digits"
+
+
+class _Sequential(DataSource):
+    """An archive-like source: members come in its own order, which is not the sorted order."""
+
+    name = "tar"
+    sequential = True
+
+    def __init__(self, members: dict[str, bytes]) -> None:
+        self.members = members
+
+    def iter_data(self, wanted: Sequence[Content]) -> Iterator[tuple[Content, BinaryIO]]:
+        for content in sorted(wanted, key=lambda c: c.index, reverse=True):
+            yield content, io.BytesIO(self.members[content.member])
+
+
+def test_sequential_source_in_reverse_order(tmp_path: Path) -> None:
+    members = {f"m{i}": bytes([i]) * (1000 * i + 1) for i in range(5)}
+    entries = [d("/", 1_600_000_000)] + [
+        Entry(f"/f{i}", Kind.FILE, 0o644, 0, 0, 1_600_000_000 * NS,
+              content=Content(len(data), source="tar", member=f"m{i}", index=i))
+        for i, data in enumerate(members.values())]
+    req = request(entries=tuple(sorted_entries(entries)), size=8 * MIB)
+    out = tmp_path / "seq.vfat"
+    VfatWriter().write(req, out, ContentStore({"tar": _Sequential(members)}, spill_dir=tmp_path))
+    fsck_clean(out)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    read_back(out, dest)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {
+        f"f{i}": data for i, data in enumerate(members.values())}
+
+
+def test_auto_size_that_cannot_fit_the_fat_type() -> None:
+    big = Entry("/big", Kind.FILE, 0o644, 0, 0, 0, content=Content(300 * MIB, "tar", "big", 0))
+    too_big = request(entries=(d("/", 0), big), size=None, fat=12)
+    assert error(too_big) == ("boot: no FAT size fits this content",
+                              "give the partition an explicit size and `fat:` type")

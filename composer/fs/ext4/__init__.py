@@ -52,6 +52,10 @@ class Ext4Writer(FsWriter):
                                "in percent of the used blocks (default 10)"),
     }
 
+    def __init__(self) -> None:
+        # check(), resolve_size() and write() see the same entries: plan them once
+        self._memo: tuple[tuple[object, ...], Prepared | None, list[ComposerError]] | None = None
+
     def check(self, req: WriteRequest) -> list[ComposerError]:
         errors, _ = self._prepare(req)
         if errors:
@@ -101,12 +105,27 @@ class Ext4Writer(FsWriter):
                 f"{JOURNAL_MIN_BLOCKS * BLOCK_SIZE}", "use journal: 4MiB or more, or none")
         if not 0 <= opts.reserved_pct <= 50:
             err(f"reserved {opts.reserved_pct}% is outside 0..50", "use 0 to 50 percent")
-        prep = prepare(req, err)
+        prep, entry_errors = self._prepare_entries(req)
+        errors.extend(entry_errors)
         if prep is not None and opts.inodes is not None and opts.inodes < prep.last_ino:
             err(f"{prep.last_ino} inodes needed ({prep.last_ino - 10} entries and lost+found "
                 f"plus 10 reserved inodes) but inodes is {opts.inodes}",
                 f"set inodes to at least {prep.last_ino} or leave it unset")
         return errors, (prep if not errors else None)
+
+    def _prepare_entries(self, req: WriteRequest) -> tuple[Prepared | None, list[ComposerError]]:
+        key = (req.entries, req.name, req.uuid, req.epoch, req.loc)
+        memo = self._memo
+        if memo is not None and memo[0][0] is req.entries and memo[0][1:] == key[1:]:
+            return memo[1], list(memo[2])
+        errors: list[ComposerError] = []
+
+        def err(message: str, hint: str) -> None:
+            errors.append(self._error(req, message, hint))
+
+        prep = prepare(req, err)
+        self._memo = (key, prep, list(errors))
+        return prep, errors
 
     def _plan(self, req: WriteRequest) -> Plan:
         errors, prep = self._prepare(req)

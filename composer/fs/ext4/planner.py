@@ -22,6 +22,8 @@ from composer.fs.base import WriteRequest
 from composer.fs.ext4 import xattr as xa
 from composer.fs.ext4.constants import (
     BLOCK_SIZE,
+    EXTENT_MAX_LEN,
+    EXTENTS_IN_INODE,
     FAST_SYMLINK_MAX,
     FIRST_INO,
     FT_BLKDEV,
@@ -107,26 +109,31 @@ class Node:
 
     @property
     def data_blocks(self) -> int:
-        kind = self.entry.kind
-        if kind is Kind.FILE:
-            return -(-self.entry.size // BLOCK_SIZE)
-        if kind is Kind.DIR:
-            assert self.dir is not None
-            return self.dir.nblocks
-        if kind is Kind.SYMLINK and len(self.link_target) > FAST_SYMLINK_MAX:
-            return 1
-        return 0
+        return _data_blocks(self.entry, self.dir, self.link_target)
 
     @property
     def uses_extents(self) -> bool:
         # fast symlinks and special files keep other things in i_block (§5.7, §5.8)
         return self.entry.kind in (Kind.FILE, Kind.DIR) or self.data_blocks > 0
 
-    @property
-    def max_extents(self) -> int:
-        """Upper bound of extents (for sizing only): one per 32768 blocks, plus splits."""
-        n = self.data_blocks
-        return 0 if n == 0 else n // 32768 + 2
+
+def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes) -> int:
+    kind = entry.kind
+    if kind is Kind.FILE:
+        return -(-entry.size // BLOCK_SIZE)
+    if kind is Kind.DIR:
+        assert layout is not None
+        return layout.nblocks
+    if kind is Kind.SYMLINK and len(link_target) > FAST_SYMLINK_MAX:
+        return 1
+    return 0
+
+
+def _tree_bound(nblocks: int) -> int:
+    """Upper bound of extent-tree blocks: one extent per 32768 blocks, each possibly split
+    once more by a superblock/GDT copy in its way."""
+    runs = -(-nblocks // EXTENT_MAX_LEN)
+    return tree_block_count(2 * runs + 1) if runs else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +142,7 @@ class Prepared:
     last_ino: int
     hash_seed: tuple[int, int, int, int]
     blocks: int  # data + dir + symlink + xattr blocks of all nodes
+    tree_bound: int  # at most this many extent-tree blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +251,9 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
     for e in ordered:
         if e.path == "/":
             continue
-        p = parent(e.path)
-        name = encode_name(e.path.rsplit("/", 1)[1])
+        head, _, tail = e.path.rpartition("/")
+        p = head or "/"
+        name = encode_name(tail)
         if len(name) > NAME_MAX:
             fail(f"{e.path}: name is {len(name)} bytes long, ext4 allows {NAME_MAX}",
                  "shorten the file name")
@@ -263,7 +272,7 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
 
     seed = hash_seed_of(req.uuid)
     nodes: list[Node] = []
-    total_blocks = 0
+    total_blocks = tree_bound = 0
     for e in ordered:
         if e.kind is Kind.HARDLINK or e.path not in ino_of:
             continue
@@ -304,12 +313,15 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
                      f"major must be <= {MAX_MAJOR}, minor <= {MAX_MINOR}")
         parent_ino = ROOT_INO if e.path == "/" else ino_of.get(parent(e.path), ROOT_INO)
         node = Node(ino, e, links, parent_ino, xattrs, layout, target)
-        total_blocks += node.data_blocks + (1 if xattrs.block else 0)
+        nblocks = node.data_blocks
+        total_blocks += nblocks + (1 if xattrs.block else 0)
+        if nblocks > EXTENTS_IN_INODE:
+            tree_bound += _tree_bound(nblocks)
         nodes.append(node)
     if errors_before[0]:
         return None
     nodes.sort(key=lambda n: n.ino)
-    return Prepared(tuple(nodes), next_ino - 1, seed, total_blocks)
+    return Prepared(tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
 
 
 def _xattrs(e: Entry, fail: Callable[[str, str], None]) -> xa.XattrSplit:
@@ -333,12 +345,11 @@ def _xattrs(e: Entry, fail: Callable[[str, str], None]) -> xa.XattrSplit:
 class _Allocator:
     """One forward cursor over the blocks, skipping superblock/GDT copies."""
 
-    def __init__(self, nblocks: int, reserved: list[Run], strict: bool) -> None:
+    def __init__(self, nblocks: int, reserved: list[Run]) -> None:
         self.nblocks = nblocks
         self.reserved = reserved
         self.ri = 0
         self.cursor = 0
-        self.strict = strict
         self.used: list[Run] = []
 
     def _skip(self) -> int:
@@ -350,7 +361,7 @@ class _Allocator:
         return res[self.ri][0] if self.ri < len(res) else 1 << 62
 
     def _check(self) -> None:
-        if self.strict and self.cursor > self.nblocks:
+        if self.cursor > self.nblocks:
             raise NoSpace
 
     def take(self, n: int) -> list[Run]:
@@ -381,9 +392,8 @@ class _Allocator:
         return tuple(b for s, k in self.take(n) for b in range(s, s + k))
 
 
-def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int,
-             strict: bool = True) -> Plan:
-    alloc = _Allocator(geo.nblocks, geo.reserved_runs(), strict)
+def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> Plan:
+    alloc = _Allocator(geo.nblocks, geo.reserved_runs())
     # flex_bg lets bitmaps and tables sit anywhere: all of them first, like one big flex group
     bbm = tuple(alloc.take_contiguous(1) for _ in range(geo.groups))
     ibm = tuple(alloc.take_contiguous(1) for _ in range(geo.groups))
@@ -401,12 +411,20 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int,
         n = node.data_blocks
         if n:
             ext = extents_of(alloc.take(n))
-            tree = alloc.blocks(tree_block_count(len(ext)))
+            if len(ext) > EXTENTS_IN_INODE:
+                tree = alloc.blocks(tree_block_count(len(ext)))
         xblock = alloc.take(1)[0][0] if node.xattrs.block else 0
         placed.append(Placed(node, ext, tree, xblock))
     reserved = int(geo.nblocks * opts.reserved_pct / 100)
     return Plan(geo, image_size, prep, bbm, ibm, itb, jext, jtree, jblocks, tuple(placed),
                 tuple(alloc.used), reserved)
+
+
+def estimate_used(prep: Prepared, geo: Geometry, opts: Options) -> int:
+    """Blocks `allocate` will use on `geo`, never less (gaps left by tables aside)."""
+    fixed = sum(n for _, n in geo.reserved_runs()) + geo.groups * (2 + geo.itable_blocks)
+    journal = opts.journal_blocks(geo.nblocks)
+    return fixed + journal + _tree_bound(journal) + prep.blocks + prep.tree_bound
 
 
 def inodes_for(prep: Prepared, opts: Options, nblocks: int) -> int:
@@ -445,7 +463,7 @@ def plan_auto(prep: Prepared, opts: Options, headroom_pct: float | None = None) 
         if geo.nblocks != n or geo.inodes_count < prep.last_ino:
             n += MIB_BLOCKS  # a dropped tail group or too few inodes: grow and retry
             continue
-        used = allocate(prep, geo, opts, n * BLOCK_SIZE, strict=False).used_blocks
+        used = estimate_used(prep, geo, opts)
         want = round_mib(used * (1 + headroom / 100))
         if want > n:
             n = want

@@ -38,6 +38,7 @@ from composer.tree import Content, Kind
 
 _NS = 1_000_000_000
 _ZERO_CHUNK = bytes(CHUNK)
+_ZERO_BLOCK = bytes(BLOCK_SIZE)
 
 
 class _Out:
@@ -274,15 +275,37 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
                     f"{content.source or 'inline'}:{content.member}: ended after {pos + got} of "
                     f"{content.size} bytes", hint="the input changed or is truncated")
             chunk = view[:want]
-            # zero data stays a hole (its blocks stay allocated); bytes comparison is a memcmp
-            zero = buf == _ZERO_CHUNK if want == CHUNK else buf[:want] == _ZERO_CHUNK[:want]
-            if not zero:
+            for start, end in _nonzero_spans(buf, want):
                 for p in places:
-                    _put_file_range(out, p.extents, pos, chunk)
+                    _put_file_range(out, p.extents, pos + start, chunk[start:end])
             pos += want
     if targets:
         missing = next(iter(targets))
         raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
+
+
+def _nonzero_spans(buf: bytearray, n: int) -> Iterator[tuple[int, int]]:
+    """Spans of buf[:n] to write: zero blocks stay holes (their blocks stay allocated).
+
+    Bytes comparisons are memcmp and `find` is a C substring search, so data without a whole
+    zero block costs one scan; only chunks that contain one are looked at block by block.
+    """
+    if (buf == _ZERO_CHUNK) if n == CHUNK else (buf[:n] == _ZERO_CHUNK[:n]):
+        return
+    if buf.find(_ZERO_BLOCK, 0, n) < 0:
+        yield 0, n
+        return
+    start = -1
+    for off in range(0, n, BLOCK_SIZE):
+        end = min(off + BLOCK_SIZE, n)
+        if buf[off:end] == _ZERO_BLOCK[:end - off]:
+            if start >= 0:
+                yield start, off
+                start = -1
+        elif start < 0:
+            start = off
+    if start >= 0:
+        yield start, n
 
 
 def _read_full(stream: object, view: memoryview) -> int:
