@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import re
+import stat
 import struct
 import subprocess
 import uuid
@@ -88,6 +89,8 @@ def kitchen_sink() -> list[Entry]:
         d("/etc", xattrs=(("system.posix_acl_access", ACL_ACCESS),
                           ("system.posix_acl_default", ACL_DEFAULT))),
         f("/etc/empty", b""),
+        f("/etc/same-1", b"same bytes, one Content\n" * 300),  # equal contents: written twice
+        f("/etc/same-2", b"same bytes, one Content\n" * 300, mode=0o640),
         f("/etc/block", b"\xab" * 4096),
         f("/etc/hosts", b"127.0.0.1 localhost\n", t=0),
         f("/etc/old", b"1960", t=-315_619_200 * NS + 5),  # 1960, negative time
@@ -219,6 +222,10 @@ def test_deterministic(ext4: Ext4Harness) -> None:
     d_ = ext4.build(list(reversed(entries)), store=_ShuffledStore(2))
     assert _sha(a.path) == _sha(b.path) == _sha(c.path) == _sha(d_.path)
     assert a.result == c.result
+    # a fresh writer asked for the resolved size directly plans the very same image
+    fresh = ext4.workdir / "fresh.img"
+    Ext4Writer().write(a.request, fresh, ContentStore())
+    assert _sha(fresh) == _sha(a.path)
     other_epoch = ext4.build(entries, epoch=EXT4_EPOCH + 1)
     other_uuid = ext4.build(entries, fs_uuid=uuid.UUID(int=1))
     assert len({_sha(a.path), _sha(other_epoch.path), _sha(other_uuid.path)}) == 3
@@ -384,6 +391,12 @@ def test_htree_two_levels_and_70000_subdirs(ext4: Ext4Harness) -> None:
     assert "Indirect levels: 1" in out[1][1].decode()
     assert "Type: directory" in out[2][1].decode()
     assert b"/.//" in out[3][1]
+    if ext4.can_mount() is None:  # the kernel's own lookups through the two-level htree
+        with ext4.mounted(built.path) as mnt:
+            names = os.listdir(mnt / "d")
+            assert len(names) == n and os.stat(mnt / "d").st_nlink == 1
+            for i in (0, 1, 12345, 50000, n - 1):
+                assert (mnt / "d" / f"subdirectory-number-{i:06d}").is_dir()
 
 
 class _PatternSource(DataSource):
@@ -450,3 +463,146 @@ def test_multi_gib_sparse_file(ext4: Ext4Harness) -> None:
     ext4.fsck(built.path)
     ext4.assert_tree(built.path, entries, with_data=False)
     assert built.path.stat().st_blocks * 512 < 200 * MIB
+
+
+def test_e2fsck_fy_changes_nothing_but_check_times(ext4: Ext4Harness) -> None:
+    """e2fsck -fy (what a device runs at boot) must find nothing to fix or optimize."""
+    built = ext4.build(kitchen_sink())
+    copy = ext4.workdir / "fy.img"
+    subprocess.run(["cp", "--sparse=always", str(built.path), str(copy)], check=True)
+    proc = subprocess.run(["e2fsck", "-fy", str(copy)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    assert "MODIFIED" not in proc.stdout and "Pass 3A" not in proc.stdout, proc.stdout
+    a, b = built.path.read_bytes(), copy.read_bytes()
+    differ = [i for i in range(0, len(a), 4096) if a[i:i + 4096] != b[i:i + 4096]]
+    assert differ == [0]  # only the superblock (last write/check times)
+    copy.unlink()
+
+
+# ------------------------------------------------------------------ differential: mke2fs -d
+
+
+def _stage(root: Path, entries: list[Entry]) -> None:
+    """Materialise entries in a host folder (as root) for mke2fs -d."""
+    import socket
+
+    for e in entries:
+        p = root / e.path.lstrip("/") if e.path != "/" else root
+        if e.kind is Kind.DIR:
+            p.mkdir(exist_ok=True)
+        elif e.kind is Kind.FILE:
+            assert e.content is not None and e.content.inline is not None
+            p.write_bytes(e.content.inline)
+        elif e.kind is Kind.SYMLINK:
+            os.symlink(e.target or "", p)
+        elif e.kind is Kind.HARDLINK:
+            os.link(root / (e.target or "").lstrip("/"), p)
+        elif e.kind in (Kind.CHAR, Kind.BLOCK):
+            flag = stat.S_IFCHR if e.kind is Kind.CHAR else stat.S_IFBLK
+            os.mknod(p, flag | 0o600, os.makedev(*e.rdev))
+        elif e.kind is Kind.FIFO:
+            os.mkfifo(p)
+        elif e.kind is Kind.SOCKET:
+            s = socket.socket(socket.AF_UNIX)
+            s.bind(str(p))
+            s.close()
+    for e in reversed(entries):  # children before parents, so directory times stick
+        if e.kind is Kind.HARDLINK:
+            continue
+        p = root / e.path.lstrip("/") if e.path != "/" else root
+        os.chown(p, e.uid, e.gid, follow_symlinks=False)
+        if e.kind is not Kind.SYMLINK:
+            os.chmod(p, e.mode)
+        for name, value in e.xattrs:
+            os.setxattr(p, name, value, follow_symlinks=False)
+        os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+def test_differential_against_mke2fs(ext4: Ext4Harness, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("staging owners and device nodes for mke2fs -d needs root")
+    # mke2fs 1.47.0 -d keeps only whole seconds of times in 1901..2038: use such times, and
+    # modes that agree with the ACLs (setting an ACL rewrites the group bits)
+    entries = []
+    for e in kitchen_sink():
+        t = max(0, min(e.mtime_ns, 2_000_000_000 * NS)) // NS * NS
+        mode = 0o754 if e.path == "/etc" else e.mode
+        entries.append(Entry(e.path, e.kind, mode, e.uid, e.gid, t, e.content, e.target, e.rdev,
+                             e.xattrs))
+    src = tmp_path / "src"
+    src.mkdir()
+    _stage(src, entries)
+    ref = tmp_path / "mke2fs.img"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^resize_inode", "-b", "4096",
+                    "-U", str(EXT4_UUID), "-d", str(src), str(ref), "64M"], check=True,
+                   env=dict(os.environ, E2FSPROGS_FAKE_TIME=str(EXT4_EPOCH)))
+    ext4.fsck(ref)
+    ours = ext4.build(entries, size=64 * MIB)
+    theirs_tree = ext4.read_tree(ref, same_times=False)
+    ours_tree = ext4.read_tree(ours.path)
+    assert sorted(theirs_tree) == sorted(ours_tree)
+    for path, mine in ours_tree.items():
+        theirs = theirs_tree[path]
+        if path == "/":  # mke2fs -d gives the root its own clock time, not the source's
+            theirs.mtime_ns = mine.mtime_ns
+        assert mine.comparable() == theirs.comparable(), \
+            f"{path}:\n ours   {mine}\n mke2fs {theirs}"
+
+
+def test_large_sparse_image_many_groups(ext4: Ext4Harness) -> None:
+    """40 GiB: 320 groups, 5 GDT blocks, inode tables crossing backup groups, 256 MiB journal."""
+    entries = [d("/")] + [f(f"/f{i:03d}", bytes([i]) * (i * 1000)) for i in range(100)]
+    built = ext4.build(entries, size=40 << 30)
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, entries)
+    assert built.path.stat().st_blocks * 512 < 16 * MIB
+    out = subprocess.run(["dumpe2fs", str(built.path)], capture_output=True, text=True).stdout
+    assert "Group descriptors at 1-5" in out and "Total journal size:       256M" in out
+    assert out.count("Backup superblock at") == 11  # groups 1 3 5 7 9 25 27 49 81 125 243
+    built.path.unlink()
+
+
+class _ShortSource(DataSource):
+    name = "short"
+    sequential = False
+
+    def iter_data(self, wanted: Sequence[Content]) -> Iterator[tuple[Content, BinaryIO]]:
+        import io
+
+        for c in wanted:
+            yield c, io.BytesIO(b"only a few bytes")
+
+
+def test_source_shorter_than_planned(ext4: Ext4Harness) -> None:
+    """A source that changed since planning: an error, and no half-written image left."""
+    content = Content(size=100_000, source="short", member="changed.bin")
+    entries = [d("/"), Entry("/changed", Kind.FILE, 0o644, 0, 0, T, content=content)]
+    out = ext4.workdir / "short.img"
+    with pytest.raises(ComposerError, match="changed.bin"):
+        ext4.build(entries, out=out, store=ContentStore({"short": _ShortSource()}))
+    assert not out.exists()
+
+
+def test_kernel_can_modify_the_image(ext4: Ext4Harness) -> None:
+    """Mounted read-write, the kernel changes our structures (htree splits, extents, journal,
+    xattr blocks) and the result is still e2fsck-clean."""
+    reason = ext4.can_mount()
+    if reason:
+        pytest.skip(reason)
+    built = ext4.build(kitchen_sink(), options={"headroom": 200})
+    mnt = ext4.workdir / "rw"
+    mnt.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", str(built.path), str(mnt)], check=True)
+    try:
+        for i in range(400):  # inserts into full htree leaves: the kernel splits them
+            (mnt / "many" / f"new-{i:04d}-{'x' * (i % 50)}").write_bytes(b"n" * i)
+        (mnt / "etc" / "grown").write_bytes(os.urandom(3 * MIB))
+        os.setxattr(mnt / "etc" / "xattrs", "user.added", b"v" * 500)
+        for i in range(0, 600, 3):
+            (mnt / "many" / f"file-with-a-longish-name-{i:04d}").unlink()
+        (mnt / "deep" / "a").rename(mnt / "moved")
+        subprocess.run(["rm", "-rf", str(mnt / "unicode")], check=True)
+        assert (mnt / "home" / "user" / "link-to-hosts").read_bytes() == b"127.0.0.1 localhost\n"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    ext4.fsck(built.path)

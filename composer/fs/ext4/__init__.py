@@ -55,6 +55,7 @@ class Ext4Writer(FsWriter):
     def __init__(self) -> None:
         # check(), resolve_size() and write() see the same entries: plan them once
         self._memo: tuple[tuple[object, ...], Prepared | None, list[ComposerError]] | None = None
+        self._plan_memo: tuple[Prepared, dict[tuple[object, ...], Plan]] | None = None
 
     def check(self, req: WriteRequest) -> list[ComposerError]:
         errors, _ = self._prepare(req)
@@ -69,11 +70,8 @@ class Ext4Writer(FsWriter):
     def resolve_size(self, req: WriteRequest) -> int:
         if req.size is not None:
             return req.size
-        errors, prep = self._prepare(req)
-        raise_all(errors)
-        assert prep is not None
         try:
-            return plan_auto(prep, Options.of(req)).image_size
+            return self._plan(req).image_size
         except NoSpace:
             raise self._error(req, "the content does not fit any ext4 image this writer can "
                               "make", "split the content over several partitions") from None
@@ -81,7 +79,10 @@ class Ext4Writer(FsWriter):
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:
         raise_all(self.check(req))
-        return write_image(req, self._plan(req), out, store, progress)
+        try:
+            return write_image(req, self._plan(req), out, store, progress)
+        finally:
+            self._memo = self._plan_memo = None  # the plan is used up: free its memory
 
     # -------------------------------------------------------------------------------------
 
@@ -108,8 +109,8 @@ class Ext4Writer(FsWriter):
         prep, entry_errors = self._prepare_entries(req)
         errors.extend(entry_errors)
         if prep is not None and opts.inodes is not None and opts.inodes < prep.last_ino:
-            err(f"{prep.last_ino} inodes needed ({prep.last_ino - 10} entries and lost+found "
-                f"plus 10 reserved inodes) but inodes is {opts.inodes}",
+            err(f"{prep.last_ino} inodes needed (the entries, lost+found and 10 reserved "
+                f"inodes) but inodes is {opts.inodes}",
                 f"set inodes to at least {prep.last_ino} or leave it unset")
         return errors, (prep if not errors else None)
 
@@ -131,10 +132,25 @@ class Ext4Writer(FsWriter):
         errors, prep = self._prepare(req)
         raise_all(errors)
         assert prep is not None
-        opts = Options.of(req)
-        if req.size is None:
-            return plan_auto(prep, opts)
-        return plan_fixed(prep, opts, req.size)
+        opts_key = tuple(sorted(req.options.items()))
+        # one snapshot of the memo, so a writer shared between threads can only miss it
+        snapshot = self._plan_memo
+        if snapshot is not None and snapshot[0] is prep:
+            memo = snapshot[1]
+        else:
+            memo = {}
+            self._plan_memo = (prep, memo)
+        plan = memo.get((req.size, opts_key))
+        if plan is None:
+            opts = Options.of(req)
+            if req.size is None:
+                plan = plan_auto(prep, opts)
+                # writing at the resolved size gives this very plan (same geometry): keep it
+                memo[(plan.image_size, opts_key)] = plan
+            else:
+                plan = plan_fixed(prep, opts, req.size)
+            memo[(req.size, opts_key)] = plan
+        return plan
 
     def _too_small(self, req: WriteRequest) -> ComposerError:
         _, prep = self._prepare(req)

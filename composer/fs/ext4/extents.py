@@ -31,6 +31,8 @@ class Extent:
 
 def extents_of(runs: tuple[Run, ...] | list[Run]) -> tuple[Extent, ...]:
     """Map physical runs (in logical order) to extents of at most 32768 blocks each."""
+    if len(runs) == 1 and runs[0][1] <= EXTENT_MAX_LEN:  # the common case: one small run
+        return (Extent(0, runs[0][0], runs[0][1]),)
     out = []
     lblk = 0
     for start, length in runs:

@@ -46,10 +46,11 @@ from composer.fs.ext4.extents import Extent, extents_of, tree_block_count
 from composer.fs.ext4.geometry import Geometry, GeometryError, make_geometry
 from composer.fs.ext4.inode import TIME_MAX, TIME_MIN
 from composer.fs.ext4.journal import default_journal_blocks
-from composer.tree import Entry, Kind, parent
+from composer.tree import Entry, Kind, sort_key
 
 MIB_BLOCKS = (1 << 20) // BLOCK_SIZE
 _NS = 1_000_000_000
+_U32 = 0xFFFFFFFF
 # Linux dev_t: 12-bit major, 20-bit minor (the "new" ext4 device encoding, §5.8)
 MAX_MAJOR = (1 << 12) - 1
 MAX_MINOR = (1 << 20) - 1
@@ -106,15 +107,8 @@ class Node:
     xattrs: xa.XattrSplit
     dir: DirLayout | None = None
     link_target: bytes = b""
-
-    @property
-    def data_blocks(self) -> int:
-        return _data_blocks(self.entry, self.dir, self.link_target)
-
-    @property
-    def uses_extents(self) -> bool:
-        # fast symlinks and special files keep other things in i_block (§5.7, §5.8)
-        return self.entry.kind in (Kind.FILE, Kind.DIR) or self.data_blocks > 0
+    data_blocks: int = 0  # data, directory or slow-symlink blocks
+    uses_extents: bool = False  # fast symlinks and special files keep other things in i_block
 
 
 def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes) -> int:
@@ -218,8 +212,6 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
     has_lpf = lpf is not None and lpf.kind is Kind.DIR
 
     # inode numbers: root 2, lost+found 11 (when a directory), then the rest in path order
-    from composer.tree import sort_key
-
     ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
     ino_of: dict[str, int] = {"/": ROOT_INO}
     next_ino = FIRST_INO
@@ -278,6 +270,9 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
             continue
         ino = ino_of[e.path]
         xattrs = _xattrs(e, fail)
+        if not (0 <= e.uid <= _U32 and 0 <= e.gid <= _U32):
+            fail(f"{e.path}: owner {e.uid}:{e.gid} does not fit 32 bits",
+                 "use ids below 4294967296")
         secs = e.mtime_ns // _NS
         if not TIME_MIN <= secs <= TIME_MAX:
             fail(f"{e.path}: time {secs} is outside the ext4 range (1901..2446)",
@@ -311,9 +306,11 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
             if not (0 <= major <= MAX_MAJOR and 0 <= minor <= MAX_MINOR):
                 fail(f"{e.path}: device number {major}:{minor} does not fit Linux dev_t",
                      f"major must be <= {MAX_MAJOR}, minor <= {MAX_MINOR}")
-        parent_ino = ROOT_INO if e.path == "/" else ino_of.get(parent(e.path), ROOT_INO)
-        node = Node(ino, e, links, parent_ino, xattrs, layout, target)
-        nblocks = node.data_blocks
+        parent_ino = ROOT_INO if e.path == "/" else ino_of.get(
+            e.path.rpartition("/")[0] or "/", ROOT_INO)
+        nblocks = _data_blocks(e, layout, target)
+        extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
+        node = Node(ino, e, links, parent_ino, xattrs, layout, target, nblocks, extents)
         total_blocks += nblocks + (1 if xattrs.block else 0)
         if nblocks > EXTENTS_IN_INODE:
             tree_bound += _tree_bound(nblocks)
@@ -324,7 +321,12 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
     return Prepared(tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
 
 
+_NO_XATTRS = xa.XattrSplit((), ())
+
+
 def _xattrs(e: Entry, fail: Callable[[str, str], None]) -> xa.XattrSplit:
+    if not e.xattrs:
+        return _NO_XATTRS
     encoded = []
     for name, value in e.xattrs:
         try:
@@ -368,7 +370,9 @@ class _Allocator:
         runs: list[Run] = []
         while n > 0:
             limit = self._skip()
-            k = min(n, limit - self.cursor)
+            k = limit - self.cursor
+            if n < k:
+                k = n
             runs.append((self.cursor, k))
             self.cursor += k
             n -= k
