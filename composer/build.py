@@ -16,14 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from composer.content import ContentStore
+from composer.disk.compose import (
+    DiskBuild,
+    disk_record,
+    flashing_outputs,
+    plan_layout_disk,
+    sfdisk_file,
+    write_layout_disk,
+)
 from composer.errors import ComposerError, raise_all
-from composer.fs.base import FsWriter, WriteRequest, writers
+from composer.fs.base import FsWriter, WriteRequest, WriteResult, writers
 from composer.layout.load import load_layout
-from composer.layout.model import Layout
+from composer.layout.model import Layout, Output
 from composer.outputs.manifest import (
     HashingStore,
     entry_record,
-    file_sha256,
+    image_sha256,
     manifest_header,
     write_manifest,
     write_sha256sums,
@@ -65,6 +73,7 @@ class Plan:
     partitions: list[PlannedPartition]
     report: Report
     store: ContentStore
+    disk: DiskBuild | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -99,7 +108,12 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     routed, errors = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
     raise_all(errors)
     planned = _plan_partitions(layout, routed, epoch)
-    return Plan(layout, epoch, tree, planned, asm.report, store)
+    disk = None
+    if layout.disk is not None:
+        sizes = {p.name: p.size for p in planned if p.size is not None}
+        disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
+                                COMPOSER_NS)
+    return Plan(layout, epoch, tree, planned, asm.report, store, disk)
 
 
 def _scan(layout: Layout) -> dict[str, Scanned]:
@@ -121,6 +135,7 @@ def _scan(layout: Layout) -> dict[str, Scanned]:
 def _used_sources(layout: Layout) -> set[str]:
     refs = [s.src for s in (layout.greengrass, layout.systemd, layout.docker) if s is not None]
     refs += [f.src for f in layout.files if f.src is not None]
+    refs += [blob.src for blob in layout.disk.raw] if layout.disk is not None else []
     return {ref.source for ref in refs}
 
 
@@ -208,6 +223,9 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
         {k: v for k, v in the_plan.store._sources.items()}, tmp))  # noqa: SLF001
     manifest = manifest_header(the_plan.layout.name, the_plan.epoch)
     files: list[str] = []
+    images: dict[str, tuple[Path, WriteResult]] = {}
+    digests: dict[str, str] = {}
+    outputs = the_plan.layout.outputs
     for part in the_plan.partitions:
         name = f"{part.name}.{'tar' if part.writer.fs == 'tar' else 'img'}"
         request = part.request
@@ -217,19 +235,34 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
         events.start(f"{part.name} ({part.writer.fs})", total)
         result = part.writer.write(request, tmp / name, store, events.advance)
         files.append(name)
+        digests[name] = image_sha256(tmp / name, result.extents, result.size)
+        if part.writer.fixed_size:
+            images[part.name] = (tmp / name, result)
+            files += flashing_outputs(tmp / name, result, outputs)
         manifest["partitions"][part.name] = {
             "fs": part.writer.fs,
             "image": name,
             "size": result.size,
-            "sha256": file_sha256(tmp / name),
+            "sha256": digests[name],
             "uuid": str(request.uuid),
             "entries": [entry_record(e, store) for e in request.entries],
         }
+    if the_plan.disk is not None:
+        events.step(f"writing disk.img ({the_plan.disk.plan.table.value})")
+        disk = write_layout_disk(the_plan.disk, images, tmp / "disk.img", store)
+        files.append("disk.img")
+        digests["disk.img"] = image_sha256(tmp / "disk.img", disk.extents, disk.size)
+        files += flashing_outputs(tmp / "disk.img", disk, outputs)
+        if Output.SFDISK in outputs:
+            files.append(sfdisk_file(the_plan.disk.plan, tmp / "disk.sfdisk"))
+        manifest["disk"] = disk_record(the_plan.disk.plan) | {
+            "image": "disk.img", "sha256": digests["disk.img"]}
+    manifest["outputs"] = sorted(files)
     write_manifest(tmp / "manifest.json", manifest)
     (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
                                     encoding="utf-8")
     files += ["manifest.json", "report.txt"]
-    write_sha256sums(tmp, files)
+    write_sha256sums(tmp, files, digests)
     files.append("SHA256SUMS")
     return files, manifest
 

@@ -16,6 +16,7 @@ import typer
 
 from composer import __version__
 from composer.build import Events, Plan, build, plan
+from composer.disk.compose import disk_record
 from composer.errors import ComposerError
 from composer.units import human_size
 
@@ -158,11 +159,29 @@ def plan_command(
         typer.echo(f"  {part['name']:<12} {part['fs']:<5} {part['mount']:<20} size {size:<10} "
                    f"{part['entries']:>6} entries  {human_size(part['bytes']):>10}  "
                    f"uuid {part['uuid']}")
+    if "disk" in data:
+        _print_disk(data["disk"])
+
+
+def _print_disk(disk: dict[str, Any]) -> None:
+    ident = disk["guid"] or disk["signature"]
+    typer.echo(f"disk {disk['table']}  {human_size(disk['size'])} ({disk['size']} bytes)  "
+               f"id {ident}")
+    rows = [(p["offset"], f"  {p['number']:>2} {p['name']:<12} offset {p['offset']:>12}  "
+             f"size {p['size']:>12}  type {p['type']}  partuuid {p['partuuid'] or '-'}"
+             + (f"  attributes {p['attributes']:#x}" if p["attributes"] else "")
+             + ("  bootable" if p["bootable"] else "")) for p in disk["partitions"]]
+    rows += [(b["offset"], f"     raw {b['name']:<8} offset {b['offset']:>12}  size "
+              f"{b['size']:>12}") for b in disk["raw"]]
+    rows += [(f["offset"], f"     free         offset {f['offset']:>12}  size {f['size']:>12}")
+             for f in disk["free"]]
+    for _, row in sorted(rows):
+        typer.echo(row)
 
 
 def _plan_data(the_plan: Plan) -> dict[str, Any]:
     mounts = {p.name: p.mount for p in the_plan.layout.partitions}
-    return {
+    data: dict[str, Any] = {
         "layout": the_plan.layout.name,
         "epoch": the_plan.epoch,
         "partitions": [{
@@ -176,6 +195,9 @@ def _plan_data(the_plan: Plan) -> dict[str, Any]:
             "label": p.request.label,
         } for p in the_plan.partitions],
     }
+    if the_plan.disk is not None:
+        data["disk"] = disk_record(the_plan.disk.plan)
+    return data
 
 
 def main() -> None:

@@ -118,14 +118,21 @@ class _SizeCheckedStream(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         want = min(len(buffer), self._content.size - self._done)
-        data = self._inner.read(want) if want > 0 else b""
-        if want > 0 and not data:
+        if want <= 0:
+            return 0
+        readinto = getattr(self._inner, "readinto", None)
+        if readinto is not None:  # straight into the caller's buffer: no copy of our own
+            n = readinto(memoryview(buffer)[:want]) or 0
+        else:
+            data = self._inner.read(want)
+            n = len(data)
+            buffer[:n] = data
+        if not n:
             raise ComposerError(
                 f"{self._content.source}:{self._content.member}: ended after {self._done} of "
                 f"{self._content.size} bytes", hint="the input changed or is truncated")
-        buffer[: len(data)] = data
-        self._done += len(data)
-        return len(data)
+        self._done += n
+        return n
 
 
 def _inline_stream(content: Content) -> BinaryIO:

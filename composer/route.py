@@ -8,7 +8,7 @@ from dataclasses import replace
 from composer.errors import ComposerError
 from composer.layout.model import Partition
 from composer.rules.assembly import Claim
-from composer.tree import DeviceTree, Entry, Kind, is_under, relative, sort_key
+from composer.tree import DeviceTree, Entry, Kind, is_under, parent, relative, sort_key
 
 
 def owner_of(path: str, partitions: Sequence[Partition]) -> Partition | None:
@@ -30,7 +30,9 @@ def route(tree: DeviceTree, partitions: Sequence[Partition], epoch_ns: int,
     mounts = {p.mount for p in partitions}
     routed: dict[str, list[Entry]] = {p.name: [] for p in partitions}
     owners: dict[str, Partition] = {}
-    for entry in tree.entries():
+    entries = tree.entries()
+    errors += _not_folders(tree, entries, mounts, claims)
+    for entry in entries:
         part = owner_of(entry.path, partitions)
         if part is None:
             claim = claims.get(entry.path)
@@ -53,6 +55,32 @@ def route(tree: DeviceTree, partitions: Sequence[Partition], epoch_ns: int,
     for name, entries in routed.items():
         result[name] = tuple(sorted(entries, key=lambda e: sort_key(e.path)))
     return result, errors
+
+
+def _not_folders(tree: DeviceTree, entries: list[Entry], mounts: set[str],
+                 claims: Mapping[str, Claim]) -> list[ComposerError]:
+    """The root, every mount point and every parent must be a folder: a writer cannot put a file
+    below a file, and nothing may be placed through a symlink (it would land elsewhere)."""
+    errors: list[ComposerError] = []
+    reported: set[str] = set()
+    for entry in entries:
+        mount = entry.path in mounts or entry.path == "/"
+        holder = entry if mount else tree.get(parent(entry.path))
+        if holder is None or holder.kind is Kind.DIR or holder.path in reported:
+            continue
+        reported.add(holder.path)
+        claim, below = claims.get(holder.path), claims.get(entry.path)
+        message = f"{claim.what} makes " if claim is not None else ""
+        message += f"{holder.path} a {holder.kind.value}, but "
+        if holder is entry:
+            message += "it is the root" if entry.path == "/" else "it is a partition's mount point"
+        else:
+            message += f"{below.what} places" if below is not None else "there is"
+            message += f" {entry.path} below it"
+        loc = claim.loc if claim is not None else below.loc if below is not None else None
+        errors.append(ComposerError(message, loc, hint="only a folder can hold other paths; "
+                                    "change 'to' so that the two do not overlap"))
+    return errors
 
 
 def _uncovered(claim: Claim, paths: list[str]) -> ComposerError:

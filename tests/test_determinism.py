@@ -49,8 +49,8 @@ def test_another_epoch_gives_other_bytes(tmp_path: Path) -> None:
     third = compose("build", str(layout), "-o", str(tmp_path / "o3"),
                     env={"SOURCE_DATE_EPOCH": "1600000000"})
     assert first.returncode == second.returncode == third.returncode == 0
-    assert (tmp_path / "o1" / "rootfs.tar").read_bytes() != \
-        (tmp_path / "o2" / "rootfs.tar").read_bytes()
+    assert (tmp_path / "o1" / "rootfs.img").read_bytes() != \
+        (tmp_path / "o2" / "rootfs.img").read_bytes()
     assert _outputs(tmp_path / "o2") == _outputs(tmp_path / "o3")
 
 

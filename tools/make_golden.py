@@ -7,6 +7,12 @@ private key, logs, telemetry, work folders, a stale ipc.socket, and a Docker ove
 whiteouts, opaque folders, xattrs, hard links, setuid files and per-daemon state.
 
     python tools/make_golden.py OUT.tar.gz [--shuffle SEED] [--layers N --files-per-layer M]
+                                           [--docker-mib MIB]
+
+--docker-mib gives the layers a Docker-store-shaped size distribution instead of the default
+small files: most files a few KiB, some hundreds of KiB, and large ones (1 to 48 MiB) until the
+layers hold about MIB mebibytes; their data is pseudo-random (it does not compress), streamed
+from a fixed pool so that gigabytes cost no memory. tools/bench.py uses it.
 
 The planted secrets are printed with --print-secrets so tests can grep every output for them.
 Output is deterministic for the same arguments.
@@ -20,6 +26,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -86,9 +93,42 @@ class Snapshot:
              uid: int = 0, gid: int = 0) -> None:
         self.entries.append((Entry(path, kind, mode, uid, gid, T0 * 10**9, rdev=rdev), None))
 
+    def lazy_file(self, path: str, size: int, start: int, mode: int = 0o644, uid: int = 0,
+                  gid: int = 0, mtime: int = T0) -> None:
+        """A file of `size` pool bytes from offset `start`, produced only when written."""
+        entry = Entry(path, Kind.FILE, mode, uid, gid, mtime * 10**9 + 123456789,
+                      content=Content(size=size, source="pool"))
+        self.entries.append((entry, lambda: PoolStream(size, start)))  # type: ignore[arg-type]
+
     def hardlink(self, path: str, target: str, mode: int = 0o755) -> None:
         self.entries.append((Entry(path, Kind.HARDLINK, mode, 0, 0, T0 * 10**9, target=target),
                              None))
+
+
+_POOL: list[bytes] = []
+POOL_SIZE = 64 << 20
+
+
+class PoolStream(io.RawIOBase):
+    """`size` bytes of a fixed pseudo-random pool, from `start`, wrapping around."""
+
+    def __init__(self, size: int, start: int) -> None:
+        if not _POOL:
+            _POOL.append(random.Random(3).randbytes(POOL_SIZE))
+        self._left = size
+        self._pos = start % POOL_SIZE
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self._left:
+            n = self._left
+        n = min(n, POOL_SIZE - self._pos)
+        data = _POOL[0][self._pos:self._pos + n]
+        self._pos = (self._pos + n) % POOL_SIZE
+        self._left -= n
+        return data
 
 
 def tlog_line(ts: int, path: list[str], value: object, action: str = "changed") -> str:
@@ -247,7 +287,8 @@ def systemd(s: Snapshot) -> None:
            "/etc/systemd/system/greengrass.service")
 
 
-def docker(s: Snapshot, layers: int, files_per_layer: int, rng: random.Random) -> None:
+def docker(s: Snapshot, layers: int, files_per_layer: int, rng: random.Random,
+           docker_mib: int | None = None) -> None:
     base = "/var/lib/docker"
     for path in ("/var", "/var/lib", base, f"{base}/overlay2", f"{base}/image",
                  f"{base}/image/overlay2", f"{base}/containers", f"{base}/tmp",
@@ -269,7 +310,9 @@ def docker(s: Snapshot, layers: int, files_per_layer: int, rng: random.Random) -
         s.dir(f"{ldir}/diff")
         s.dir(f"{ldir}/diff/usr")
         s.dir(f"{ldir}/diff/usr/bin")
-        for i in range(files_per_layer):
+        if docker_mib is not None:
+            shaped_layer(s, ldir, layer, layers, files_per_layer, docker_mib)
+        for i in range(files_per_layer if docker_mib is None else 0):
             size = rng.choice((0, 17, 600, 4096, 5000, 40000))
             s.file(f"{ldir}/diff/usr/bin/tool{i:05d}", rng.randbytes(size), 0o755, 100000,
                    100000, mtime=T0 - 1000 - i)
@@ -288,6 +331,35 @@ def docker(s: Snapshot, layers: int, files_per_layer: int, rng: random.Random) -
         s.link(f"{base}/overlay2/l/L{layer:025d}", f"../{layer:02d}{'a' * 62}/diff")
 
 
+def shaped_layer(s: Snapshot, ldir: str, layer: int, layers: int, files: int, mib: int) -> None:
+    """One layer of a Docker-store-shaped snapshot: `files` files in package-like folders,
+    sized like an image layer (log-normal small files, a few large ones), so that all layers
+    together hold about `mib` MiB."""
+    rng = random.Random(1000 + layer)
+    budget = (mib << 20) // layers
+    sizes = [min(int(rng.lognormvariate(7.6, 1.6)), 1 << 20) for _ in range(files)]
+    large = 0
+    while sum(sizes) < budget and large < files:
+        # the biggest files of a layer (shared libraries, models, jars): 1 to 48 MiB
+        big = min(rng.randint(1 << 20, 48 << 20), budget - sum(sizes) + 4096)
+        sizes[rng.randrange(files)] = max(big, 0)
+        large += 1
+    lib = f"{ldir}/diff/usr/lib/python3/site-packages"
+    s.dir(f"{ldir}/diff/usr/lib")
+    s.dir(f"{ldir}/diff/usr/lib/python3")
+    s.dir(lib)
+    made: set[str] = set()
+    for i, size in enumerate(sizes):
+        folder = f"{lib}/pkg{i // 50:03d}/mod{(i // 10) % 5}"  # 10 files a folder
+        for d in (folder.rsplit("/", 1)[0], folder):
+            if d not in made:
+                made.add(d)
+                s.dir(d)
+        mode = 0o755 if i % 11 == 0 else 0o644
+        s.lazy_file(f"{folder}/file{i:05d}.py", size, rng.randrange(POOL_SIZE), mode,
+                    100000, 100000, mtime=T0 - 1000 - i)
+
+
 def app(s: Snapshot) -> None:
     s.dir("/opt")
     s.dir("/opt/app")
@@ -301,12 +373,13 @@ def app(s: Snapshot) -> None:
     s.file("/opt/app/releases/1/app.bin", b"\x7fELFapp" * 200, 0o755)
 
 
-def make(out: Path, shuffle: int | None, layers: int, files_per_layer: int) -> None:
+def make(out: Path, shuffle: int | None, layers: int, files_per_layer: int,
+         docker_mib: int | None = None) -> None:
     rng = random.Random(1)
     s = Snapshot()
     greengrass(s)
     systemd(s)
-    docker(s, layers, files_per_layer, rng)
+    docker(s, layers, files_per_layer, rng, docker_mib)
     app(s)
     items = s.entries
     if shuffle is not None:
@@ -317,8 +390,15 @@ def make(out: Path, shuffle: int | None, layers: int, files_per_layer: int) -> N
     # tar cannot hold sockets (GNU tar skips them too), so a snapshot archive has no ipc.socket
     items = [i for i in items if i[0].kind is not Kind.SOCKET]
     filter_name = "gzip" if out.name.endswith(".gz") else None
-    write_tar(out, ((e, io.BytesIO(d) if d is not None else None) for e, d in items),
-              filter_name)
+    write_tar(out, ((e, _stream(d)) for e, d in items), filter_name)
+
+
+def _stream(data: object) -> BinaryIO | None:
+    if data is None:
+        return None
+    if isinstance(data, bytes):
+        return io.BytesIO(data)
+    return data()  # type: ignore[operator, no-any-return]
 
 
 def main() -> None:
@@ -327,6 +407,8 @@ def main() -> None:
     parser.add_argument("--shuffle", type=int, help="shuffle member order with this seed")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--files-per-layer", type=int, default=20)
+    parser.add_argument("--docker-mib", type=int,
+                        help="Docker-store-shaped file sizes, about this many MiB in the layers")
     parser.add_argument("--print-secrets", action="store_true",
                         help="print the planted secret strings, one per line, and exit")
     args = parser.parse_args()
@@ -337,7 +419,7 @@ def main() -> None:
         return
     if args.out is None:
         parser.error("OUT is required")
-    make(args.out, args.shuffle, args.layers, args.files_per_layer)
+    make(args.out, args.shuffle, args.layers, args.files_per_layer, args.docker_mib)
 
 
 if __name__ == "__main__":

@@ -442,7 +442,7 @@ def _table_hint(table: TableType, thing: _Thing, hit: list[Region], parts: list[
     blob_end = max((b.offset + b.size for b in blobs), default=0)
     if first is not None and first - gpt.ENTRY_ARRAY_BYTES >= max(blob_end, 2 * SECTOR):
         lba = (first - gpt.ENTRY_ARRAY_BYTES) // SECTOR
-        return (f"move the GPT entry array out of the way (gpt_entry_lba={lba} puts it just "
+        return (f"move the GPT entry array out of the way (disk.entry_lba: {lba} puts it just "
                 "before the first partition), or use an MBR partition table")
     return ("move the GPT entry array (gpt_entry_lba) past the raw blobs and start the first "
             "partition after it, or use an MBR partition table")

@@ -11,6 +11,7 @@ checks and GUID derivation live in `composer.disk.assemble`.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import struct
 import uuid
@@ -118,9 +119,11 @@ def type_guid(value: str | uuid.UUID) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
+        close = difflib.get_close_matches(value, sorted(TYPE_GUIDS), n=1)
         raise ComposerError(
             f"unknown GPT partition type {value!r}",
-            hint="use a GUID or one of: " + ", ".join(sorted(TYPE_GUIDS))) from None
+            hint=f"did you mean {close[0]!r}?" if close else
+            "use a GUID or one of: " + ", ".join(sorted(TYPE_GUIDS))) from None
 
 
 def attributes(names: tuple[str, ...]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,13 +14,16 @@ from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import FsWriter, OptionSpec, OptionType, writers
 from composer.layout.model import (
     Disk,
+    DiskPlacement,
     Docker,
     FileAction,
     FileRule,
     Greengrass,
     IdentityPolicy,
     Layout,
+    Output,
     Partition,
+    RawBlob,
     SecretsPolicy,
     Source,
     SourceRef,
@@ -30,15 +33,15 @@ from composer.layout.model import (
 from composer.layout.yamlload import Node, load_yaml
 from composer.rules.greengrass import DEFAULT_KEEP, KNOWN_DIRS
 from composer.tree import norm
-from composer.units import SizeError, parse_size
+from composer.units import MiB, SizeError, parse_size
 
 E = TypeVar("E", bound=StrEnum)
 
 TOP_KEYS = ("version", "name", "epoch", "sources", "partitions", "greengrass", "systemd",
-            "docker", "files", "disk")
+            "docker", "files", "disk", "outputs")
 PARTITION_KEYS = ("name", "fs", "size", "mount", "label", "uuid")
-DISK_PARTITION_KEYS = ("type", "offset", "attributes", "bootable")
-DISK_KEYS = ("table", "align", "size", "guid", "signature", "raw", "outputs")
+DISK_PARTITION_KEYS = ("type", "offset", "attributes", "bootable", "partuuid")
+DISK_KEYS = ("table", "align", "size", "guid", "signature", "entry_lba", "raw")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
 
@@ -232,16 +235,40 @@ class _Checker:
         systemd = self.systemd(top["systemd"]) if "systemd" in top else None
         docker = self.docker(top["docker"]) if "docker" in top else None
         files = self.files(top.get("files"))
-        disk = self.disk(top["disk"], partitions) if "disk" in top else None
-        if disk is None:
-            for part in partitions:
-                if part.disk_options:
-                    key = next(iter(part.disk_options))
-                    self.fail(part.loc, f"partitions[{part.index}].{key}",
-                              f"{key!r} only applies to partitions of a disk",
-                              "add a 'disk:' section, or remove the key")
+        disk = self.disk(top["disk"]) if "disk" in top else None
+        self.disk_partitions(partitions, "disk" in top, available=writers())
+        outputs = self.outputs(top.get("outputs"), has_disk="disk" in top)
         return Layout(self.path, version or 1, name or "", epoch, sources, tuple(partitions),
-                      greengrass, systemd, docker, tuple(files), disk)
+                      greengrass, systemd, docker, tuple(files), disk, outputs)
+
+    def disk_partitions(self, partitions: list[Partition], has_disk: bool,
+                        available: Mapping[str, type[FsWriter]]) -> None:
+        for part in partitions:
+            if part.disk is None:
+                continue
+            assert part.disk.loc is not None
+            path = f"partitions[{part.index}]"
+            if not has_disk:
+                self.fail(part.disk.loc, path, "type, offset, attributes, bootable and partuuid "
+                          "only apply to partitions of a disk",
+                          "add a 'disk:' section, or remove them")
+            elif not available[part.fs].fixed_size:
+                self.fail(part.disk.loc, path, f"a {part.fs} partition cannot be in a disk",
+                          "a disk holds every partition with a file system image; remove the "
+                          "disk keys from this one")
+
+    def outputs(self, node: Node | None, has_disk: bool) -> tuple[Output, ...]:
+        result: list[Output] = []
+        for i, name in enumerate(self.string_list(node, "outputs")):
+            assert node is not None
+            item = node.value[i]
+            value = self.enum(item, f"outputs[{i}]", Output, Output.SIMG)
+            if value.value != name:
+                continue
+            if value is Output.SFDISK and not has_disk:
+                self.fail(item, f"outputs[{i}]", "an sfdisk script needs a 'disk:' section")
+            result.append(value)
+        return tuple(dict.fromkeys(result))
 
     def sources(self, node: Node | None) -> dict[str, Source]:
         result: dict[str, Source] = {}
@@ -310,11 +337,35 @@ class _Checker:
         pinned = self.uuid(raw.get("uuid"), f"{path}.uuid")
         options = {key: self.option(raw[key], f"{path}.{key}", spec)
                    for key, spec in option_specs.items() if key in raw}
-        disk_options = {key: raw[key] for key in DISK_PARTITION_KEYS if key in raw}
+        placement = self.placement(raw, path, node.loc)
         if name is None or mount is None or writer is None:
             return None
-        return Partition(name, fs, size, mount, label, pinned, options, disk_options, node.loc,
+        return Partition(name, fs, size, mount, label, pinned, options, placement, node.loc,
                          index)
+
+    def placement(self, raw: dict[str, Node], path: str, loc: Loc) -> DiskPlacement | None:
+        keys = [k for k in DISK_PARTITION_KEYS if k in raw]
+        if not keys:
+            return None
+        kind: str | int | None = None
+        if "type" in raw:
+            value = raw["type"].value
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                self.fail(raw["type"], f"{path}.type", f"expected a type name, GUID or number, "
+                          f"got {_kind(raw['type'])}")
+            else:
+                kind = value
+        offset = self.size(raw["offset"], f"{path}.offset", allow_auto=False) \
+            if "offset" in raw else None
+        attributes = self.string_list(raw.get("attributes"), f"{path}.attributes")
+        bootable = False
+        if "bootable" in raw:
+            if not isinstance(raw["bootable"].value, bool):
+                self.fail(raw["bootable"], f"{path}.bootable", "expected true or false")
+            else:
+                bootable = raw["bootable"].value
+        partuuid = self.uuid(raw.get("partuuid"), f"{path}.partuuid")
+        return DiskPlacement(kind, offset, attributes, bootable, partuuid, raw[keys[0]].loc)
 
     def _unknown_fs(self, node: Node, path: str, available: Mapping[str, type[FsWriter]]) -> None:
         planned = {"ext4": "the native ext4 writer", "vfat": "the vfat writer"}
@@ -451,25 +502,51 @@ class _Checker:
                 rule = FileRule(FileAction.SYMLINK, to, node.loc, symlink=target, **common)
         return rule
 
-    def disk(self, node: Node, partitions: list[Partition]) -> Disk | None:
+    def disk(self, node: Node) -> Disk | None:
         raw = self.fields(node, "disk", DISK_KEYS)
         if raw is None:
             return None
         table = self.enum(raw.get("table"), "disk.table", TableType, TableType.GPT)
-        assembler = _disk_assembler()
-        if assembler is None:
-            self.fail(node, "disk", "whole-disk images are not supported yet "
-                      "(the GPT/MBR assembler has not landed)",
-                      "remove the 'disk:' section to build the partition images alone")
-            return None
-        options = assembler(self, raw, partitions)
-        return Disk(table, options, node.loc)
+        align = self.size(raw["align"], "disk.align", allow_auto=False) if "align" in raw \
+            else MiB
+        size = self.size(raw["size"], "disk.size", allow_auto=True) if "size" in raw else None
+        guid = self.uuid(raw.get("guid"), "disk.guid")
+        signature = None
+        if "signature" in raw:
+            text = self.string(raw["signature"], "disk.signature")
+            try:
+                signature = int(text, 16) if text is not None else None
+            except ValueError:
+                self.fail(raw["signature"], "disk.signature", f"{text!r} is not hexadecimal",
+                          'write it as "0x1a2b3c4d"')
+        entry_lba = self.integer(raw.get("entry_lba"), "disk.entry_lba", minimum=2)
+        blobs = self.raw_blobs(raw.get("raw"))
+        if table is TableType.MBR:
+            for key in ("guid", "entry_lba"):
+                if key in raw:
+                    self.fail(raw[key], f"disk.{key}", f"{key!r} is for GPT disks, not MBR")
+        elif "signature" in raw:
+            self.fail(raw["signature"], "disk.signature", "'signature' is for MBR disks",
+                      "a GPT disk is named by 'guid'")
+        return Disk(table, align or MiB, size, guid, signature, entry_lba, blobs, node.loc)
 
-
-def _disk_assembler() -> Callable[[_Checker, dict[str, Node], list[Partition]],
-                                  Mapping[str, Any]] | None:
-    """The disk section's validator, once the disk assembler exists."""
-    return None
+    def raw_blobs(self, node: Node | None) -> tuple[RawBlob, ...]:
+        if node is None:
+            return ()
+        if not node.is_list:
+            self.fail(node, "disk.raw", f"expected a list, got {_kind(node)}")
+            return ()
+        blobs = []
+        for i, item in enumerate(node.value):
+            path = f"disk.raw[{i}]"
+            raw = self.fields(item, path, ("from", "offset"), required=("from", "offset"))
+            if raw is None or "from" not in raw or "offset" not in raw:
+                continue
+            src = self.source_ref(raw["from"], f"{path}.from")
+            offset = self.size(raw["offset"], f"{path}.offset", allow_auto=False)
+            if src is not None and offset is not None:
+                blobs.append(RawBlob(src, offset, item.loc))
+        return tuple(blobs)
 
 
 def _join(path: str, key: str) -> str:

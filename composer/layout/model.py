@@ -48,6 +48,18 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskPlacement:
+    """A partition's keys that only a disk reads (all optional in the layout)."""
+
+    type: str | int | None = None  # GPT short name or GUID; MBR short name or type byte
+    offset: int | None = None  # bytes from the start of the disk
+    attributes: tuple[str, ...] = ()  # GPT attribute names
+    bootable: bool = False  # MBR active flag / GPT legacy-BIOS-bootable
+    partuuid: uuid.UUID | None = None  # GPT partition GUID
+    loc: Loc | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Partition:
     name: str
     fs: str
@@ -56,7 +68,7 @@ class Partition:
     label: str | None
     uuid: uuid.UUID | None  # pinned; derived at plan time when None
     options: Mapping[str, Any]  # writer options, parsed by their OptionSpec
-    disk_options: Mapping[str, Any]  # type, offset, attributes: read by the disk assembler
+    disk: DiskPlacement | None  # where the partition goes in the disk (None: defaults)
     loc: Loc
     index: int  # declaration order = disk order
 
@@ -107,10 +119,32 @@ class FileRule:
     owner: tuple[int, int] | None = None
 
 
+class Output(StrEnum):
+    """Extra outputs on request (`outputs:`); .bmap files are always written."""
+
+    SIMG = "simg"  # Android sparse image of every raw image, for fastboot/uuu
+    ZST = "zst"  # zstd-compressed images, which bmaptool reads directly
+    SFDISK = "sfdisk"  # an sfdisk script of the disk's table
+
+
+@dataclass(frozen=True, slots=True)
+class RawBlob:
+    """Bytes written at a fixed disk offset, outside any partition (a bootloader)."""
+
+    src: SourceRef
+    offset: int
+    loc: Loc
+
+
 @dataclass(frozen=True, slots=True)
 class Disk:
     table: TableType
-    options: Mapping[str, Any]  # align, size, guid, raw, …: read by the disk assembler
+    align: int
+    size: int | None  # None: just big enough
+    guid: uuid.UUID | None  # GPT disk GUID, pinned
+    signature: int | None  # MBR disk signature, pinned
+    entry_lba: int | None  # GPT: where the primary entry array starts (default LBA 2)
+    raw: tuple[RawBlob, ...]
     loc: Loc
 
 
@@ -127,4 +161,4 @@ class Layout:
     docker: Docker | None
     files: tuple[FileRule, ...]
     disk: Disk | None
-    outputs: tuple[str, ...] = field(default=())
+    outputs: tuple[Output, ...] = field(default=())

@@ -23,15 +23,19 @@ from composer.rules.tlog import (
     effective,
     parse_tlog,
     under,
+    yaml_problem,
     yaml_values,
 )
-from composer.tree import Content, Entry, Kind
+from composer.tree import Content, Entry, Kind, is_under, norm
 
 KNOWN_DIRS = ("alts", "bin", "cli_ipc_info", "config", "deployments", "logs", "packages",
               "plugins", "telemetry", "work")
 DEFAULT_KEEP = ("alts", "config", "packages")
 TLOGS = ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~")
 EFFECTIVE = ("effectiveConfig.yaml", "effectiveConfig.yaml~")
+# config/config.yaml (or .yml) is the nucleus's fallback (and --init-config's default): it may
+# hold the same keys, often a copy of effectiveConfig.yaml (greengrass-facts.md §6)
+INIT_CONFIGS = ("config.yaml", "config.yml")
 SNAPSHOT_TLOGS = ("target_config.tlog", "rollback_snapshot.tlog")
 SECRET_KEYS: tuple[Key, ...] = (
     ("services", "aws.greengrass.secretmanager", "runtime", "secretresponse"),
@@ -121,7 +125,7 @@ class GreengrassRule:
     # --- sanitizing the configuration ----------------------------------------------------
 
     def _config_files(self) -> list[ConfigFile]:
-        names = [f"config/{n}" for n in TLOGS + EFFECTIVE]
+        names = [f"config/{n}" for n in TLOGS + EFFECTIVE + INIT_CONFIGS]
         names += [e.path for e in self.asm.tree.below(self.at("deployments"))
                   if posixpath.basename(e.path) in SNAPSHOT_TLOGS]
         found = []
@@ -140,6 +144,7 @@ class GreengrassRule:
             self.asm.report.warn(f"{self.at('config/config.tlog')} is missing: the nucleus will "
                                  "fall back to bootstrap.tlog or config.yaml")
         self._check_tlogs(files)
+        self._check_yaml(files)
         source = main or next((f for f in files if f.path.endswith(".tlog")), None)
         if source is not None:
             self.config = effective(parse_tlog(source.data)[0])
@@ -151,6 +156,7 @@ class GreengrassRule:
             self._rewrite(file)
         self._identity_files()
         self._report_leftover_thing_name()
+        self._mask_thing_name()
 
     def _check_tlogs(self, files: list[ConfigFile]) -> None:
         for file in files:
@@ -162,10 +168,20 @@ class GreengrassRule:
                                hint="the nucleus refuses a tlog with any bad line; "
                                "fix or remove it in the snapshot")
 
+    def _check_yaml(self, files: list[ConfigFile]) -> None:
+        """A YAML copy of the configuration that does not parse cannot be checked for secrets or
+        identity, so it cannot pass silently."""
+        for file in files:
+            if _is_yaml(file.path) and (problem := yaml_problem(file.data)) is not None:
+                self.asm.error(f"{file.path} is not valid YAML ({problem}), so it cannot be "
+                               "checked for secrets and identity", self.spec.loc,
+                               path="greengrass", hint="fix or delete the broken file in the "
+                               "snapshot (the nucleus never reads effectiveConfig.yaml)")
+
     def _secret_findings(self, files: list[ConfigFile]) -> list[tuple[str, str]]:
         found = []
         for file in files:
-            if file.path.endswith(".yaml") or file.path.endswith(".yaml~"):
+            if _is_yaml(file.path):
                 keys = [".".join(p) for p, _ in yaml_values(file.data) if _is_secret(_lower(p))]
                 keys += [k for k in _yaml_secret_parents(file.data)]
             else:
@@ -199,7 +215,7 @@ class GreengrassRule:
         return False
 
     def _rewrite(self, file: ConfigFile) -> None:
-        if file.path.endswith(".tlog") or file.path.endswith(".tlog~"):
+        if not _is_yaml(file.path):
             data, gone = drop_lines(file.data, lambda line: self._doomed_key(line.key))
             removed = sorted({".".join(line.path) for line in gone})
         else:
@@ -218,9 +234,15 @@ class GreengrassRule:
             return
         for key in (("system", "privatekeypath"), ("system", "certificatefilepath")):
             value = self.config.get(key)
-            if not isinstance(value, str) or not value.startswith(self.spec.src.path + "/"):
+            if not isinstance(value, str):
                 continue
-            device = self.at(value[len(self.spec.src.path):].lstrip("/"))
+            if value.startswith("file://"):  # a file: URI (the PKCS#11 setups use them)
+                value = value[len("file://"):]
+            # a path on the golden device, whose root is greengrass.to (checked); a relative one
+            # is taken from the root
+            device = norm(value if value.startswith("/") else self.at(value))
+            if not value or not is_under(device, self.root) or device == self.root:
+                continue
             if self.asm.tree.remove(device) is not None:
                 self.asm.report.dropped(f"{device} (the golden device's {key[1]})")
 
@@ -228,16 +250,29 @@ class GreengrassRule:
         if not self.thing_name:
             return
         for file in self._config_files():
-            if file.path.endswith(".yaml") or file.path.endswith(".yaml~"):
+            name = self.thing_name
+            if _is_yaml(file.path):
                 hits = [".".join(p) for p, v in yaml_values(file.data)
-                        if isinstance(v, str) and self.thing_name in v]
+                        if (isinstance(v, str) and name in v) or any(name in k for k in p)]
             else:
                 hits = [".".join(line.path) for line in parse_tlog(file.data)[0]
-                        if self.thing_name in json.dumps(line.value)]
+                        if name in json.dumps(line.value, ensure_ascii=False)
+                        or any(name in k for k in line.path)]
             for key in dict.fromkeys(hits):
                 # the name itself stays out of the report: the report is an output too
+                key = key.replace(name, "<thingName>")
                 self.asm.report.warn(f"{file.path}: {key} still contains the golden device's "
                                      "thing name (system.thingName)")
+
+    def _mask_thing_name(self) -> None:
+        """File names may carry the thing name (GoldenThing-certificate.pem.crt, dropped); the
+        report is an output too, so the name never appears in it."""
+        name = self.thing_name
+        if not name:
+            return
+        self.asm.report.findings = [
+            replace(f, message=f.message.replace(name, "<thingName>")) if name in f.message
+            else f for f in self.asm.report.findings]
 
     # --- checks on the finished device tree ----------------------------------------------
 
@@ -346,6 +381,10 @@ def _lower(path: tuple[str, ...]) -> Key:
 
 def _is_secret(key: Key) -> bool:
     return any(under(key, k) for k in SECRET_KEYS)
+
+
+def _is_yaml(path: str) -> bool:
+    return path.endswith((".yaml", ".yaml~", ".yml"))
 
 
 def _yaml_secret_parents(data: bytes) -> list[str]:

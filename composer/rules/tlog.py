@@ -124,6 +124,21 @@ def _walk(node: yaml.Node | None, path: tuple[str, ...]) -> Iterator[YamlKey]:
         yield from _walk(value_node, key)
 
 
+def yaml_problem(data: bytes) -> str | None:
+    """Why `data` is not a YAML document we can edit, or None when it is."""
+    try:
+        yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return f"{exc.problem or exc.__class__.__name__}{where}"
+    except yaml.YAMLError as exc:
+        return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return None
+
+
 def yaml_values(data: bytes) -> Iterator[tuple[tuple[str, ...], Any]]:
     """(path, scalar value) for every leaf of a YAML document."""
     try:

@@ -50,7 +50,12 @@ def _walk(name: str, root: Path) -> Iterator[tuple[str, os.stat_result]]:
         subdirs = []
         for child in names:
             child_rel = rel.rstrip("/") + "/" + child
-            st = os.lstat(os.path.join(host, child))
+            try:
+                st = os.lstat(os.path.join(host, child))
+            except OSError as exc:  # a folder that can be listed but not searched (r without x)
+                raise ComposerError(f"source {name!r}: cannot read {child_rel}: {exc.strerror}",
+                                    hint="make the folder searchable (x) by the user who "
+                                    "builds") from None
             yield child_rel, st
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(child_rel)

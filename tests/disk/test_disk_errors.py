@@ -36,7 +36,7 @@ def test_raw_blob_on_the_gpt_entry_array_offers_a_moved_array() -> None:
                      raw_blobs=[RawBlobSpec("spl", KIB, 64 * KIB)]) == [(
         "raw blob 'spl' (bytes 1024-66559) overlaps the primary GPT partition entry array "
         "(bytes 1024-17407)",
-        "move the GPT entry array out of the way (gpt_entry_lba=2016 puts it just before the "
+        "move the GPT entry array out of the way (disk.entry_lba: 2016 puts it just before the "
         "first partition), or use an MBR partition table")]
     # the offered fix works, and so does an MBR
     plan_disk("gpt", [P("a", 4 * MIB, "linux")], seed="s", gpt_entry_lba=2016,

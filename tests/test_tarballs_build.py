@@ -1,4 +1,5 @@
-"""The demo layout built through the real CLI, and its tar partitions read back with libarchive."""
+"""layouts/tarballs.yaml (the demo as tar partitions) built through the real CLI, and read back
+with libarchive."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, golden: Path) -> Path:
     shutil.copytree(REPO / "layouts", folder / "layouts",
                     ignore=shutil.ignore_patterns("*.tar.gz"))
     shutil.copy(golden, folder / "layouts" / "golden-device.tar.gz")
-    result = compose("build", "layouts/demo.yaml", "-o", "out", cwd=folder)
+    result = compose("build", "layouts/tarballs.yaml", "-o", "out", cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder / "out"
 

@@ -1,0 +1,28 @@
+"""Smoke test of tools/bench.py: it runs end to end on a small snapshot and prints its table.
+No timing is asserted here; the speed targets are read from the benchmark's own output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("genimage") is None or shutil.which("mke2fs") is None,
+                    reason="needs genimage and mke2fs")
+def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), "--quick",
+                             "--runs", "1", "--work", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "tool" in out and "peak RSS MB" in out and "compose/peer" in out
+    for row in ("compose ", "compose tar.gz", "mke2fs -d", "tar -x+genimage", "cat (floor)"):
+        assert f"\n{row}" in out
+    assert out.count("PASS") + out.count("MISS") == 4
+    assert "e2fsck -fn: clean" in out

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Benchmark `compose build` of an ext4 partition against its peers on one snapshot (issue 3).
+
+    python tools/bench.py [--quick] [--runs N] [--work DIR] [--no-gz]
+
+A Docker-store-shaped snapshot (tools/make_golden.py --docker-mib; 40 layers x 1000 files,
+about 755 MB, 45,000 entries; --quick makes a small one) is written once as an uncompressed tar
+into the work folder and reused. Then, in rounds, one after the other on the same input:
+
+  compose          `compose build` of a layout with one ext4 partition, size auto, holding the
+                   whole snapshot (`files: [{from: "snap:/", to: /}]`), from the tar
+  compose tar.gz   the same from a gzip'd copy of the tar (an extra row; no target)
+  mke2fs -d        `mke2fs -q -F -t ext4 -O ^resize_inode -b 4096 -d DIR` on a folder that was
+                   extracted beforehand (the extraction is not timed), same image size
+  tar -x+genimage  `tar -xf` into a fresh folder, then genimage (ext4, use-mke2fs) from it
+  cat (floor)      `cat snapshot.tar > file`
+
+Every tool runs as a child process; wall time is measured around it and its peak RSS is the
+ru_maxrss that os.wait4 reports for it (which covers its own children, e.g. genimage's mke2fs).
+Page cache is warm (nothing is dropped): rows compare steady-state CPU and memory cost. The
+best wall time of the rounds is compared; the median is printed too. Exits 0 always; prints
+PASS or MISS for each target of the issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MAKE_GOLDEN = REPO / "tools" / "make_golden.py"
+EPOCH = "1718878001"
+
+FULL = {"layers": 40, "files": 1000, "mib": 720}
+QUICK = {"layers": 2, "files": 60, "mib": 3}
+
+
+@dataclass
+class Row:
+    name: str
+    walls: list[float] = field(default_factory=list)
+    rss_kb: int = 0
+    note: str = ""
+
+    @property
+    def best(self) -> float:
+        return min(self.walls)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.walls)
+
+
+def run(argv: list[str], stdout: object = None, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run one child; (wall seconds, its peak RSS in KiB). Fails loudly on a non-zero exit."""
+    out = subprocess.DEVNULL if stdout is None else stdout
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, cwd=cwd, env=env)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(argv)} failed ({proc.returncode}):\n"
+                 f"{err.decode(errors='replace')}")
+    return wall, usage.ru_maxrss
+
+
+def default_work() -> Path:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shutil.disk_usage(shm).free > 8 << 30:
+        return shm / "composer-bench"
+    return Path(tempfile.gettempdir()) / "composer-bench"
+
+
+def snapshot(work: Path, quick: bool) -> Path:
+    p = QUICK if quick else FULL
+    tar = work / f"snap-{p['layers']}x{p['files']}-{p['mib']}m.tar"
+    if not tar.exists():
+        print(f"generating {tar} ...", flush=True)
+        part = tar.with_suffix(".part.tar")
+        subprocess.run([sys.executable, str(MAKE_GOLDEN), str(part), "--layers",
+                        str(p["layers"]), "--files-per-layer", str(p["files"]),
+                        "--docker-mib", str(p["mib"])], check=True)
+        part.rename(tar)
+    return tar
+
+
+def gzipped(tar: Path) -> Path:
+    gz = tar.with_suffix(".tar.gz")
+    if not gz.exists():
+        print(f"generating {gz} ...", flush=True)
+        part = gz.with_suffix(".part")
+        with part.open("wb") as f:
+            subprocess.run(["gzip", "-n", "-1", "-c", str(tar)], stdout=f, check=True)
+        part.rename(gz)
+    return gz
+
+
+def census(tar: Path) -> tuple[int, int, int]:
+    """(entries, regular files, data bytes) of the snapshot."""
+    import libarchive
+
+    entries = files = size = 0
+    with libarchive.file_reader(str(tar)) as archive:
+        for member in archive:
+            entries += 1
+            if member.isreg:
+                files += 1
+                size += member.size
+    return entries, files, size
+
+
+def layout(work: Path, source: Path, tag: str) -> Path:
+    path = work / f"bench-{tag}.yaml"
+    path.write_text(f"""version: 1
+name: bench
+epoch: {EPOCH}
+sources:
+  snap: {source.name}
+partitions:
+  - {{name: rootfs, fs: ext4, mount: /, size: auto}}
+files:
+  - {{from: "snap:/", to: /}}
+""", encoding="utf-8")
+    return path
+
+
+def extract(tar: Path, dest: Path) -> tuple[float, int]:
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    # GNU tar reads SCHILY.xattr but not LIBARCHIVE.xattr headers: the few xattrs are lost
+    return run(["tar", "--warning=no-unknown-keyword", "-xf", str(tar), "-C", str(dest)])
+
+
+def genimage_config(work: Path, size: int) -> Path:
+    cfg = work / "genimage.cfg"
+    cfg.write_text(f"""image bench.ext4 {{
+\text4 {{
+\t\tuse-mke2fs = true
+\t\tfeatures = "^resize_inode"
+\t\textraargs = "-b 4096"
+\t\tlabel = "bench"
+\t}}
+\tsize = {size}
+}}
+""", encoding="utf-8")
+    return cfg
+
+
+def e2fsck_ok(img: Path) -> bool:
+    return subprocess.run(["e2fsck", "-fn", str(img)], capture_output=True).returncode == 0
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a small snapshot (smoke test)")
+    ap.add_argument("--runs", type=int, default=2, help="rounds (default 2)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="work folder (default /dev/shm/composer-bench when it has room)")
+    ap.add_argument("--no-gz", action="store_true", help="skip the tar.gz row")
+    args = ap.parse_args()
+    work = (args.work or default_work()).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    runs = max(1, args.runs)
+
+    tar = snapshot(work, args.quick)
+    entries, files, data = census(tar)
+    gz = None if args.no_gz else gzipped(tar)
+    print(f"snapshot {tar.name}: {tar.stat().st_size / 1e6:.0f} MB uncompressed tar, "
+          f"{entries} entries, {files} files, {data / 1e6:.0f} MB of file data")
+    print(f"work folder {work} ({'tmpfs' if str(work).startswith('/dev/shm') else 'disk'}), "
+          f"warm page cache, {runs} rounds, {os.cpu_count()} CPUs")
+
+    _, spawn_kb = run(["true"])
+    print(f"a child's peak RSS never reads below {spawn_kb / 1024:.0f} MB here: Linux counts "
+          "the pre-exec copy of this process")
+
+    extracted = work / "extracted"
+    extract(tar, extracted)  # once, untimed: mke2fs -d gets a ready folder
+    yaml_tar = layout(work, tar, "tar")
+    yaml_gz = layout(work, gz, "gz") if gz is not None else None
+    compose = [sys.executable, "-m", "composer", "-q", "build"]
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+
+    rows = {name: Row(name) for name in
+            ("compose", "compose tar.gz", "mke2fs -d", "tar -x+genimage", "cat (floor)")}
+    rows["compose tar.gz"].note = "gzip -1 of the same tar; no target"
+    if gz is None:
+        del rows["compose tar.gz"]
+    rows["mke2fs -d"].note = "folder extracted beforehand"
+    size = 0
+    checked = False
+    for round_ in range(runs):
+        print(f"round {round_ + 1}/{runs} ...", flush=True)
+        out = work / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        wall, rss = run([*compose, str(yaml_tar), "-o", str(out)], env=env)
+        rows["compose"].walls.append(wall)
+        rows["compose"].rss_kb = max(rows["compose"].rss_kb, rss)
+        img = out / "rootfs.img"
+        size = img.stat().st_size
+        if not checked:
+            checked = True
+            print(f"  compose image {size / 1e6:.0f} MB, e2fsck -fn: "
+                  f"{'clean' if e2fsck_ok(img) else 'ERRORS'}", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+        if yaml_gz is not None:
+            wall, rss = run([*compose, str(yaml_gz), "-o", str(out)], env=env)
+            rows["compose tar.gz"].walls.append(wall)
+            rows["compose tar.gz"].rss_kb = max(rows["compose tar.gz"].rss_kb, rss)
+            shutil.rmtree(out, ignore_errors=True)
+
+        ref = work / "mke2fs.img"
+        ref.unlink(missing_ok=True)
+        wall, rss = run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^resize_inode", "-b", "4096",
+                         "-d", str(extracted), str(ref), f"{size // 1024}k"],
+                        env=dict(env, E2FSPROGS_FAKE_TIME=EPOCH))
+        rows["mke2fs -d"].walls.append(wall)
+        rows["mke2fs -d"].rss_kb = max(rows["mke2fs -d"].rss_kb, rss)
+        ref.unlink(missing_ok=True)
+
+        fresh = work / "genimage-root"
+        for d in ("genimage-tmp", "genimage-out", "genimage-in"):
+            shutil.rmtree(work / d, ignore_errors=True)
+        (work / "genimage-in").mkdir()
+        cfg = genimage_config(work, size)
+        shutil.rmtree(fresh, ignore_errors=True)
+        wall1, rss1 = extract(tar, fresh)
+        wall2, rss2 = run(["genimage", "--rootpath", str(fresh),
+                           "--tmppath", str(work / "genimage-tmp"),
+                           "--inputpath", str(work / "genimage-in"),
+                           "--outputpath", str(work / "genimage-out"), "--config", str(cfg)],
+                          cwd=work)
+        rows["tar -x+genimage"].walls.append(wall1 + wall2)
+        rows["tar -x+genimage"].rss_kb = max(rows["tar -x+genimage"].rss_kb, rss1, rss2)
+        for d in ("genimage-root", "genimage-tmp", "genimage-out"):
+            shutil.rmtree(work / d, ignore_errors=True)
+
+        floor = work / "floor.bin"
+        floor.unlink(missing_ok=True)
+        with floor.open("wb") as f:
+            wall, rss = run(["cat", str(tar)], stdout=f)
+        rows["cat (floor)"].walls.append(wall)
+        rows["cat (floor)"].rss_kb = max(rows["cat (floor)"].rss_kb, rss)
+        floor.unlink(missing_ok=True)
+
+    mine = rows["compose"]
+    print()
+    print(f"{'tool':<18} {'best s':>8} {'median s':>9} {'peak RSS MB':>12} "
+          f"{'compose/peer':>13}  note")
+    for row in rows.values():
+        ratio = mine.best / row.best if row.best > 0 else float("inf")
+        print(f"{row.name:<18} {row.best:>8.2f} {row.median:>9.2f} {row.rss_kb / 1024:>12.0f} "
+              f"{ratio:>12.2f}x  {row.note}")
+    print()
+    rss_mb = mine.rss_kb / 1024
+    targets = [
+        ("compose <= 1.0x mke2fs -d", mine.best <= 1.0 * rows["mke2fs -d"].best),
+        ("compose <= 0.5x tar -x+genimage", mine.best <= 0.5 * rows["tar -x+genimage"].best),
+        ("compose <= 2x cat (floor)", mine.best <= 2.0 * rows["cat (floor)"].best),
+        ("compose peak RSS <= 300 MB", rss_mb <= 300),
+    ]
+    for label, ok in targets:
+        print(f"{verdict(ok)}  {label}")
+    scope = "quick snapshot: the targets are meant for the full one" if args.quick else \
+        "full snapshot"
+    print(f"compose peak RSS per 1000 entries: {rss_mb / max(entries, 1) * 1000:.1f} MB "
+          f"({scope})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
