@@ -203,16 +203,25 @@ class BuildResult:
 def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResult:
     """Write every image and output into a temporary folder, then move them into `out`."""
     events = events or Events()
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".compose-", dir=out))
+    created = _first_missing(out)  # what to remove again if the build fails
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".compose-", dir=out))
+    except OSError as exc:
+        raise ComposerError(f"cannot write into the output folder {out}: {exc.strerror}",
+                            hint="-o must name a folder (or a path to make one) that this user "
+                            "can write to") from None
     try:
         files, manifest = _write_all(the_plan, tmp, events)
         _publish(tmp, out, files)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, ComposerError):
+            raise ComposerError(f"writing into {out} failed: {exc.strerror or exc}",
+                                hint="check free space and permissions; nothing was "
+                                "written") from None
         raise
     shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(out, tuple(files), manifest, tuple(the_plan.report.lines()))
@@ -271,6 +280,16 @@ def _with_size(request: WriteRequest, size: int) -> WriteRequest:
     from dataclasses import replace
 
     return replace(request, size=size)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet (None when it all exists)."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
 
 
 def _publish(tmp: Path, out: Path, files: list[str]) -> None:

@@ -90,6 +90,9 @@ def _stderr_console() -> Any:
 
 def _epoch(option: int | None) -> int | None:
     if option is not None:
+        if option < 0:
+            raise ComposerError(f"--source-date-epoch {option} is before 1970",
+                                hint="give seconds since 1970, such as 1718878001")
         return option
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env is None or env == "":

@@ -40,7 +40,7 @@ def route(tree: DeviceTree, partitions: Sequence[Partition], epoch_ns: int,
                 uncovered.setdefault(claim, []).append(entry.path)
             continue
         owners[entry.path] = part
-        moved = replace(entry, path=relative(entry.path, part.mount))
+        moved = entry.moved(relative(entry.path, part.mount))
         if entry.kind is Kind.HARDLINK and entry.target is not None:
             moved = replace(moved, target=relative(entry.target, part.mount))
         routed[part.name].append(moved)
@@ -96,8 +96,9 @@ def owner_of_parent(mount: str, partitions: Sequence[Partition]) -> Partition | 
 
 def _hardlinks(tree: DeviceTree, owners: dict[str, Partition]) -> list[ComposerError]:
     errors = []
-    for entry in tree.entries():
-        if entry.kind is Kind.HARDLINK and entry.target is not None:
+    links = [e for e in tree.as_mapping().values() if e.kind is Kind.HARDLINK]
+    for entry in sorted(links, key=lambda e: sort_key(e.path)):
+        if entry.target is not None:
             a, b = owners.get(entry.path), owners.get(entry.target)
             if a is not None and b is not None and a.name != b.name:
                 errors.append(ComposerError(

@@ -85,7 +85,11 @@ class Entry:
         return self.kind.ifmt | self.mode
 
     def moved(self, path: str) -> Entry:
-        return replace(self, path=path)
+        if path == self.path:
+            return self
+        # the constructor, not dataclasses.replace: this runs once per copied entry
+        return Entry(path, self.kind, self.mode, self.uid, self.gid, self.mtime_ns, self.content,
+                     self.target, self.rdev, self.xattrs)
 
 
 def norm(path: str) -> str:
@@ -125,6 +129,7 @@ class DeviceTree:
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._by_path: dict[str, Entry] = {}
+        self._order: list[str] | None = None  # sorted paths; None after a path came or went
         for entry in entries:
             self._by_path[entry.path] = entry
 
@@ -138,27 +143,38 @@ class DeviceTree:
         return self._by_path.get(path)
 
     def put(self, entry: Entry) -> None:
+        if self._order is not None and entry.path not in self._by_path:
+            self._order = None
         self._by_path[entry.path] = entry
 
     def remove(self, path: str) -> Entry | None:
+        if self._order is not None and path in self._by_path:
+            self._order = None
         return self._by_path.pop(path, None)
 
     def remove_tree(self, root: str) -> list[Entry]:
         """Remove `root` and everything below it; returns what was removed, sorted."""
         gone = [p for p in self._by_path if is_under(p, root)]
+        if gone:
+            self._order = None
         return sorted_entries(self._by_path.pop(p) for p in gone)
 
     def below(self, root: str) -> Iterator[Entry]:
         """Entries strictly below `root`, sorted."""
-        for entry in sorted_entries(self._by_path.values()):
-            if entry.path != root and is_under(entry.path, root):
-                yield entry
+        # filter first: sorting the whole tree on every call made rules quadratic
+        yield from sorted_entries(e for p, e in self._by_path.items()
+                                  if p != root and is_under(p, root))
 
     def children(self, root: str) -> list[Entry]:
         return [e for e in self.below(root) if parent(e.path) == root]
 
     def entries(self) -> list[Entry]:
-        return sorted_entries(self._by_path.values())
+        """All entries, sorted. The order is kept until a path is added or removed, so replacing
+        entries (canonical_hardlinks) and asking again costs no new sort."""
+        if self._order is None:
+            self._order = sorted(self._by_path, key=sort_key)
+        by_path = self._by_path
+        return [by_path[p] for p in self._order]
 
     def as_mapping(self) -> Mapping[str, Entry]:
         return self._by_path
@@ -198,10 +214,11 @@ def canonical_hardlinks(tree: DeviceTree) -> None:
     data in the first remaining link. The inode's metadata (mode, owner, time, xattrs) is that of
     the original file when it is still there."""
     groups: dict[str, list[Entry]] = {}
-    for entry in tree.entries():
+    for entry in tree.as_mapping().values():
         if entry.kind is Kind.HARDLINK and entry.target is not None:
             groups.setdefault(entry.target, []).append(entry)
-    for target, links in groups.items():
+    for target in sorted(groups, key=sort_key):
+        links = sorted(groups[target], key=lambda e: sort_key(e.path))
         original = tree.get(target)
         members = list(links)
         if original is not None and original.kind is Kind.FILE:

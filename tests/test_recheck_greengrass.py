@@ -79,8 +79,8 @@ def _build(folder: Path, *args: str) -> tuple[int, str, bytes]:
 def test_init_config_yaml_is_sanitized_like_effective_config(tmp_path: Path) -> None:
     g = make_snapshot(tmp_path / "snap")
     _write(g / "config/config.yaml",
-           "system:\n  thingName: \"%s\"\nservices:\n  aws.greengrass.SecretManager:\n"
-           "    runtime:\n      secretResponse: \"%s\"\n" % (THING, SECRET))
+           f"system:\n  thingName: \"{THING}\"\nservices:\n  aws.greengrass.SecretManager:\n"
+           f"    runtime:\n      secretResponse: \"{SECRET}\"\n")
     _layout(tmp_path)
     code, err, outputs = _build(tmp_path)
     assert code == 0, err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,16 @@ def _plan_as_nobody(folder: Path) -> tuple[int, str]:
 
 
 @ROOT_ONLY
-def test_folder_that_can_be_listed_but_not_searched(tmp_path: Path) -> None:
+def test_folder_that_can_be_listed_but_not_searched() -> None:
+    tmp_path = Path(tempfile.mkdtemp(prefix="recheck-", dir="/tmp"))  # pytest's is 0700 root
     os.chmod(tmp_path, 0o755)
+    try:
+        _unsearchable(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _unsearchable(tmp_path: Path) -> None:
     src = tmp_path / "src" / "locked"
     src.mkdir(parents=True)
     (src / "f").write_text("x")
@@ -162,7 +171,7 @@ def test_folder_and_gnu_tar_snapshot_in_any_order_give_the_same_bytes(tmp_path: 
     out = tmp_path / "extracted"
     out.mkdir()
     subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf",
-                    str(tmp_path / "tree" / "out" / "docker.tar"), "-C", str(out)],
+                    str(tmp_path / "build-tree" / "out" / "docker.tar"), "-C", str(out)],
                    check=True, capture_output=True)
     src, got = tree / "var/lib/docker/overlay2/l1/diff", out / "overlay2/l1/diff"
     for rel in ("etc/opaque", "etc/gone", "usr/bin/ping", "usr/bin/su", "usr/bin/a", "fifo",

@@ -52,8 +52,15 @@ def load_layout(path: Path) -> Layout:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ComposerError(f"layout file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ComposerError(f"cannot read layout file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raw = path.read_bytes()[: exc.start]
+        line = raw.count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n") + 1) + 1
+        raise ComposerError(f"the layout file is not UTF-8 (byte 0x{exc.object[exc.start]:02x})",
+                            Loc(str(path), line, col),
+                            hint="save the layout file as UTF-8") from None
+    except OSError as exc:
+        raise ComposerError(f"cannot read layout file {path}: {exc.strerror}") from None
     root = load_yaml(text, str(path))
     checker = _Checker(path)
     layout = checker.layout(root)

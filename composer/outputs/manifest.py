@@ -54,6 +54,8 @@ class HashingStore(ContentStore):
 
 
 class _Hashing(io.RawIOBase):
+    """Hashes what the writer reads, in the writer's own buffer (no copy of its own)."""
+
     def __init__(self, content: Content, inner: BinaryIO, sink: dict[Content, str]) -> None:
         self._content, self._inner, self._sink = content, inner, sink
         self._hash = hashlib.sha256()
@@ -64,7 +66,7 @@ class _Hashing(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         readinto = getattr(self._inner, "readinto", None)
-        if readinto is not None:  # no copy: hash what landed in the caller's buffer
+        if readinto is not None:
             view = memoryview(buffer)
             n = readinto(view) or 0
             self._hash.update(view[:n])

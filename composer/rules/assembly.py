@@ -12,7 +12,7 @@ from composer.errors import ComposerError, Loc
 from composer.layout.model import SourceRef
 from composer.report import Report
 from composer.sources import Scanned
-from composer.tree import Content, DeviceTree, Entry, Kind, is_under, parent
+from composer.tree import Content, DeviceTree, Entry, Kind, is_under, parent, sort_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Assembly:
         """The entry at `ref` and everything below it, sorted, with paths inside the source."""
         entries = self.sources[ref.source].entries
         return sorted((e for p, e in entries.items() if is_under(p, ref.path)),
-                      key=lambda e: e.path.split("/"))
+                      key=lambda e: sort_key(e.path))
 
     def read_small(self, contents: Iterable[Content]) -> dict[Content, bytes]:
         """Read a few small files (configs, recipes) into memory, in one pass per source."""
@@ -61,7 +61,8 @@ class Assembly:
     def place(self, entry: Entry, claim: Claim, override: bool = False) -> None:
         """Put `entry` at its device path; a second claim on one path is an error unless it is an
         explicit override of something copied from a source, or two claims on one directory."""
-        entry = replace(entry, mtime_ns=min(entry.mtime_ns, self.epoch_ns))
+        if entry.mtime_ns > self.epoch_ns:
+            entry = replace(entry, mtime_ns=self.epoch_ns)
         previous = self.claims.get(entry.path)
         existing = self.tree.get(entry.path)
         if previous is not None and existing is not None:
@@ -100,7 +101,7 @@ class Assembly:
         for entry in self.source_subtree(ref):
             rel = entry.path[len(ref.path):].lstrip("/") if ref.path != "/" else \
                 entry.path.lstrip("/")
-            if any(rel == d or rel.startswith(d + "/") for d in dropped_dirs):
+            if dropped_dirs and any(rel == d or rel.startswith(d + "/") for d in dropped_dirs):
                 continue
             if rel and not keep(rel, entry):
                 if entry.kind is Kind.DIR:
