@@ -144,3 +144,39 @@ def test_secrets_fail_policy_lists_each_file_and_key(tmp_path: Path, golden: Pat
 def test_usage_error_exits_2() -> None:
     assert compose("build").returncode == 2
     assert compose("frobnicate").returncode == 2
+
+
+def test_output_folder_that_is_a_file(demo: Path, tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    result = compose("-q", "build", str(demo), "-o", str(target))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot write into the output folder {target}")
+    assert target.read_text() == "a file"
+
+
+def test_failed_build_removes_the_folders_it_made(demo: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from composer import build as build_module
+    from composer.errors import ComposerError
+    from composer.fs.tar import TarWriter
+
+    def broken(*_: object, **__: object) -> None:
+        raise ComposerError("the disk is on fire")
+
+    monkeypatch.setattr(TarWriter, "write", broken)
+    the_plan = build_module.plan(demo)
+    with pytest.raises(ComposerError):
+        build_module.build(the_plan, tmp_path / "a" / "b" / "c")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "old.txt").write_text("old")
+    with pytest.raises(ComposerError):
+        build_module.build(the_plan, tmp_path / "kept")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["old.txt"]
+
+
+def test_negative_epoch(demo: Path) -> None:
+    result = compose("validate", str(demo), "--source-date-epoch", "-5")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --source-date-epoch -5 is before 1970")
