@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,47 +234,61 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
     manifest = manifest_header(the_plan.layout.name, the_plan.epoch)
     files: list[str] = []
     images: dict[str, tuple[Path, WriteResult]] = {}
-    digests: dict[str, str] = {}
-    outputs = the_plan.layout.outputs
-    for part in the_plan.partitions:
-        name = f"{part.name}.{'tar' if part.writer.fs == 'tar' else 'img'}"
-        request = part.request
-        if part.size is not None and request.size is None:
-            request = _with_size(request, part.size)
-        total = sum(e.size for e in request.entries)
-        events.start(f"{part.name} ({part.writer.fs})", total)
-        result = part.writer.write(request, tmp / name, store, events.advance)
-        files.append(name)
-        digests[name] = image_sha256(tmp / name, result.extents, result.size)
-        if part.writer.fixed_size:
-            images[part.name] = (tmp / name, result)
-            files += flashing_outputs(tmp / name, result, outputs)
-        manifest["partitions"][part.name] = {
-            "fs": part.writer.fs,
-            "image": name,
-            "size": result.size,
-            "sha256": digests[name],
-            "uuid": str(request.uuid),
-            "entries": [entry_record(e, store) for e in request.entries],
-        }
-    if the_plan.disk is not None:
-        events.step(f"writing disk.img ({the_plan.disk.plan.table.value})")
-        disk = write_layout_disk(the_plan.disk, images, tmp / "disk.img", store)
-        files.append("disk.img")
-        digests["disk.img"] = image_sha256(tmp / "disk.img", disk.extents, disk.size)
-        files += flashing_outputs(tmp / "disk.img", disk, outputs)
-        if Output.SFDISK in outputs:
-            files.append(sfdisk_file(the_plan.disk.plan, tmp / "disk.sfdisk"))
-        manifest["disk"] = disk_record(the_plan.disk.plan) | {
-            "image": "disk.img", "sha256": digests["disk.img"]}
+    # hashing a whole image takes as long as writing it; hashlib and file reads release the
+    # GIL, so the image digests run on other cores while bmaps and the manifest are made
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        digests: dict[str, Future[str]] = {}
+        for part in the_plan.partitions:
+            name, result, request = _write_partition(part, tmp, store, events)
+            files.append(name)
+            digests[name] = pool.submit(image_sha256, tmp / name, result.extents, result.size)
+            if part.writer.fixed_size:
+                images[part.name] = (tmp / name, result)
+                files += flashing_outputs(tmp / name, result, the_plan.layout.outputs)
+            manifest["partitions"][part.name] = {
+                "fs": part.writer.fs, "image": name, "size": result.size,
+                "uuid": str(request.uuid),
+                "entries": [entry_record(e, store) for e in request.entries]}
+        if the_plan.disk is not None:
+            files += _write_disk(the_plan, the_plan.disk, images, tmp, store, events, manifest,
+                                 lambda n, r: digests.setdefault(n, pool.submit(
+                                     image_sha256, tmp / n, r.extents, r.size)))
+        done = {name: future.result() for name, future in digests.items()}
+    for record in manifest["partitions"].values():
+        record["sha256"] = done[record["image"]]
+    if "disk" in manifest:
+        manifest["disk"]["sha256"] = done["disk.img"]
     manifest["outputs"] = sorted(files)
     write_manifest(tmp / "manifest.json", manifest)
     (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
                                     encoding="utf-8")
     files += ["manifest.json", "report.txt"]
-    write_sha256sums(tmp, files, digests)
+    write_sha256sums(tmp, files, done)
     files.append("SHA256SUMS")
     return files, manifest
+
+
+def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
+                     events: Events) -> tuple[str, WriteResult, WriteRequest]:
+    name = f"{part.name}.{'tar' if part.writer.fs == 'tar' else 'img'}"
+    request = part.request
+    if part.size is not None and request.size is None:
+        request = _with_size(request, part.size)
+    events.start(f"{part.name} ({part.writer.fs})", sum(e.size for e in request.entries))
+    return name, part.writer.write(request, tmp / name, store, events.advance), request
+
+
+def _write_disk(the_plan: Plan, disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]],
+                tmp: Path, store: HashingStore, events: Events, manifest: dict[str, Any],
+                digest: Callable[[str, WriteResult], object]) -> list[str]:
+    events.step(f"writing disk.img ({disk.plan.table.value})")
+    result = write_layout_disk(disk, images, tmp / "disk.img", store)
+    digest("disk.img", result)
+    files = ["disk.img", *flashing_outputs(tmp / "disk.img", result, the_plan.layout.outputs)]
+    if Output.SFDISK in the_plan.layout.outputs:
+        files.append(sfdisk_file(disk.plan, tmp / "disk.sfdisk"))
+    manifest["disk"] = disk_record(disk.plan) | {"image": "disk.img"}
+    return files
 
 
 def _with_size(request: WriteRequest, size: int) -> WriteRequest:

@@ -70,6 +70,9 @@ NUM_FATS = 2
 # FAT12 entries 0 and 1 share bytes 0-2; bytes 1-2 = FF FF make FAT[1] = 0xFFF (end of chain)
 FAT12_ENTRY1_EOC = b"\xff\xff"
 DIR_ENTRY = 32  # bytes per directory entry
+DIR_ATTR = 11  # offset of the attribute byte in a directory entry
+ATTR_VOLUME_ID = 0x08
+FAT32_ROOT_CLUSTER = 44  # BPB_RootClus
 LFN_CHARS = 13  # UTF-16 code units per long-name entry
 MAX_NAME_UNITS = 255
 LABEL_LEN = 11
@@ -86,6 +89,7 @@ _SPC_TABLE: dict[int, tuple[tuple[int, int], ...]] = {
          (4194304, 64)),
     32: ((66600, 0), (532480, 1), (16777216, 8), (33554432, 16), (67108864, 32)),
 }
+ROOT_ENTRIES = {12: 224, 16: 512, 32: 0}  # pyfatfs mkfs: fixed root directory entries
 FAT16_MIN_SIZE = (8400 + 1) * SECTOR  # the smallest FAT16 pyfatfs formats
 FAT32_MIN_SIZE = (66600 + 1) * SECTOR
 FAT32_AUTO_FROM = 512 * MIB  # like mkfs.fat: FAT32 from 512 MiB up, FAT16 below
@@ -137,7 +141,7 @@ def geometry(fat: int, size: int) -> Geometry | None:
     if spc == 0:
         return None
     reserved = 32 if fat == 32 else 1
-    root_entries = {12: 224, 16: 512, 32: 0}[fat]
+    root_entries = ROOT_ENTRIES[fat]
     root_sectors = (root_entries * DIR_ENTRY + SECTOR - 1) // SECTOR
     # mirrors mkfs, which mixes bytes and sectors here (the result over-sizes the FAT a little)
     tmp1 = size - (reserved + root_sectors)
@@ -228,6 +232,14 @@ class VfatWriter(FsWriter):
         size = {None: FAT16_MIN_SIZE, 12: 0, 16: FAT16_MIN_SIZE, 32: FAT32_MIN_SIZE}[fat]
         size = max(MIB, _round_up(size, MIB))
         entries = with_parents(req.entries, req.epoch)
+        root_slots = _children_slots(entries)["/"]
+        root_type = fat if fat in (12, 16) else 16 if fat is None else None
+        if root_type is not None and root_slots > ROOT_ENTRIES[root_type]:
+            # growing does not help: FAT12/16 have a fixed root directory
+            raise ComposerError(
+                f"{req.name}: the root directory needs {root_slots} entries, more than the "
+                f"{ROOT_ENTRIES[root_type]} FAT{root_type} has room for", loc=req.loc,
+                hint="use `fat: 32`, or move files into a subdirectory")
         for _ in range(64):  # each pass grows the size; a few passes always suffice
             geo = geometry(fat or auto_fat(size), size)
             if geo is not None:
@@ -248,6 +260,7 @@ class VfatWriter(FsWriter):
         out.touch(exist_ok=False)  # mkfs opens with "rb+": the file must exist
         with _frozen_dos_clock() as clock:
             _mkfs(out, geo, size, req, clock)
+            _fix_label_entry(out, geo, req.label)
             extents = _fill(out, geo, req, store, clock, progress)
         _patch_metadata(out, geo)
         return WriteResult(size, extents)
@@ -447,6 +460,31 @@ def _mkfs(out: Path, geo: Geometry, size: int, req: WriteRequest, clock: _Clock)
                 volume_id=volume_id(req) or 1)  # 1: pyfatfs would read the clock for 0
     finally:
         pf.close()
+
+
+def _fix_label_entry(out: Path, geo: Geometry, label: str | None) -> None:
+    """Make the root directory's volume-label entry agree with the boot sector, as fsck.fat wants.
+
+    pyfatfs names that entry through its 8.3 short-name generator, which cuts a label to 8
+    characters ("BOOT-PART1" becomes "BOOT-PAR") and makes "NO NAME" into "NONAME"; fsck.fat then
+    reports the two labels as different. With a label the entry gets the label's 11 bytes; without
+    one it is removed (mkfs.fat writes no entry), before any file takes a slot after it.
+    """
+    with out.open("r+b") as f:
+        if geo.fat == 32:
+            f.seek(FAT32_ROOT_CLUSTER)
+            (cluster,) = struct.unpack("<I", f.read(4))
+            root = geo.metadata_bytes + (cluster - 2) * geo.cluster_size
+        else:
+            root = (geo.reserved_sectors + NUM_FATS * geo.fat_sectors) * SECTOR
+        f.seek(root)
+        entry = f.read(DIR_ENTRY)
+        assert entry[DIR_ATTR] == ATTR_VOLUME_ID, "pyfatfs wrote no volume-label entry first"
+        f.seek(root)
+        if label is None:
+            f.write(bytes(DIR_ENTRY))  # a free slot that ends the directory
+        else:
+            f.write(label.upper().encode("ascii").ljust(LABEL_LEN))
 
 
 def _fill(out: Path, geo: Geometry, req: WriteRequest, store: ContentStore, clock: _Clock,

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,12 +21,23 @@ from composer.tree import Content, Entry, Kind
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
+# Contents at least this big are hashed on a helper thread: hashlib releases the GIL for big
+# buffers, so their sha256 runs on the other core while the writer goes on. Smaller ones are
+# hashed in place, where a queue hop would cost more than the hash.
+BACKGROUND_MIN = 256 * 1024
+QUEUE_CHUNKS = 16  # bounds the copies in flight (the writer's chunks are 1 MiB)
+
+
 class HashingStore(ContentStore):
     """A content store that remembers the sha256 of every content a writer read in full."""
 
     def __init__(self, inner: ContentStore) -> None:
         self._inner = inner
         self.hashes: dict[Content, str] = {}
+        self._queue: queue.Queue[tuple[Content, Any, bytes | None] | None] = \
+            queue.Queue(QUEUE_CHUNKS)
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def stream(self, contents: Iterable[Content]) -> Iterator[tuple[Content, BinaryIO]]:
         for content, stream in self._inner.stream(contents):
@@ -37,13 +50,61 @@ class HashingStore(ContentStore):
     def _wrap(self, content: Content, stream: BinaryIO) -> BinaryIO:
         if content in self.hashes:
             return stream
-        return _Hashing(content, stream, self.hashes)  # type: ignore[return-value]
+        if content.size >= BACKGROUND_MIN:
+            self._start()
+            return _Hashing(content, stream, self._background(content))  # type: ignore
+        return _Hashing(content, stream, self._inline(content))  # type: ignore[return-value]
+
+    def _inline(self, content: Content) -> _Sink:
+        h = hashlib.sha256()
+
+        def sink(data: bytes | memoryview | None) -> None:
+            if data is None:
+                self.hashes.setdefault(content, h.hexdigest())
+            else:
+                h.update(data)
+        return sink
+
+    def _background(self, content: Content) -> _Sink:
+        h = hashlib.sha256()
+
+        def sink(data: bytes | memoryview | None) -> None:
+            # the writer reuses its buffer: hand over a copy
+            self._queue.put((content, h, None if data is None else bytes(data)))
+        return sink
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="sha256", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            content, h, data = item
+            try:
+                if data is None:
+                    self.hashes.setdefault(content, h.hexdigest())
+                else:
+                    h.update(data)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in finish()
+                self._failure = exc
+
+    def finish(self) -> None:
+        """Wait until every content read so far is hashed."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._failure is not None:
+            raise self._failure
 
     def digest(self, content: Content) -> str:
         if content.size == 0:
             return EMPTY_SHA256
         if content.inline is not None:
             return hashlib.sha256(content.inline).hexdigest()
+        if content not in self.hashes:
+            self.finish()
         if content not in self.hashes:
             for got, stream in self._inner.stream([content]):
                 h = hashlib.sha256()
@@ -53,12 +114,14 @@ class HashingStore(ContentStore):
         return self.hashes[content]
 
 
-class _Hashing(io.RawIOBase):
-    """Hashes what the writer reads, in the writer's own buffer (no copy of its own)."""
+_Sink = Callable[[bytes | memoryview | None], None]
 
-    def __init__(self, content: Content, inner: BinaryIO, sink: dict[Content, str]) -> None:
+
+class _Hashing(io.RawIOBase):
+    """Hands what the writer reads to a hash sink, then None once the content is complete."""
+
+    def __init__(self, content: Content, inner: BinaryIO, sink: _Sink) -> None:
         self._content, self._inner, self._sink = content, inner, sink
-        self._hash = hashlib.sha256()
         self._done = 0
 
     def readable(self) -> bool:
@@ -69,15 +132,17 @@ class _Hashing(io.RawIOBase):
         if readinto is not None:
             view = memoryview(buffer)
             n = readinto(view) or 0
-            self._hash.update(view[:n])
+            if n:
+                self._sink(view[:n])
         else:
             data = self._inner.read(len(buffer))
             n = len(data)
             buffer[:n] = data
-            self._hash.update(data)
+            if n:
+                self._sink(data)
         self._done += n
-        if self._done == self._content.size and self._content not in self._sink:
-            self._sink[self._content] = self._hash.hexdigest()
+        if n and self._done == self._content.size:
+            self._sink(None)
         return n
 
 
