@@ -155,6 +155,7 @@ def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None) ->
 def _assemble(layout: Layout, asm: Assembly) -> DeviceTree:
     gg = GreengrassRule(layout.greengrass, asm) if layout.greengrass else None
     systemd = SystemdRule(layout.systemd, asm) if layout.systemd else None
+    _prefetch(layout, asm)
     if gg is not None:
         gg.apply()
     if systemd is not None:
@@ -170,6 +171,17 @@ def _assemble(layout: Layout, asm: Assembly) -> DeviceTree:
         gg.check()
     raise_all(asm.errors)
     return asm.tree
+
+
+def _prefetch(layout: Layout, asm: Assembly) -> None:
+    """The small files the rules read, in one pass over each source (see read_small)."""
+    wanted = []
+    if layout.greengrass is not None:
+        wanted += asm.small_files(layout.greengrass.src, (
+            "config/*", "deployments/*/*.tlog", "packages/recipes/*.recipe.yaml"))
+    if layout.systemd is not None:
+        wanted += asm.small_files(layout.systemd.src, layout.systemd.units)
+    asm.read_small(wanted)
 
 
 def _plan_partitions(layout: Layout, routed: dict[str, tuple[Any, ...]],

@@ -45,8 +45,23 @@ TYPE_BYTES: dict[str, int] = {
 }
 
 
+# types a primary entry holding a file system must not have: readers take 0x05/0x0f/0x85 for an
+# extended partition (and look for a chain of EBRs in it) and 0xee for a GPT's protective entry
+RESERVED_TYPES = {0x05: "an extended partition", 0x0F: "an extended partition",
+                  0x85: "an extended partition", 0xEE: "the protective entry of a GPT disk"}
+
+
 def type_byte(value: str | int) -> int:
     """An MBR type from a short name, an int, or a hex string ("0x83", "83")."""
+    number = _type_byte(value)
+    if number in RESERVED_TYPES:
+        raise ComposerError(
+            f"MBR partition type {number:#04x} marks {RESERVED_TYPES[number]}, not a partition "
+            "that holds a file system", hint="use linux (0x83), vfat (0x0c) or another type")
+    return number
+
+
+def _type_byte(value: str | int) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if 0 < value <= 0xFF:
             return value

@@ -3,6 +3,7 @@ the report, and errors collected so that a layout's problems are reported togeth
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ class Assembly:
         self.report = Report()
         self.errors: list[ComposerError] = []
         self.claims: dict[str, Claim] = {}
+        self._small: dict[Content, bytes] = {}
 
     def error(self, message: str, loc: Loc | None, hint: str | None = None,
               path: str | None = None) -> None:
@@ -53,8 +55,25 @@ class Assembly:
                       key=lambda e: sort_key(e.path))
 
     def read_small(self, contents: Iterable[Content]) -> dict[Content, bytes]:
-        """Read a few small files (configs, recipes) into memory, in one pass per source."""
-        return {content: stream.read() for content, stream in self.store.stream(contents)}
+        """Read a few small files (configs, recipes) into memory, in one pass per source.
+
+        Results are kept: a compressed archive can only be read from its start, so the rules
+        prefetch what they will need (`prefetch`) and later reads cost nothing."""
+        wanted = list(dict.fromkeys(contents))
+        missing = [c for c in wanted if c not in self._small and c.inline is None]
+        for content, stream in self.store.stream(missing):
+            self._small[content] = stream.read()
+        return {c: c.inline if c.inline is not None else self._small[c] for c in wanted}
+
+    def small_files(self, ref: SourceRef, patterns: Iterable[str]) -> list[Content]:
+        """The files below `ref` whose path (relative to it) matches one of `patterns`."""
+        if ref.path not in self.sources[ref.source].entries:
+            return []
+        globs = tuple(patterns)
+        return [e.content for e in self.source_subtree(ref)
+                if e.kind is Kind.FILE and e.content is not None
+                and any(fnmatch.fnmatchcase(e.path[len(ref.path):].lstrip("/"), g)
+                        for g in globs)]
 
     # --- placing entries -----------------------------------------------------------------
 
