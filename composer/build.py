@@ -259,7 +259,7 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
                 files += flashing_outputs(tmp / name, result, the_plan.layout.outputs)
             manifest["partitions"][part.name] = {
                 "fs": part.writer.fs, "image": name, "size": result.size,
-                "uuid": str(request.uuid),
+                **({"uuid": str(request.uuid)} if part.writer.fixed_size else {}),
                 "entries": [entry_record(e, store) for e in request.entries]}
         if the_plan.disk is not None:
             files += _write_disk(the_plan, the_plan.disk, images, tmp, store, events, manifest,

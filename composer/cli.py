@@ -172,7 +172,7 @@ def _print_disk(disk: dict[str, Any]) -> None:
                f"id {ident}")
     rows = [(p["offset"], f"  {p['number']:>2} {p['name']:<12} offset {p['offset']:>12}  "
              f"size {p['size']:>12}  type {p['type']}  partuuid {p['partuuid'] or '-'}"
-             + (f"  attributes {p['attributes']:#x}" if p["attributes"] else "")
+             + (f"  attributes {p['attributes']}" if int(p["attributes"], 16) else "")
              + ("  bootable" if p["bootable"] else "")) for p in disk["partitions"]]
     rows += [(b["offset"], f"     raw {b['name']:<8} offset {b['offset']:>12}  size "
               f"{b['size']:>12}") for b in disk["raw"]]

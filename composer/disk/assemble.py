@@ -166,6 +166,8 @@ def plan_disk(table: TableType | str, partitions: Sequence[DiskPartitionSpec], *
     table = TableType(table)
     errors: list[ComposerError] = []
     errors += _check_basics(table, partitions, raw_blobs, align, disk_size, gpt_entry_lba, loc)
+    if table is TableType.GPT:
+        errors += _check_guids(partitions, disk_guid, loc)
     if mbr_signature is not None and not 0 <= mbr_signature <= 0xFFFFFFFF:
         errors.append(ComposerError(f"MBR disk signature {mbr_signature:#x} is not 32 bits",
                                     loc=loc, hint="write it as 8 hex digits"))
@@ -221,11 +223,13 @@ def _check_basics(table: TableType, partitions: Sequence[DiskPartitionSpec],
             f"{limit}", loc=loc,
             hint="use gpt" if table is TableType.MBR else "merge partitions"))
     if align < SECTOR or align % SECTOR:
-        errors.append(ComposerError(f"alignment {align} is not a multiple of {SECTOR} bytes",
-                                    loc=loc))
+        errors.append(ComposerError(
+            f"alignment {align} is not a positive multiple of {SECTOR} bytes", loc=loc,
+            hint="use a power of two such as 1MiB (the default) or 4MiB"))
     if disk_size is not None and (disk_size <= 0 or disk_size % SECTOR):
-        errors.append(ComposerError(f"disk size {disk_size} is not a multiple of {SECTOR} bytes",
-                                    loc=loc))
+        errors.append(ComposerError(
+            f"disk size {disk_size} is not a positive multiple of {SECTOR} bytes", loc=loc,
+            hint="use a size in MiB, or drop disk.size to make the disk just big enough"))
     if entry_lba is not None and table is TableType.MBR:
         errors.append(ComposerError("a GPT entry array location was given for an MBR disk",
                                     loc=loc))
@@ -240,6 +244,32 @@ def _check_basics(table: TableType, partitions: Sequence[DiskPartitionSpec],
             errors.append(ComposerError(
                 f"raw blob {b.name!r}: offset {b.offset} is not a multiple of {SECTOR} bytes"
                 if b.offset % SECTOR else f"raw blob {b.name!r} is empty", loc=b.loc or loc))
+    return errors
+
+
+def _check_guids(partitions: Sequence[DiskPartitionSpec], disk_guid: uuid.UUID | None,
+                 loc: Loc | None) -> list[ComposerError]:
+    """Pinned GUIDs must be unique and not nil: PARTUUID= and udev's by-partuuid links pick one
+    partition per GUID, and UEFI reads a nil GUID as "none"."""
+    errors: list[ComposerError] = []
+    if disk_guid is not None and disk_guid.int == 0:
+        errors.append(ComposerError("the disk GUID cannot be the nil GUID", loc=loc,
+                                    hint="pin another GUID, or drop disk.guid to derive one"))
+    seen: dict[uuid.UUID, str] = {}
+    if disk_guid is not None:
+        seen[disk_guid] = "the disk's own GUID (disk.guid)"
+    for p in partitions:
+        if p.uuid is None:
+            continue
+        if p.uuid.int == 0:
+            errors.append(ComposerError(f"partition {p.name!r}: partuuid cannot be the nil GUID",
+                                        loc=p.loc, hint="pin another GUID, or drop partuuid"))
+            continue
+        other = seen.setdefault(p.uuid, f"the partuuid of partition {p.name!r}")
+        if other != f"the partuuid of partition {p.name!r}":
+            errors.append(ComposerError(
+                f"partition {p.name!r}: partuuid {p.uuid} is already {other}", loc=p.loc,
+                hint="every GUID on a disk must be unique; drop partuuid to derive one"))
     return errors
 
 
@@ -413,7 +443,8 @@ def _bounds_error(table: TableType, thing: _Thing, regions: tuple[Region, ...],
     if thing.end > disk_size:
         return ComposerError(f"{thing.what} ({span}) ends beyond the end of the disk "
                              f"({disk_size} bytes)",
-                             hint="make the disk bigger, or the partition smaller")
+                             hint="make the disk bigger, or move the raw blob" if thing.is_blob
+                             else "make the disk bigger, or the partition smaller")
     if table is TableType.MBR and thing.end // SECTOR - 1 > mbr.MAX_LBA:
         return ComposerError(f"{thing.what} ({span}) ends beyond the 2 TiB an MBR can address",
                              hint="use gpt")

@@ -123,7 +123,8 @@ def disk_record(plan: DiskPlan) -> dict[str, Any]:
             "name": p.name, "number": p.number, "offset": p.offset, "size": p.size,
             "type": str(p.type_guid) if p.type_guid else f"0x{p.mbr_type or 0:02x}",
             "partuuid": str(p.uuid) if p.uuid else None,
-            "attributes": p.attributes, "bootable": p.bootable,
+            # a hex string: these 64-bit values lose precision as JSON numbers in JavaScript
+            "attributes": f"0x{p.attributes:016x}", "bootable": p.bootable,
         } for p in plan.partitions],
         "raw": [{"name": b.name, "offset": b.offset, "size": b.size} for b in plan.raw_blobs],
         "free": [{"offset": o, "size": s} for o, s in plan.free],

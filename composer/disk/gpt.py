@@ -113,17 +113,22 @@ TYPE_GUIDS: dict[str, uuid.UUID] = {name: uuid.UUID(guid) for name, guid in {
 def type_guid(value: str | uuid.UUID) -> uuid.UUID:
     """A type GUID from a short name (`TYPE_GUIDS`) or a literal GUID; ComposerError otherwise."""
     if isinstance(value, uuid.UUID):
-        return value
+        value = str(value)
     if value in TYPE_GUIDS:
         return TYPE_GUIDS[value]
     try:
-        return uuid.UUID(value)
+        guid = uuid.UUID(value)
     except ValueError:
         close = difflib.get_close_matches(value, sorted(TYPE_GUIDS), n=1)
         raise ComposerError(
             f"unknown GPT partition type {value!r}",
             hint=f"did you mean {close[0]!r}?" if close else
             "use a GUID or one of: " + ", ".join(sorted(TYPE_GUIDS))) from None
+    if guid.int == 0:
+        # UEFI: an entry whose type is the nil GUID is unused; readers would skip the partition
+        raise ComposerError("the GPT partition type cannot be the nil GUID, which marks an "
+                            "unused entry", hint="use linux or another type")
+    return guid
 
 
 def attributes(names: tuple[str, ...]) -> int:

@@ -272,6 +272,8 @@ class _Checker:
             value = self.enum(item, f"outputs[{i}]", Output, Output.SIMG)
             if value.value != name:
                 continue
+            if value in result:
+                self.fail(item, f"outputs[{i}]", f"{name!r} is listed twice")
             if value is Output.SFDISK and not has_disk:
                 self.fail(item, f"outputs[{i}]", "an sfdisk script needs a 'disk:' section")
             result.append(value)
@@ -338,12 +340,19 @@ class _Checker:
             if writer is not None and not writer.fixed_size and size is not None:
                 self.fail(raw["size"], f"{path}.size", f"a {fs} partition has no size",
                           "remove 'size' (a tar archive is as big as its content)")
+            elif size is not None and (size <= 0 or size % 4096):
+                self.fail(raw["size"], f"{path}.size", f"{size} bytes is not a positive "
+                          "multiple of 4 KiB", "file systems, bmap and sparse images count "
+                          "4 KiB blocks; 1 MiB steps are best")
         elif writer is not None and writer.fixed_size:
             pass  # auto
         label = self.string(raw.get("label"), f"{path}.label")
         pinned = self.uuid(raw.get("uuid"), f"{path}.uuid")
         options = {key: self.option(raw[key], f"{path}.{key}", spec)
                    for key, spec in option_specs.items() if key in raw}
+        if "headroom" in raw and size is not None:
+            self.fail(raw["headroom"], f"{path}.headroom", "headroom only applies to size: auto",
+                      "remove headroom, or the fixed size")
         placement = self.placement(raw, path, node.loc)
         if name is None or mount is None or writer is None:
             return None
@@ -516,7 +525,13 @@ class _Checker:
         table = self.enum(raw.get("table"), "disk.table", TableType, TableType.GPT)
         align = self.size(raw["align"], "disk.align", allow_auto=False) if "align" in raw \
             else MiB
+        if align is not None and (align <= 0 or align % 4096):
+            self.fail(raw["align"], "disk.align", f"alignment {align} is not a positive "
+                      "multiple of 4 KiB", "1MiB suits every flash medium")
         size = self.size(raw["size"], "disk.size", allow_auto=True) if "size" in raw else None
+        if size is not None and (size <= 0 or size % 4096):
+            self.fail(raw["size"], "disk.size", f"{size} bytes is not a positive multiple of "
+                      "4 KiB", "bmap and sparse images count 4 KiB blocks; 1 MiB steps are best")
         guid = self.uuid(raw.get("guid"), "disk.guid")
         signature = None
         if "signature" in raw:

@@ -104,6 +104,9 @@ class Ext4Writer(FsWriter):
                 opts.journal_bytes < JOURNAL_MIN_BLOCKS * BLOCK_SIZE:
             err(f"journal of {opts.journal_bytes} bytes is smaller than the minimum "
                 f"{JOURNAL_MIN_BLOCKS * BLOCK_SIZE}", "use journal: 4MiB or more, or none")
+        if opts.inodes is not None and not 0 < opts.inodes < 2**32:
+            err(f"inodes {opts.inodes} is outside what ext4 can count (1 to {2**32 - 1})",
+                "leave inodes unset to size it from the content")
         if not 0 <= opts.reserved_pct <= 50:
             err(f"reserved {opts.reserved_pct}% is outside 0..50", "use 0 to 50 percent")
         prep, entry_errors = self._prepare_entries(req)
