@@ -250,22 +250,31 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
     # GIL, so the image digests run on other cores while bmaps and the manifest are made
     with ThreadPoolExecutor(max_workers=2) as pool:
         digests: dict[str, Future[str]] = {}
+        extras: list[Future[list[str]]] = []  # bmap, simg, zst: they only read finished images
         for part in the_plan.partitions:
             name, result, request = _write_partition(part, tmp, store, events)
             files.append(name)
             digests[name] = pool.submit(image_sha256, tmp / name, result.extents, result.size)
             if part.writer.fixed_size:
                 images[part.name] = (tmp / name, result)
-                files += flashing_outputs(tmp / name, result, the_plan.layout.outputs)
+                extras.append(pool.submit(flashing_outputs, tmp / name, result,
+                                          the_plan.layout.outputs))
             manifest["partitions"][part.name] = {
                 "fs": part.writer.fs, "image": name, "size": result.size,
                 **({"uuid": str(request.uuid)} if part.writer.fixed_size else {}),
                 "entries": [entry_record(e, store) for e in request.entries]}
         if the_plan.disk is not None:
-            files += _write_disk(the_plan, the_plan.disk, images, tmp, store, events, manifest,
-                                 lambda n, r: digests.setdefault(n, pool.submit(
-                                     image_sha256, tmp / n, r.extents, r.size)))
+            result = _write_disk(the_plan.disk, images, tmp, store, events, manifest)
+            files.append("disk.img")
+            digests["disk.img"] = pool.submit(image_sha256, tmp / "disk.img", result.extents,
+                                              result.size)
+            extras.append(pool.submit(flashing_outputs, tmp / "disk.img", result,
+                                      the_plan.layout.outputs))
+            if Output.SFDISK in the_plan.layout.outputs:
+                files.append(sfdisk_file(the_plan.disk.plan, tmp / "disk.sfdisk"))
         done = {name: future.result() for name, future in digests.items()}
+        for extra in extras:
+            files += extra.result()
     for record in manifest["partitions"].values():
         record["sha256"] = done[record["image"]]
     if "disk" in manifest:
@@ -290,17 +299,12 @@ def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
     return name, part.writer.write(request, tmp / name, store, events.advance), request
 
 
-def _write_disk(the_plan: Plan, disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]],
-                tmp: Path, store: HashingStore, events: Events, manifest: dict[str, Any],
-                digest: Callable[[str, WriteResult], object]) -> list[str]:
+def _write_disk(disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]], tmp: Path,
+                store: HashingStore, events: Events, manifest: dict[str, Any]) -> WriteResult:
     events.step(f"writing disk.img ({disk.plan.table.value})")
     result = write_layout_disk(disk, images, tmp / "disk.img", store)
-    digest("disk.img", result)
-    files = ["disk.img", *flashing_outputs(tmp / "disk.img", result, the_plan.layout.outputs)]
-    if Output.SFDISK in the_plan.layout.outputs:
-        files.append(sfdisk_file(disk.plan, tmp / "disk.sfdisk"))
     manifest["disk"] = disk_record(disk.plan) | {"image": "disk.img"}
-    return files
+    return result
 
 
 def _with_size(request: WriteRequest, size: int) -> WriteRequest:
