@@ -49,3 +49,26 @@ def add_xattrs(entry_p: int, xattrs: tuple[tuple[str, bytes], ...]) -> None:
 # hard link from flags set by earlier calls, so set each kind of link explicitly.
 update_symlink_utf8 = ffi.ffi("entry_update_symlink_utf8", [_entry_p, c_char_p], c_int)
 update_hardlink_utf8 = ffi.ffi("entry_update_hardlink_utf8", [_entry_p, c_char_p], c_int)
+
+# POSIX ACLs: libarchive keeps them apart from xattrs (tar --acls writes SCHILY.acl.*), with
+# numeric ids in `qual`. Walked entry by entry: the text form maps ids to host user names.
+acl_reset = ffi.ffi("entry_acl_reset", [_entry_p, c_int], c_int)
+acl_next = ffi.ffi("entry_acl_next", [_entry_p, c_int, POINTER(c_int), POINTER(c_int),
+                                      POINTER(c_int), POINTER(c_int), POINTER(c_char_p)], c_int)
+ACL_TYPE_ACCESS = 0x100
+ACL_TYPE_DEFAULT = 0x200
+
+
+def read_acl(entry_p: int, acl_type: int) -> list[tuple[int, int, int, str]]:
+    """(libarchive tag, permission bits rwx, numeric id or -1, name) of every ACL entry of one
+    type."""
+    found: list[tuple[int, int, int, str]] = []
+    if acl_reset(entry_p, acl_type) == 0:
+        return found
+    kind, perm, tag, qual = c_int(), c_int(), c_int(), c_int()
+    name = c_char_p()
+    while acl_next(entry_p, acl_type, ctypes.byref(kind), ctypes.byref(perm), ctypes.byref(tag),
+                   ctypes.byref(qual), ctypes.byref(name)) == ARCHIVE_OK:
+        text = name.value.decode("utf-8", "replace") if name.value else ""
+        found.append((tag.value, perm.value & 0o7, qual.value, text))
+    return found

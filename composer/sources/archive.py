@@ -17,7 +17,8 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
-from composer.archive_ffi import read_xattrs
+from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, UnresolvedName, acl_xattr, mask_bits
+from composer.archive_ffi import ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT, read_acl, read_xattrs
 from composer.content import DataSource
 from composer.errors import ComposerError
 from composer.sources import Scanned
@@ -91,8 +92,15 @@ def _entry(source: str, member: libarchive.ArchiveEntry, index: int, warnings: l
                         f"taken as {path!r}")
     entry_p = member._entry_p
     mtime_ns = ffi.entry_mtime(entry_p) * 1_000_000_000 + ffi.entry_mtime_nsec(entry_p)
-    common = dict(path=path, mode=member.mode & 0o7777, uid=member.uid, gid=member.gid,
-                  mtime_ns=max(0, mtime_ns), xattrs=read_xattrs(entry_p))
+    try:
+        mode, xattrs = _with_acls(entry_p, member.mode & 0o7777, read_xattrs(entry_p))
+    except UnresolvedName as exc:
+        raise ComposerError(
+            f"source {source!r}: member {raw!r} has an ACL that names {exc.args[0]!r} without "
+            "a numeric id", hint="capture with tar --xattrs --acls (as tools/capture-golden.sh "
+            "does), which also stores the numeric form") from None
+    common = dict(path=path, mode=mode, uid=member.uid, gid=member.gid,
+                  mtime_ns=max(0, mtime_ns), xattrs=xattrs)
     if member.islnk:
         target, _ = member_path(member.linkpath)
         found = seen.get(target)
@@ -119,6 +127,26 @@ def _entry(source: str, member: libarchive.ArchiveEntry, index: int, warnings: l
         rdev = (member.rdevmajor, member.rdevminor)
         return Entry(kind=kind, rdev=rdev, **common)  # type: ignore[arg-type]
     return Entry(kind=kind, **common)  # type: ignore[arg-type]
+
+
+def _with_acls(entry_p: int, mode: int, xattrs: tuple[tuple[str, bytes], ...]
+               ) -> tuple[int, tuple[tuple[str, bytes], ...]]:
+    """Fold the member's POSIX ACLs into its xattrs, as a folder on Linux shows them.
+
+    With a mask, Linux keeps the mask in the mode's group bits; libarchive puts the owning
+    group's entry there instead, so it is put back (the same file then reads the same from a
+    folder and from its archive)."""
+    found = dict(xattrs)
+    for name, kind in ((ACCESS_XATTR, ACL_TYPE_ACCESS), (DEFAULT_XATTR, ACL_TYPE_DEFAULT)):
+        if name not in found:
+            value = acl_xattr(read_acl(entry_p, kind))
+            if value is not None:
+                found[name] = value
+    access = found.get(ACCESS_XATTR)
+    mask = mask_bits(access) if access is not None else None
+    if mask is not None:
+        mode = (mode & ~0o070) | (mask << 3)
+    return mode, tuple(sorted(found.items()))
 
 
 def _add_missing_dirs(entries: dict[str, Entry]) -> None:

@@ -1,0 +1,55 @@
+"""POSIX ACLs as Linux stores them in xattrs (system.posix_acl_access / _default).
+
+The xattr form (acl_ea.h): a little-endian u32 version 2, then one 8-byte entry per ACL entry:
+u16 tag, u16 permissions (rwx = 4/2/1), u32 id (0xFFFFFFFF for the owner, owning group, mask
+and other entries), sorted by tag then id. Archives hand ACLs over as separate entries, so they
+are turned into this form and travel with the other xattrs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+ACCESS_XATTR = "system.posix_acl_access"
+DEFAULT_XATTR = "system.posix_acl_default"
+XATTR_VERSION = 2
+NO_ID = 0xFFFFFFFF
+
+# tags of the xattr form (linux/posix_acl.h)
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+# libarchive's tags (archive_entry.h) -> the xattr form's, and whether the id counts
+_FROM_LIBARCHIVE = {10002: (USER_OBJ, False), 10001: (USER, True), 10004: (GROUP_OBJ, False),
+                    10003: (GROUP, True), 10005: (MASK, False), 10006: (OTHER, False)}
+
+
+class UnresolvedName(ValueError):
+    """A named ACL entry without a numeric id: names mean nothing off the golden device."""
+
+
+def acl_xattr(entries: Iterable[tuple[int, int, int] | tuple[int, int, int, str]]
+              ) -> bytes | None:
+    """The xattr value for libarchive ACL entries (tag, perm, id[, name]); None for a trivial
+    ACL (only owner, group and other: the mode bits say it all)."""
+    items = []
+    for tag, perm, ident, *name in entries:
+        if tag not in _FROM_LIBARCHIVE:
+            continue  # NFSv4 entries have no place in a POSIX ACL
+        xtag, has_id = _FROM_LIBARCHIVE[tag]
+        if has_id and ident < 0:
+            raise UnresolvedName(name[0] if name else "?")
+        items.append((xtag, perm & 0o7, ident & 0xFFFFFFFF if has_id else NO_ID))
+    if not any(tag in (USER, GROUP, MASK) for tag, _, _ in items):
+        return None
+    items.sort(key=lambda item: (item[0], item[2]))
+    return struct.pack("<I", XATTR_VERSION) + b"".join(
+        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in items)
+
+
+def mask_bits(value: bytes) -> int | None:
+    """The mask entry's permissions of an xattr-form ACL (None without a mask)."""
+    for offset in range(4, len(value) - 7, 8):
+        tag, perm, _ = struct.unpack_from("<HHI", value, offset)
+        if tag == MASK:
+            return int(perm)
+    return None
