@@ -53,3 +53,16 @@ def mask_bits(value: bytes) -> int | None:
         if tag == MASK:
             return int(perm)
     return None
+
+
+_TO_LIBARCHIVE = {xtag: tag for tag, (xtag, _) in _FROM_LIBARCHIVE.items()}
+
+
+def acl_entries(value: bytes) -> list[tuple[int, int, int]]:
+    """The xattr form back as libarchive entries (tag, perm, id; -1 where no id applies)."""
+    found = []
+    for offset in range(4, len(value) - 7, 8):
+        tag, perm, ident = struct.unpack_from("<HHI", value, offset)
+        if tag in _TO_LIBARCHIVE:
+            found.append((_TO_LIBARCHIVE[tag], perm & 0o7, -1 if ident == NO_ID else ident))
+    return found

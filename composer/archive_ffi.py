@@ -72,3 +72,10 @@ def read_acl(entry_p: int, acl_type: int) -> list[tuple[int, int, int, str]]:
         text = name.value.decode("utf-8", "replace") if name.value else ""
         found.append((tag.value, perm.value & 0o7, qual.value, text))
     return found
+acl_add = ffi.ffi("entry_acl_add_entry", [_entry_p, c_int, c_int, c_int, c_int, c_char_p], c_int)
+
+
+def add_acl(entry_p: int, acl_type: int, entries: list[tuple[int, int, int]]) -> None:
+    """Add (libarchive tag, perm, id) entries; tar writers store them as SCHILY.acl.*."""
+    for tag, perm, ident in entries:
+        acl_add(entry_p, acl_type, perm, tag, ident, None)

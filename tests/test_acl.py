@@ -108,3 +108,30 @@ def test_acl_with_names_only_is_an_error(tmp_path: Path) -> None:
     assert "without a numeric id" in result.stderr
     assert "hint: capture with tar --xattrs --acls" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(bool(NEEDS) or shutil.which("bsdtar") is None,
+                    reason="needs setfacl, getfacl, tar and bsdtar")
+def test_tar_partition_acls_are_restored_by_gnu_tar_and_bsdtar(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    if not _tree(src):
+        pytest.skip("this file system does not take ACLs")
+    (tmp_path / "l.yaml").write_text(
+        "version: 1\nname: acl\nepoch: 1700000000\nsources:\n  s: src/\npartitions:\n"
+        "  - {name: root, fs: tar, mount: /}\nfiles:\n  - {from: \"s:/\", to: /}\n")
+    assert compose("-q", "build", "l.yaml", "-o", "o", cwd=tmp_path).returncode == 0
+    tar = str(tmp_path / "o" / "root.tar")
+    (tmp_path / "gnu").mkdir()
+    (tmp_path / "bsd").mkdir()
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--acls", "-xf", tar, "-C",
+                    str(tmp_path / "gnu")], check=True, capture_output=True)
+    subprocess.run(["bsdtar", "--acls", "--xattrs", "-xpf", tar, "-C", str(tmp_path / "bsd")],
+                   check=True, capture_output=True)
+
+    def acls(root: Path) -> str:
+        return subprocess.run(["getfacl", "-n", "--omit-header", "f", "d"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout
+
+    assert "user:1000:rw-" in acls(src)
+    assert acls(tmp_path / "gnu") == acls(src)
+    assert acls(tmp_path / "bsd") == acls(src)

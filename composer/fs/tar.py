@@ -18,6 +18,7 @@ from libarchive import ffi
 from libarchive.write import new_archive_write
 
 from composer import archive_ffi
+from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, acl_entries
 from composer.content import CHUNK, ContentStore
 from composer.errors import ComposerError
 from composer.fs.base import FsWriter, Progress, WriteRequest, WriteResult, no_progress, register
@@ -101,4 +102,9 @@ def _fill(entry_p: int, entry: Entry) -> None:
     elif entry.kind in (Kind.CHAR, Kind.BLOCK):
         ffi.entry_set_rdevmajor(entry_p, entry.rdev[0])
         ffi.entry_set_rdevminor(entry_p, entry.rdev[1])
-    archive_ffi.add_xattrs(entry_p, entry.xattrs)
+    # tar readers restore ACLs from SCHILY.acl.* records, not from system.posix_acl_* xattrs
+    acls = {ACCESS_XATTR: archive_ffi.ACL_TYPE_ACCESS, DEFAULT_XATTR: archive_ffi.ACL_TYPE_DEFAULT}
+    for name, value in entry.xattrs:
+        if name in acls:
+            archive_ffi.add_acl(entry_p, acls[name], acl_entries(value))
+    archive_ffi.add_xattrs(entry_p, tuple(x for x in entry.xattrs if x[0] not in acls))
