@@ -208,6 +208,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except ComposerError as exc:
+        if STATE.debug:
+            traceback.print_exc()
         typer.echo(exc.render(), err=True)
         sys.exit(1)
     except typer.Exit as exc:

@@ -11,7 +11,6 @@ Offsets and sizes are bytes; every one is a whole number of 512-byte sectors.
 
 from __future__ import annotations
 
-import enum
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import BinaryIO
 from composer.disk import gpt, mbr
 from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import WriteResult, merge_extents
+from composer.layout.model import TableType  # the layout's names are the disk's
 
 SECTOR = 512
 KIB = 1 << 10
@@ -29,11 +29,6 @@ DEFAULT_ALIGN = MIB  # flashing-facts §1: 1 MiB, a multiple of 4 KiB blocks and
 COPY_CHUNK = 4 * MIB
 # the namespace of derived disk GUIDs; callers should pass the project-wide one when it exists
 DISK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "composer:disk")
-
-
-class TableType(enum.StrEnum):
-    GPT = "gpt"
-    MBR = "mbr"
 
 
 @dataclass(frozen=True, slots=True)

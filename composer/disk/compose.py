@@ -69,7 +69,7 @@ def plan_layout_disk(disk: Disk, partitions: Sequence[Partition], sizes: Mapping
         errors.append(ComposerError("the disk has no partitions", disk.loc, path="disk",
                                     hint="a disk holds every partition that is not fs: tar"))
     raise_all(errors)
-    plan = plan_disk(disk.table.value, specs, seed=seed, disk_size=disk.size, align=disk.align,
+    plan = plan_disk(disk.table, specs, seed=seed, disk_size=disk.size, align=disk.align,
                      raw_blobs=blob_specs, disk_guid=disk.guid, mbr_signature=disk.signature,
                      gpt_entry_lba=disk.entry_lba, namespace=namespace, loc=disk.loc)
     return DiskBuild(plan, blobs)
