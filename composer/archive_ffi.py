@@ -55,6 +55,7 @@ update_hardlink_utf8 = ffi.ffi("entry_update_hardlink_utf8", [_entry_p, c_char_p
 acl_reset = ffi.ffi("entry_acl_reset", [_entry_p, c_int], c_int)
 acl_next = ffi.ffi("entry_acl_next", [_entry_p, c_int, POINTER(c_int), POINTER(c_int),
                                       POINTER(c_int), POINTER(c_int), POINTER(c_char_p)], c_int)
+acl_types = ffi.ffi("entry_acl_types", [_entry_p], c_int)  # one cheap call for "none at all"
 ACL_TYPE_ACCESS = 0x100
 ACL_TYPE_DEFAULT = 0x200
 

@@ -103,17 +103,21 @@ def _epoch(option: int | None) -> int | None:
     return int(env)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"compose {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="print errors only")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
-    version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit",
+                                          is_eager=True, callback=_print_version)] = False,
 ) -> None:
     STATE.quiet = quiet
     STATE.debug = debug
-    if version:
-        typer.echo(f"compose {__version__}")
-        raise typer.Exit(0)
 
 
 @app.command("build")

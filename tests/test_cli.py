@@ -45,3 +45,8 @@ def test_bad_source_date_epoch(demo: Path) -> None:
     result = compose("validate", str(demo), env={"SOURCE_DATE_EPOCH": "yesterday"})
     assert result.returncode == 1
     assert result.stderr.startswith("error: SOURCE_DATE_EPOCH='yesterday' is not a number")
+
+
+def test_version() -> None:
+    result = compose("--version")
+    assert result.returncode == 0 and result.stdout.startswith("compose ")

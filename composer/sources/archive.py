@@ -17,6 +17,7 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
+from composer import archive_ffi
 from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, UnresolvedName, acl_xattr, mask_bits
 from composer.archive_ffi import ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT, read_acl, read_xattrs
 from composer.content import DataSource
@@ -136,6 +137,8 @@ def _with_acls(entry_p: int, mode: int, xattrs: tuple[tuple[str, bytes], ...]
     With a mask, Linux keeps the mask in the mode's group bits; libarchive puts the owning
     group's entry there instead, so it is put back (the same file then reads the same from a
     folder and from its archive)."""
+    if not archive_ffi.acl_types(entry_p) & (ACL_TYPE_ACCESS | ACL_TYPE_DEFAULT):
+        return mode, xattrs  # the common case: no ACL
     found = dict(xattrs)
     for name, kind in ((ACCESS_XATTR, ACL_TYPE_ACCESS), (DEFAULT_XATTR, ACL_TYPE_DEFAULT)):
         if name not in found:
