@@ -3,8 +3,11 @@ TZ, locale, output folder or wall clock; another epoch gives other bytes."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO, compose, make_golden
 
@@ -16,8 +19,16 @@ def _project(folder: Path, shuffle: int | None) -> Path:
     return folder / "demo.yaml"
 
 
-def _outputs(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+def _outputs(folder: Path) -> dict[str, str]:
+    """sha256 of every output (images are GiB-sized sparse files: hash, don't hold them)."""
+    digests = {}
+    for path in sorted(folder.iterdir()):
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+        digests[path.name] = h.hexdigest()
+    return digests
 
 
 def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
@@ -49,8 +60,7 @@ def test_another_epoch_gives_other_bytes(tmp_path: Path) -> None:
     third = compose("build", str(layout), "-o", str(tmp_path / "o3"),
                     env={"SOURCE_DATE_EPOCH": "1600000000"})
     assert first.returncode == second.returncode == third.returncode == 0
-    assert (tmp_path / "o1" / "rootfs.img").read_bytes() != \
-        (tmp_path / "o2" / "rootfs.img").read_bytes()
+    assert _outputs(tmp_path / "o1")["rootfs.img"] != _outputs(tmp_path / "o2")["rootfs.img"]
     assert _outputs(tmp_path / "o2") == _outputs(tmp_path / "o3")
 
 
@@ -61,3 +71,32 @@ def test_rebuilding_into_the_same_folder_is_stable(tmp_path: Path) -> None:
     assert compose("build", str(layout), "-o", str(tmp_path / "o")).returncode == 0
     assert _outputs(tmp_path / "o") == before
     assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".compose-")]
+
+
+def test_another_user_builds_the_same_bytes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to run a build as another user) and setpriv")
+    # pytest's own tmp folders are private to root: work where user 65534 can get in
+    base = Path(tempfile.mkdtemp(prefix="compose-user-"))
+    try:
+        os.chmod(base, 0o777)
+        as_nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "env",
+                     f"PYTHONPATH={REPO}", f"HOME={base}", sys.executable]
+        probe = subprocess.run([*as_nobody, "-c", "import composer"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip("user 65534 cannot read this Python or checkout")
+        layout = _project(base / "p", shuffle=None)
+        for path in (base / "p", *(base / "p").rglob("*")):
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        mine = compose("build", str(layout), "-o", str(tmp_path / "root-out"))
+        theirs = subprocess.run([*as_nobody, "-m", "composer", "-q", "build", str(layout), "-o",
+                                 str(base / "nobody-out")], capture_output=True, text=True)
+        assert mine.returncode == 0 and theirs.returncode == 0, theirs.stderr
+        assert _outputs(tmp_path / "root-out") == _outputs(base / "nobody-out")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
