@@ -232,7 +232,9 @@ class GreengrassRule:
     def _identity_files(self) -> None:
         if self.spec.identity is not IdentityPolicy.STRIP:
             return
-        for key in (("system", "privatekeypath"), ("system", "certificatefilepath")):
+        for key, what in ((("system", "privatekeypath"), "private key (system.privateKeyPath)"),
+                          (("system", "certificatefilepath"),
+                           "certificate (system.certificateFilePath)")):
             value = self.config.get(key)
             if not isinstance(value, str):
                 continue
@@ -244,7 +246,7 @@ class GreengrassRule:
             if not value or not is_under(device, self.root) or device == self.root:
                 continue
             if self.asm.tree.remove(device) is not None:
-                self.asm.report.dropped(f"{device} (the golden device's {key[1]})")
+                self.asm.report.dropped(f"{device} (the golden device's {what})")
 
     def _report_leftover_thing_name(self) -> None:
         if not self.thing_name:
