@@ -186,58 +186,87 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
 
     `err(message, hint)` collects problems; returns None when there were any.
     """
-    errors_before = [0]
+    failures = [0]
 
     def fail(message: str, hint: str) -> None:
-        errors_before[0] += 1
+        failures[0] += 1
         err(message, hint)
 
+    by_path = _index(req, fail)
+    ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
+    ino_of, file_links, next_ino = _number_inodes(ordered, by_path, fail)
+    children, subdirs = _children(ordered, by_path, ino_of, fail)
+    seed = hash_seed_of(req.uuid)
+    nodes: list[Node] = []
+    total_blocks = tree_bound = 0
+    for e in ordered:
+        if e.kind is Kind.HARDLINK or e.path not in ino_of:
+            continue
+        links = (file_links[e.path] if e.kind is Kind.FILE else
+                 2 + subdirs.get(e.path, 0) if e.kind is Kind.DIR else 1)
+        node = _node(e, ino_of, links, children.get(e.path, []), seed, fail)
+        if node is None:
+            continue
+        total_blocks += node.data_blocks + (1 if node.xattrs.block else 0)
+        if node.data_blocks > EXTENTS_IN_INODE:
+            tree_bound += _tree_bound(node.data_blocks)
+        nodes.append(node)
+    if failures[0]:
+        return None
+    nodes.sort(key=lambda n: n.ino)
+    return Prepared(tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
+
+
+def _index(req: WriteRequest, fail: Callable[[str, str], None]) -> dict[str, Entry]:
+    """Entries by path, with the root and lost+found made when the tree has none."""
     epoch_ns = req.epoch * _NS
     by_path: dict[str, Entry] = {}
     for e in req.entries:
         if e.path in by_path:
             fail(f"{e.path}: listed twice", "each path may appear once in a partition")
         by_path[e.path] = e
-    root = by_path.get("/")
-    if root is None:
-        root = Entry("/", Kind.DIR, 0o755, 0, 0, epoch_ns)
-        by_path["/"] = root
-    elif root.kind is not Kind.DIR:
+    root = by_path.setdefault("/", Entry("/", Kind.DIR, 0o755, 0, 0, epoch_ns))
+    if root.kind is not Kind.DIR:
         fail("/: the root of an ext4 file system must be a directory", "make / a directory")
-    lpf = by_path.get(LOST_FOUND)
-    make_lpf = lpf is None
-    if make_lpf:
-        lpf = Entry(LOST_FOUND, Kind.DIR, 0o700, 0, 0, epoch_ns)
-        by_path[LOST_FOUND] = lpf
-    has_lpf = lpf is not None and lpf.kind is Kind.DIR
+    by_path.setdefault(LOST_FOUND, Entry(LOST_FOUND, Kind.DIR, 0o700, 0, 0, epoch_ns))
+    return by_path
 
-    # inode numbers: root 2, lost+found 11 (when a directory), then the rest in path order
-    ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
+
+def _number_inodes(ordered: list[Entry], by_path: dict[str, Entry],
+                   fail: Callable[[str, str], None]
+                   ) -> tuple[dict[str, int], dict[str, int], int]:
+    """Inode numbers: root 2, lost+found 11 (when a directory), then the rest in path order;
+    a hard link shares its file's number. Returns (numbers, link counts of files, next)."""
     ino_of: dict[str, int] = {"/": ROOT_INO}
     next_ino = FIRST_INO
-    if has_lpf:
+    if by_path[LOST_FOUND].kind is Kind.DIR:
         ino_of[LOST_FOUND] = FIRST_INO
         next_ino += 1
     file_links: dict[str, int] = {}
     for e in ordered:
-        if e.path in ino_of:
-            continue
-        if e.kind is Kind.HARDLINK:
+        if e.path in ino_of or e.kind is Kind.HARDLINK:
             continue
         ino_of[e.path] = next_ino
         next_ino += 1
         if e.kind is Kind.FILE:
             file_links[e.path] = 1
     for e in ordered:
-        if e.kind is Kind.HARDLINK:
-            target = by_path.get(e.target or "")
-            if target is None or target.kind is not Kind.FILE:
-                fail(f"{e.path}: hard link to {e.target!r}, which is not a regular file in "
-                     "this partition", "hard links must point to a file of the same partition")
-                continue
-            ino_of[e.path] = ino_of[target.path]
-            file_links[target.path] += 1
+        if e.kind is not Kind.HARDLINK:
+            continue
+        target = by_path.get(e.target or "")
+        if target is None or target.kind is not Kind.FILE:
+            fail(f"{e.path}: hard link to {e.target!r}, which is not a regular file in "
+                 "this partition", "hard links must point to a file of the same partition")
+            continue
+        ino_of[e.path] = ino_of[target.path]
+        file_links[target.path] += 1
+    return ino_of, file_links, next_ino
 
+
+def _children(ordered: list[Entry], by_path: dict[str, Entry], ino_of: dict[str, int],
+              fail: Callable[[str, str], None]
+              ) -> tuple[dict[str, list[Dirent]], dict[str, int]]:
+    """Each directory's entries, and how many subdirectories it has (for its link count)."""
     children: dict[str, list[Dirent]] = {}
     subdirs: dict[str, int] = {}
     for e in ordered:
@@ -261,64 +290,49 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
         children.setdefault(p, []).append(Dirent(name, ino_of[e.path], _FTYPE[e.kind]))
         if e.kind is Kind.DIR:
             subdirs[p] = subdirs.get(p, 0) + 1
+    return children, subdirs
 
-    seed = hash_seed_of(req.uuid)
-    nodes: list[Node] = []
-    total_blocks = tree_bound = 0
-    for e in ordered:
-        if e.kind is Kind.HARDLINK or e.path not in ino_of:
-            continue
-        ino = ino_of[e.path]
-        xattrs = _xattrs(e, fail)
-        if not (0 <= e.uid <= _U32 and 0 <= e.gid <= _U32):
-            fail(f"{e.path}: owner {e.uid}:{e.gid} does not fit 32 bits",
-                 "use ids below 4294967296")
-        secs = e.mtime_ns // _NS
-        if not TIME_MIN <= secs <= TIME_MAX:
-            fail(f"{e.path}: time {secs} is outside the ext4 range (1901..2446)",
-                 "clamp times to the build epoch")
-        target = b""
-        layout = None
-        links = 1
-        if e.kind is Kind.FILE:
-            links = file_links[e.path]
-            if links > LINK_MAX:
-                fail(f"{e.path}: {links} hard links, ext4 allows {LINK_MAX}",
-                     "use fewer hard links to one file")
-        elif e.kind is Kind.DIR:
-            links = 2 + subdirs.get(e.path, 0)
-            if links > LINK_MAX:
-                links = 1  # dir_nlink: "many" (§5.3)
-            kids = sorted(children.get(e.path, []), key=lambda d: d.name)
-            is_lpf = e.path == LOST_FOUND
-            try:
-                layout = plan_dir(kids, seed, LOST_FOUND_BLOCKS if is_lpf else 1)
-            except DirTooBig as exc:
-                fail(f"{e.path}: directory too big ({exc})", "split the directory")
-                continue
-        elif e.kind is Kind.SYMLINK:
-            target = encode_name(e.target or "")
-            if not 0 < len(target) < BLOCK_SIZE:
-                fail(f"{e.path}: symlink target is {len(target)} bytes, ext4 allows "
-                     f"1..{BLOCK_SIZE - 1}", "shorten the link target")
-        elif e.kind in (Kind.CHAR, Kind.BLOCK):
-            major, minor = e.rdev
-            if not (0 <= major <= MAX_MAJOR and 0 <= minor <= MAX_MINOR):
-                fail(f"{e.path}: device number {major}:{minor} does not fit Linux dev_t",
-                     f"major must be <= {MAX_MAJOR}, minor <= {MAX_MINOR}")
-        parent_ino = ROOT_INO if e.path == "/" else ino_of.get(
-            e.path.rpartition("/")[0] or "/", ROOT_INO)
-        nblocks = _data_blocks(e, layout, target)
-        extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
-        node = Node(ino, e, links, parent_ino, xattrs, layout, target, nblocks, extents)
-        total_blocks += nblocks + (1 if xattrs.block else 0)
-        if nblocks > EXTENTS_IN_INODE:
-            tree_bound += _tree_bound(nblocks)
-        nodes.append(node)
-    if errors_before[0]:
-        return None
-    nodes.sort(key=lambda n: n.ino)
-    return Prepared(tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
+
+def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
+          seed: tuple[int, int, int, int],
+          fail: Callable[[str, str], None]) -> Node | None:
+    """One inode's plan, after checking what ext4 can hold; None for a directory too big."""
+    xattrs = _xattrs(e, fail)
+    if not (0 <= e.uid <= _U32 and 0 <= e.gid <= _U32):
+        fail(f"{e.path}: owner {e.uid}:{e.gid} does not fit 32 bits", "use ids below 4294967296")
+    secs = e.mtime_ns // _NS
+    if not TIME_MIN <= secs <= TIME_MAX:
+        fail(f"{e.path}: time {secs} is outside the ext4 range (1901..2446)",
+             "clamp times to the build epoch")
+    target = b""
+    layout = None
+    if e.kind is Kind.FILE and links > LINK_MAX:
+        fail(f"{e.path}: {links} hard links, ext4 allows {LINK_MAX}",
+             "use fewer hard links to one file")
+    elif e.kind is Kind.DIR:
+        if links > LINK_MAX:
+            links = 1  # dir_nlink: "many" (§5.3)
+        blocks = LOST_FOUND_BLOCKS if e.path == LOST_FOUND else 1
+        try:
+            layout = plan_dir(sorted(kids, key=lambda d: d.name), seed, blocks)
+        except DirTooBig as exc:
+            fail(f"{e.path}: directory too big ({exc})", "split the directory")
+            return None
+    elif e.kind is Kind.SYMLINK:
+        target = encode_name(e.target or "")
+        if not 0 < len(target) < BLOCK_SIZE:
+            fail(f"{e.path}: symlink target is {len(target)} bytes, ext4 allows "
+                 f"1..{BLOCK_SIZE - 1}", "shorten the link target")
+    elif e.kind in (Kind.CHAR, Kind.BLOCK):
+        major, minor = e.rdev
+        if not (0 <= major <= MAX_MAJOR and 0 <= minor <= MAX_MINOR):
+            fail(f"{e.path}: device number {major}:{minor} does not fit Linux dev_t",
+                 f"major must be <= {MAX_MAJOR}, minor <= {MAX_MINOR}")
+    parent_ino = ROOT_INO if e.path == "/" else ino_of.get(
+        e.path.rpartition("/")[0] or "/", ROOT_INO)
+    nblocks = _data_blocks(e, layout, target)
+    extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
+    return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, target, nblocks, extents)
 
 
 _NO_XATTRS = xa.XattrSplit((), ())
