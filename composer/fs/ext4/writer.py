@@ -183,48 +183,64 @@ def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentSto
     return WriteResult(plan.image_size, merge_extents(out.ranges))
 
 
-def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
-    geo = plan.geometry
-    seed = fs_seed(req.uuid.bytes)
-    ipg = geo.ipg
-    groups = geo.groups
-    itables = [bytearray() for _ in range(groups)]
-    dirs_per_group = [0] * groups
+class _InodeTables:
+    """Each group's inode table, grown by whole blocks as inodes land in it."""
 
-    def slot(ino: int) -> tuple[bytearray, int]:
-        g, idx = divmod(ino - 1, ipg)
-        buf = itables[g]
-        need = (idx // INODES_PER_BLOCK + 1) * BLOCK_SIZE  # grow by whole itable blocks
+    def __init__(self, groups: int, ipg: int) -> None:
+        self.ipg = ipg
+        self.tables = [bytearray() for _ in range(groups)]
+
+    def slot(self, ino: int) -> tuple[bytearray, int]:
+        g, idx = divmod(ino - 1, self.ipg)
+        buf = self.tables[g]
+        need = (idx // INODES_PER_BLOCK + 1) * BLOCK_SIZE
         if len(buf) < need:
             buf.extend(bytes(need - len(buf)))
         return buf, idx * INODE_SIZE
 
-    # journal inode and its superblock
-    journal_root = None
-    if plan.journal_blocks:
-        jseed = inode_seed(seed, JOURNAL_INO)
-        tree = build_tree(plan.journal_extents, plan.journal_tree, jseed)
-        for blk, data in tree.blocks:
-            out.put_block(blk, data)
-        journal_root = tree.root
-        jsize = plan.journal_blocks * BLOCK_SIZE
-        buf, off = slot(JOURNAL_INO)
-        pack_inode(buf, off, JOURNAL_INO, InodeData(
-            st_mode=stat.S_IFREG | 0o600, uid=0, gid=0, size=jsize, links=1,
-            sectors=(plan.journal_blocks + len(plan.journal_tree)) * SECTORS_PER_BLOCK,
-            flags=EXTENTS_FL, i_block=tree.root, time_ns=req.epoch * _NS), seed)
-        out.put_block(plan.journal_extents[0].pblk,
-                      journal_superblock(plan.journal_blocks, req.uuid.bytes))
+    def flush(self, group: int, plan: Plan, out: _Out) -> None:
+        if self.tables[group]:
+            out.put_block(plan.inode_tables[group], self.tables[group])
+            self.tables[group] = bytearray()
 
+
+def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
+    seed = fs_seed(req.uuid.bytes)
+    itables = _InodeTables(plan.geometry.groups, plan.geometry.ipg)
+    journal_root = _write_journal(req, plan, out, itables, seed) if plan.journal_blocks else None
+    dirs_per_group = _write_inodes(plan, out, itables, seed)
+    free_blocks, free_inodes, descs = _write_groups(plan, out, itables, dirs_per_group, seed)
+    _write_superblocks(req, plan, out, free_blocks, free_inodes, descs, journal_root)
+
+
+def _write_journal(req: WriteRequest, plan: Plan, out: _Out, itables: _InodeTables,
+                   seed: int) -> bytes:
+    """The journal inode, its extent tree and the jbd2 superblock; returns its i_block."""
+    tree = build_tree(plan.journal_extents, plan.journal_tree, inode_seed(seed, JOURNAL_INO))
+    for blk, data in tree.blocks:
+        out.put_block(blk, data)
+    buf, off = itables.slot(JOURNAL_INO)
+    pack_inode(buf, off, JOURNAL_INO, InodeData(
+        st_mode=stat.S_IFREG | 0o600, uid=0, gid=0, size=plan.journal_blocks * BLOCK_SIZE,
+        links=1, sectors=(plan.journal_blocks + len(plan.journal_tree)) * SECTORS_PER_BLOCK,
+        flags=EXTENTS_FL, i_block=tree.root, time_ns=req.epoch * _NS), seed)
+    out.put_block(plan.journal_extents[0].pblk,
+                  journal_superblock(plan.journal_blocks, req.uuid.bytes))
+    return tree.root
+
+
+def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> list[int]:
+    """Every inode with its extent tree, directory blocks, slow symlink and xattr block;
+    returns the number of directories per group."""
+    ipg = itables.ipg
+    dirs_per_group = [0] * plan.geometry.groups
     current = 0  # inodes come in ascending order: finished groups' tables can go out early
     for p in plan.placed:
         node = p.node
         ino = node.ino
         group = (ino - 1) // ipg
         if group != current:
-            if itables[current]:
-                out.put_block(plan.inode_tables[current], itables[current])
-                itables[current] = bytearray()
+            itables.flush(current, plan, out)
             current = group
         iseed = inode_seed(seed, ino)
         root = bytes(60)
@@ -236,18 +252,25 @@ def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
         kind = node.entry.kind
         if kind is Kind.DIR:
             assert node.dir is not None
-            dirs_per_group[(ino - 1) // ipg] += 1
-            data = build_blocks(node.dir, ino, node.parent, iseed)
-            _put_mapped(out, p.extents, data)
+            dirs_per_group[group] += 1
+            _put_mapped(out, p.extents, build_blocks(node.dir, ino, node.parent, iseed))
         elif kind is Kind.SYMLINK and node.uses_extents:
             out.put_block(p.extents[0].pblk, node.link_target)
         if p.xattr_block:
             out.put_block(p.xattr_block, xa.xattr_block(node.xattrs.block, p.xattr_block, seed))
-        buf, off = slot(ino)
+        buf, off = itables.slot(ino)
         pack_inode(buf, off, ino, _inode_of(p, root), seed)
+    return dirs_per_group
 
+
+def _write_groups(plan: Plan, out: _Out, itables: _InodeTables, dirs_per_group: list[int],
+                  seed: int) -> tuple[int, int, bytearray]:
+    """Bitmaps, the remaining inode tables and the group descriptors; returns the free block
+    and inode counts and the descriptor table."""
+    geo = plan.geometry
+    ipg = geo.ipg
     # block bitmap of the whole file system, padded with ones past the last block
-    nbits = groups * BLOCKS_PER_GROUP
+    nbits = geo.groups * BLOCKS_PER_GROUP
     bbm = bytearray(nbits // 8)
     for start, n in geo.reserved_runs():
         _set_bits(bbm, start, n)
@@ -255,12 +278,11 @@ def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
         _set_bits(bbm, start, n)
     if geo.nblocks < nbits:
         _set_bits(bbm, geo.nblocks, nbits - geo.nblocks)
-
     last = plan.prepared.last_ino
     descs = bytearray(geo.gdt_blocks * BLOCK_SIZE)
     free_blocks = free_inodes = 0
     gbytes = BLOCKS_PER_GROUP // 8
-    for g in range(groups):
+    for g in range(geo.groups):
         bm = memoryview(bbm)[g * gbytes:(g + 1) * gbytes]
         gfree = BLOCKS_PER_GROUP - int.from_bytes(bm, "little").bit_count()
         used_inodes = max(0, min(ipg, last - g * ipg))
@@ -269,8 +291,7 @@ def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
         _set_bits(ibm, ipg, BLOCK_SIZE * 8 - ipg)  # padding past the group's inodes: ones
         out.put_block(plan.block_bitmaps[g], bm)
         out.put_block(plan.inode_bitmaps[g], ibm)
-        if itables[g]:
-            out.put_block(plan.inode_tables[g], itables[g])
+        itables.flush(g, plan, out)
         free_blocks += gfree
         free_inodes += ipg - used_inodes
         pack_desc(descs, g * DESC_SIZE, g, GroupDesc(
@@ -279,11 +300,17 @@ def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
             free_inodes=ipg - used_inodes, used_dirs=dirs_per_group[g],
             itable_unused=ipg - used_inodes,
             block_bitmap_csum=crc(seed, bm), inode_bitmap_csum=crc(seed, ibm[:ipg // 8])), seed)
+    return free_blocks, free_inodes, descs
 
+
+def _write_superblocks(req: WriteRequest, plan: Plan, out: _Out, free_blocks: int,
+                       free_inodes: int, descs: bytearray, journal_root: bytes | None) -> None:
+    """The superblock and descriptor table at the start of every sparse_super group."""
+    geo = plan.geometry
     fields = SuperFields(
         inodes_count=geo.inodes_count, blocks_count=geo.nblocks,
         r_blocks_count=plan.reserved_blocks, free_blocks=free_blocks, free_inodes=free_inodes,
-        ipg=ipg, time=req.epoch, uuid=req.uuid.bytes,
+        ipg=geo.ipg, time=req.epoch, uuid=req.uuid.bytes,
         label=(req.label or "").encode("utf-8"), hash_seed=plan.prepared.hash_seed,
         journal_i_block=journal_root, journal_size=plan.journal_blocks * BLOCK_SIZE)
     for g in geo.super_groups:
