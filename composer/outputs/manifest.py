@@ -181,9 +181,9 @@ def write_manifest(path: Path, data: dict[str, Any]) -> None:
 
 
 def dumps(data: Any) -> str:
-    """Exactly json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False), about four times
-    faster: with an indent the json module uses its pure-Python encoder, and a manifest has a
-    record per entry (tens of thousands)."""
+    """JSON with sorted keys, mappings indented, and each mapping inside a list on one line (an
+    entry per line: a manifest has tens of thousands, and one line each keeps `diff` readable).
+    Those lines come from json's C encoder; json.dumps with an indent is pure Python and slow."""
     out: list[str] = []
     try:
         _encode(data, "", out)
@@ -197,6 +197,7 @@ class _Unusual(Exception):
 
 
 _str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_compact = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": ")).encode
 
 
 def _encode(obj: Any, indent: str, out: list[str]) -> None:
@@ -233,7 +234,10 @@ def _encode(obj: Any, indent: str, out: list[str]) -> None:
         sep = "[\n" + inner
         for value in obj:
             out.append(sep)
-            _encode(value, inner, out)
+            if type(value) is dict:
+                out.append(_compact(value))
+            else:
+                _encode(value, inner, out)
             sep = ",\n" + inner
         out.append("\n" + indent + "]")
     else:  # None, bools, floats, subclasses: json's own spelling
