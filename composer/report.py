@@ -21,6 +21,18 @@ class Finding:
 @dataclass(slots=True)
 class Report:
     findings: list[Finding] = field(default_factory=list)
+    # text that must never appear in an output (the report is one), with what stands instead
+    masks: dict[str, str] = field(default_factory=dict)
+
+    def mask(self, text: str, alias: str) -> None:
+        """Write `alias` wherever a finding, made before or after, would show `text`."""
+        if text:
+            self.masks[text] = alias
+
+    def _masked(self, message: str) -> str:
+        for text, alias in self.masks.items():
+            message = message.replace(text, alias)
+        return message
 
     def changed(self, message: str) -> None:
         self.findings.append(Finding(Level.CHANGED, message))
@@ -32,8 +44,8 @@ class Report:
         self.findings.append(Finding(Level.WARNING, message))
 
     def lines(self) -> list[str]:
-        return [f"{f.level}: {f.message}" for f in self.findings]
+        return [f"{f.level}: {self._masked(f.message)}" for f in self.findings]
 
     @property
     def warnings(self) -> list[str]:
-        return [f.message for f in self.findings if f.level is Level.WARNING]
+        return [self._masked(f.message) for f in self.findings if f.level is Level.WARNING]

@@ -112,7 +112,8 @@ def test_private_key_is_removed_when_the_snapshot_root_differs_from_the_device_r
     code, err, outputs = _build(tmp_path)
     assert code == 0, err
     assert b"RECHECKPRIVATEKEY" not in outputs
-    assert "dropped: /greengrass/v2/config/dev.key (the golden device's private key (system.privateKeyPath))" in err
+    assert ("dropped: /greengrass/v2/config/dev.key (the golden device's private key "
+            "(system.privateKeyPath))") in err
 
 
 def test_private_key_given_as_a_file_uri_is_removed(tmp_path: Path) -> None:

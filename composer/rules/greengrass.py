@@ -17,12 +17,12 @@ from composer.layout.model import Greengrass, IdentityPolicy, SecretsPolicy
 from composer.rules.assembly import Assembly, Claim
 from composer.rules.tlog import (
     Key,
-    TlogLine,
     drop_lines,
     drop_yaml_keys,
     effective,
     parse_tlog,
     under,
+    yaml_keys,
     yaml_problem,
     yaml_values,
 )
@@ -150,13 +150,13 @@ class GreengrassRule:
             self.config = effective(parse_tlog(source.data)[0])
         name = self.config.get(THING_NAME)
         self.thing_name = name if isinstance(name, str) and name else None
+        if self.thing_name:  # file names and keys may carry it too; the report is an output
+            self.asm.report.mask(self.thing_name, "<thingName>")
         secrets = self._secret_findings(files)
         self._apply_secret_policy(secrets)
-        for file in files:
-            self._rewrite(file)
+        files = [self._rewrite(file) for file in files]
         self._identity_files()
-        self._report_leftover_thing_name()
-        self._mask_thing_name()
+        self._report_leftover_thing_name(files)
 
     def _check_tlogs(self, files: list[ConfigFile]) -> None:
         for file in files:
@@ -214,20 +214,20 @@ class GreengrassRule:
                 and group in key
         return False
 
-    def _rewrite(self, file: ConfigFile) -> None:
+    def _rewrite(self, file: ConfigFile) -> ConfigFile:
+        """The file without the doomed keys (put in the tree too, and reported)."""
         if not _is_yaml(file.path):
             data, gone = drop_lines(file.data, lambda line: self._doomed_key(line.key))
             removed = sorted({".".join(line.path) for line in gone})
         else:
             data, removed = drop_yaml_keys(file.data, self._doomed_key)
         if data == file.data:
-            return
+            return file
         for key in removed:
-            if self.thing_name:  # the report is an output too: name the key, not the device
-                key = key.replace(self.thing_name, "<thingName>")
             self.asm.report.changed(f"{file.path}: removed {key}")
-        content = Content.of_bytes(data)
-        self.asm.tree.put(replace(file.entry, content=content))
+        entry = replace(file.entry, content=Content.of_bytes(data))
+        self.asm.tree.put(entry)
+        return ConfigFile(file.path, entry, data)
 
     def _identity_files(self) -> None:
         if self.spec.identity is not IdentityPolicy.STRIP:
@@ -248,10 +248,10 @@ class GreengrassRule:
             if self.asm.tree.remove(device) is not None:
                 self.asm.report.dropped(f"{device} (the golden device's {what})")
 
-    def _report_leftover_thing_name(self) -> None:
+    def _report_leftover_thing_name(self, files: list[ConfigFile]) -> None:
         if not self.thing_name:
             return
-        for file in self._config_files():
+        for file in files:
             name = self.thing_name
             if _is_yaml(file.path):
                 hits = [".".join(p) for p, v in yaml_values(file.data)
@@ -261,20 +261,8 @@ class GreengrassRule:
                         if name in json.dumps(line.value, ensure_ascii=False)
                         or any(name in k for k in line.path)]
             for key in dict.fromkeys(hits):
-                # the name itself stays out of the report: the report is an output too
-                key = key.replace(name, "<thingName>")
                 self.asm.report.warn(f"{file.path}: {key} still contains the golden device's "
                                      "thing name (system.thingName)")
-
-    def _mask_thing_name(self) -> None:
-        """File names may carry the thing name (GoldenThing-certificate.pem.crt, dropped); the
-        report is an output too, so the name never appears in it."""
-        name = self.thing_name
-        if not name:
-            return
-        self.asm.report.findings = [
-            replace(f, message=f.message.replace(name, "<thingName>")) if name in f.message
-            else f for f in self.asm.report.findings]
 
     # --- checks on the finished device tree ----------------------------------------------
 
@@ -391,9 +379,6 @@ def _is_yaml(path: str) -> bool:
 
 def _yaml_secret_parents(data: bytes) -> list[str]:
     """A secretResponse key whose value is a mapping or null has no leaf of its own."""
-    from composer.rules.tlog import yaml_keys
-
     return [".".join(k.path) for k in yaml_keys(data) if _lower(k.path) in SECRET_KEYS]
 
 
-__all__ = ["GreengrassRule", "TlogLine", "component_hash", "recipe_digest"]
