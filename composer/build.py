@@ -10,9 +10,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,6 @@ class Plan:
     report: Report
     store: ContentStore
     disk: DiskBuild | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 class Events:
@@ -92,13 +90,13 @@ class Events:
 
 
 def plan(layout_path: Path, epoch_override: int | None = None,
-         events: Events | None = None, spill_dir: Path | None = None) -> Plan:
+         events: Events | None = None) -> Plan:
     """Everything up to writing: validate, scan sources, apply rules, route, check. Pure."""
     events = events or Events()
     layout = load_layout(layout_path)
     events.step("scanning sources")
     scanned = _scan(layout)
-    store = ContentStore({name: s.data for name, s in scanned.items()}, spill_dir)
+    store = ContentStore({name: s.data for name, s in scanned.items()})
     epoch = _epoch(layout, scanned, epoch_override)
     events.step("applying rules")
     asm = Assembly(scanned, store, epoch)
@@ -241,8 +239,7 @@ def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResul
 
 
 def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], dict[str, Any]]:
-    store = HashingStore(ContentStore(
-        {k: v for k, v in the_plan.store._sources.items()}, tmp))  # noqa: SLF001
+    store = HashingStore(the_plan.store.spilling_into(tmp))
     manifest = manifest_header(the_plan.layout.name, the_plan.epoch)
     files: list[str] = []
     images: dict[str, tuple[Path, WriteResult]] = {}
@@ -294,7 +291,7 @@ def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
     name = f"{part.name}.{'tar' if part.writer.fs == 'tar' else 'img'}"
     request = part.request
     if part.size is not None and request.size is None:
-        request = _with_size(request, part.size)
+        request = replace(request, size=part.size)
     events.start(f"{part.name} ({part.writer.fs})", sum(e.size for e in request.entries))
     return name, part.writer.write(request, tmp / name, store, events.advance), request
 
@@ -305,12 +302,6 @@ def _write_disk(disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]], tm
     result = write_layout_disk(disk, images, tmp / "disk.img", store)
     manifest["disk"] = disk_record(disk.plan) | {"image": "disk.img"}
     return result
-
-
-def _with_size(request: WriteRequest, size: int) -> WriteRequest:
-    from dataclasses import replace
-
-    return replace(request, size=size)
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -328,5 +319,3 @@ def _publish(tmp: Path, out: Path, files: list[str]) -> None:
         os.chmod(tmp / name, 0o644)
         os.replace(tmp / name, out / name)
 
-
-EpochSource = Callable[[], int | None]

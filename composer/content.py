@@ -46,6 +46,10 @@ class ContentStore:
         self._sources = dict(sources or {})
         self._spill_dir = spill_dir
 
+    def spilling_into(self, folder: Path) -> ContentStore:
+        """The same sources, spilling out-of-order archive members into `folder`."""
+        return ContentStore(self._sources, folder)
+
     def stream(self, contents: Iterable[Content]) -> Iterator[tuple[Content, BinaryIO]]:
         """Yield every distinct content once, in the cheapest order (source order)."""
         by_source = _group(contents)

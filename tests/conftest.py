@@ -45,10 +45,15 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_golden(tmp_path_factory.mktemp("golden") / "golden-device.tar.gz")
 
 
+def copy_layouts(folder: Path, golden: Path | None = None) -> Path:
+    """A copy of layouts/ in `folder` with the snapshot it reads (`golden`, or none yet)."""
+    shutil.copytree(REPO / "layouts", folder, ignore=shutil.ignore_patterns("*.tar.gz"))
+    if golden is not None:
+        shutil.copy(golden, folder / "golden-device.tar.gz")
+    return folder
+
+
 @pytest.fixture()
 def demo(tmp_path: Path, golden: Path) -> Path:
     """A copy of layouts/demo.yaml with its inputs, in a fresh folder."""
-    folder = tmp_path / "demo"
-    shutil.copytree(REPO / "layouts", folder, ignore=shutil.ignore_patterns("*.tar.gz"))
-    shutil.copy(golden, folder / "golden-device.tar.gz")
-    return folder / "demo.yaml"
+    return copy_layouts(tmp_path / "demo", golden) / "demo.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,3 +41,12 @@ def read_tar(path: Path) -> dict[str, Member]:
                                    m.linkpath, (m.rdevmajor, m.rdevminor),
                                    dict(read_xattrs(p)))
     return members
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, read in chunks (images are GiB-sized sparse files)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()

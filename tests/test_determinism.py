@@ -3,17 +3,17 @@ TZ, locale, output folder or wall clock; another epoch gives other bytes."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, compose, make_golden
+from tests.conftest import REPO, compose, copy_layouts, make_golden
+from tests.readback import sha256_of
 
 
 def _project(folder: Path, shuffle: int | None) -> Path:
-    shutil.copytree(REPO / "layouts", folder, ignore=shutil.ignore_patterns("*.tar.gz"))
+    copy_layouts(folder)
     args = ("--shuffle", str(shuffle)) if shuffle is not None else ()
     make_golden(folder / "golden-device.tar.gz", *args)
     return folder / "demo.yaml"
@@ -21,14 +21,7 @@ def _project(folder: Path, shuffle: int | None) -> Path:
 
 def _outputs(folder: Path) -> dict[str, str]:
     """sha256 of every output (images are GiB-sized sparse files: hash, don't hold them)."""
-    digests = {}
-    for path in sorted(folder.iterdir()):
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 24):
-                h.update(chunk)
-        digests[path.name] = h.hexdigest()
-    return digests
+    return {path.name: sha256_of(path) for path in sorted(folder.iterdir())}
 
 
 def test_two_builds_are_byte_identical(tmp_path: Path) -> None:

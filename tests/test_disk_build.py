@@ -3,7 +3,6 @@ sfdisk, bmaptool, simg2img and the kernel (when root with loop devices)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, compose, planted_secrets
+from tests.conftest import compose, copy_layouts, planted_secrets
+from tests.readback import sha256_of
 
 GG = "/greengrass/v2"
 
@@ -25,9 +25,7 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory, golden: Path) -> Path:
     folder = tmp_path_factory.mktemp("disk")
-    shutil.copytree(REPO / "layouts", folder / "layouts",
-                    ignore=shutil.ignore_patterns("*.tar.gz"))
-    shutil.copy(golden, folder / "layouts" / "golden-device.tar.gz")
+    copy_layouts(folder / "layouts", golden)
     layout = folder / "layouts" / "demo.yaml"
     layout.write_text(layout.read_text() + "outputs: [simg, zst, sfdisk]\n")
     result = compose("build", "layouts/demo.yaml", "-o", "out", cwd=folder)
@@ -39,12 +37,7 @@ def manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
+sha = sha256_of
 
 
 def extract(out: Path, name: str) -> Path:

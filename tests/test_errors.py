@@ -11,7 +11,7 @@ import pytest
 
 from composer.fs.tar import write_tar
 from composer.tree import Content, Entry, Kind
-from tests.conftest import REPO, compose
+from tests.conftest import REPO, compose, copy_layouts
 
 INVALID = REPO / "tests" / "layouts" / "invalid"
 
@@ -30,8 +30,7 @@ def test_invalid_layout_gets_its_exact_message(layout: str, tmp_path: Path) -> N
 
 
 def test_every_shipped_layout_validates(golden: Path, tmp_path: Path) -> None:
-    shutil.copytree(REPO / "layouts", tmp_path / "l", ignore=shutil.ignore_patterns("*.tar.gz"))
-    shutil.copy(golden, tmp_path / "l" / "golden-device.tar.gz")
+    copy_layouts(tmp_path / "l", golden)
     for layout in sorted((tmp_path / "l").glob("*.yaml")):
         result = compose("validate", str(layout))
         assert result.returncode == 0, result.stderr

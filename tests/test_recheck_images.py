@@ -291,15 +291,21 @@ def test_gpt_disk_imx_style(tmp_path: Path) -> None:
     assert labels.stdout.strip() == "root-label-16byt"
     _flash_checks(out, tmp_path)
     # the sfdisk script gives the same table on a blank disk (its entry array goes to LBA 2)
-    blank = tmp_path / "blank.img"
-    blank.write_bytes(b"")
-    os.truncate(blank, disk.stat().st_size)
-    with (out / "disk.sfdisk").open() as script:
-        subprocess.run(["sfdisk", "-q", str(blank)], stdin=script, check=True,
-                       capture_output=True)
+    blank = _sfdisk_onto_blank(out, tmp_path)
     again = json.loads(_run("sfdisk", "--json", str(blank)).stdout)["partitiontable"]
     strip = [{k: v for k, v in p.items() if k != "node"} for p in again["partitions"]]
     assert strip == [{k: v for k, v in p.items() if k != "node"} for p in table["partitions"]]
+
+
+def _sfdisk_onto_blank(out: Path, tmp_path: Path) -> Path:
+    """A blank file the size of disk.img with disk.sfdisk applied by sfdisk itself."""
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(b"")
+    os.truncate(blank, (out / "disk.img").stat().st_size)
+    with (out / "disk.sfdisk").open() as script:
+        subprocess.run(["sfdisk", "-q", str(blank)], stdin=script, check=True,
+                       capture_output=True)
+    return blank
 
 
 def test_mbr_disk(tmp_path: Path) -> None:
@@ -315,12 +321,7 @@ def test_mbr_disk(tmp_path: Path) -> None:
                     "2", str(76 * 2048), rows[8], "deadbeef-02", "0x83", "0x0",
                     "3", str(120 * 2048), str(8 * 2048), "deadbeef-03", "0x83", "0x0"]
     _flash_checks(out, tmp_path)
-    blank = tmp_path / "blank.img"
-    blank.write_bytes(b"")
-    os.truncate(blank, disk.stat().st_size)
-    with (out / "disk.sfdisk").open() as script:
-        subprocess.run(["sfdisk", "-q", str(blank)], stdin=script, check=True,
-                       capture_output=True)
+    blank = _sfdisk_onto_blank(out, tmp_path)
     assert _run("sfdisk", "--dump", str(blank)).stdout.replace(str(blank), "X") == \
         dump.replace(str(disk), "X")
 

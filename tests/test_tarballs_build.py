@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import compose, planted_secrets
+from tests.conftest import compose, copy_layouts, planted_secrets
 from tests.readback import read_tar
 
 GG = "/greengrass/v2"
@@ -19,14 +19,8 @@ GG = "/greengrass/v2"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, golden: Path) -> Path:
-    import shutil
-
-    from tests.conftest import REPO
-
     folder = tmp_path_factory.mktemp("demo")
-    shutil.copytree(REPO / "layouts", folder / "layouts",
-                    ignore=shutil.ignore_patterns("*.tar.gz"))
-    shutil.copy(golden, folder / "layouts" / "golden-device.tar.gz")
+    copy_layouts(folder / "layouts", golden)
     result = compose("build", "layouts/tarballs.yaml", "-o", "out", cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder / "out"

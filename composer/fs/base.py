@@ -103,14 +103,8 @@ def register(cls: type[FsWriter]) -> type[FsWriter]:
 
 def writers() -> Mapping[str, type[FsWriter]]:
     # importing the modules registers them; explicit so the list of formats is in one place
-    from composer.fs import tar  # noqa: F401
+    from composer.fs import ext4, tar, vfat  # noqa: F401
 
-    for optional in ("composer.fs.ext4", "composer.fs.vfat"):
-        try:
-            __import__(optional)
-        except ModuleNotFoundError as exc:
-            if exc.name != optional:
-                raise
     return dict(_REGISTRY)
 
 

@@ -344,8 +344,6 @@ class _Checker:
                 self.fail(raw["size"], f"{path}.size", f"{size} bytes is not a positive "
                           "multiple of 4 KiB", "file systems, bmap and sparse images count "
                           "4 KiB blocks; 1 MiB steps are best")
-        elif writer is not None and writer.fixed_size:
-            pass  # auto
         label = self.string(raw.get("label"), f"{path}.label")
         pinned = self.uuid(raw.get("uuid"), f"{path}.uuid")
         options = {key: self.option(raw[key], f"{path}.{key}", spec)
@@ -384,12 +382,6 @@ class _Checker:
         return DiskPlacement(kind, offset, attributes, bootable, partuuid, raw[keys[0]].loc)
 
     def _unknown_fs(self, node: Node, path: str, available: Mapping[str, type[FsWriter]]) -> None:
-        planned = {"ext4": "the native ext4 writer", "vfat": "the vfat writer"}
-        if node.value in planned:
-            self.fail(node, path, f"fs {node.value!r} is not supported yet "
-                      f"({planned[node.value]} has not landed)",
-                      f"use one of: {', '.join(sorted(available))}")
-            return
         close = difflib.get_close_matches(str(node.value), sorted(available), n=1)
         hint = f"did you mean {close[0]!r}?" if close else \
             f"one of: {', '.join(sorted(available))}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+from dataclasses import replace
 
 from composer.layout.model import Systemd
 from composer.rules.assembly import Assembly, Claim
@@ -45,9 +46,7 @@ class SystemdRule:
 
     def apply(self) -> None:
         for index, unit in enumerate(self.spec.units):
-            ref = self.spec.src.__class__(self.spec.src.source,
-                                          posixpath.join(self.spec.src.path, unit),
-                                          self.spec.src.loc)
+            ref = replace(self.spec.src, path=posixpath.join(self.spec.src.path, unit))
             entry = self.asm.lookup(ref, f"systemd.units[{index}]")
             if entry is None:
                 continue

@@ -63,8 +63,9 @@ def scan_archive(name: str, path: Path) -> Scanned:
     try:
         with libarchive.file_reader(str(path)) as archive:
             for index, member in enumerate(archive):
-                current = member.pathname or "(unnamed)"
-                entry = _entry(name, member, index, warnings, entries)
+                raw = member.pathname  # one decode per member: this loop runs per entry
+                current = raw or "(unnamed)"
+                entry = _entry(name, member, raw, index, warnings, entries)
                 if entry is None:
                     continue
                 entries[entry.path] = entry
@@ -84,9 +85,8 @@ def scan_archive(name: str, path: Path) -> Scanned:
     return Scanned(name, entries, ArchiveData(name, path), newest, tuple(warnings))
 
 
-def _entry(source: str, member: libarchive.ArchiveEntry, index: int, warnings: list[str],
-           seen: dict[str, Entry]) -> Entry | None:
-    raw = member.pathname
+def _entry(source: str, member: libarchive.ArchiveEntry, raw: str, index: int,
+           warnings: list[str], seen: dict[str, Entry]) -> Entry | None:
     path, clamped = member_path(raw)
     if clamped:
         warnings.append(f"source {source!r}: member {raw!r} escapes the source; "
