@@ -50,6 +50,10 @@ class Content:
     member: str = ""  # member path inside the source (archive path or path relative to a folder)
     index: int = -1  # position of the member in an archive (archives may repeat a path)
     inline: bytes | None = field(default=None, repr=False)
+    # Byte ranges (offset, length), sorted and disjoint, that the source stores as holes (a
+    # folder's SEEK_HOLE ranges, an archive's sparse map). The data stream still yields `size`
+    # bytes, zeros in the holes; a writer that can keep holes leaves those blocks unallocated.
+    holes: tuple[tuple[int, int], ...] = ()
 
     @staticmethod
     def of_bytes(data: bytes) -> Content:
