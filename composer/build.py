@@ -258,7 +258,7 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
                                           the_plan.layout.outputs))
             manifest["partitions"][part.name] = {
                 "fs": part.writer.fs, "image": name, "size": result.size,
-                **({"uuid": str(request.uuid)} if part.writer.fixed_size else {}),
+                **_volume_id_record(part.writer.volume_id(request)),
                 "entries": [entry_record(e, store) for e in request.entries]}
         if the_plan.disk is not None:
             result = _write_disk(the_plan.disk, images, tmp, store, events, manifest)
@@ -319,3 +319,6 @@ def _publish(tmp: Path, out: Path, files: list[str]) -> None:
         os.chmod(tmp / name, 0o644)
         os.replace(tmp / name, out / name)
 
+
+def _volume_id_record(volume_id: str | None) -> dict[str, str]:
+    return {"uuid": volume_id} if volume_id is not None else {}

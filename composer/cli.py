@@ -31,7 +31,11 @@ class _State:
 
 STATE = _State()
 
-LayoutArg = Annotated[Path, typer.Argument(help="the layout file", show_default=False)]
+LayoutArg = Annotated[Path, typer.Argument(help="the layout file", show_default=False,
+                                           metavar="LAYOUT")]
+# -q and --debug are accepted before and after the command (`compose build x.yaml -q`)
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="print errors only")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
 EpochOpt = Annotated[int | None, typer.Option(
     "--source-date-epoch", help="the build's epoch (else $SOURCE_DATE_EPOCH, the layout's "
     "epoch, or the newest input mtime)", show_default=False)]
@@ -111,13 +115,17 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="print errors only")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
     version: Annotated[bool, typer.Option("--version", help="print the version and exit",
                                           is_eager=True, callback=_print_version)] = False,
 ) -> None:
-    STATE.quiet = quiet
-    STATE.debug = debug
+    _set_globals(quiet, debug)
+
+
+def _set_globals(quiet: bool, debug: bool) -> None:
+    STATE.quiet = STATE.quiet or quiet
+    STATE.debug = STATE.debug or debug
 
 
 @app.command("build")
@@ -125,8 +133,11 @@ def build_command(
     layout: LayoutArg,
     out: Annotated[Path, typer.Option("-o", "--out", help="output folder")] = Path("out"),
     source_date_epoch: EpochOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Build every image of LAYOUT into the output folder."""
+    _set_globals(quiet, debug)
     events = _CliEvents()
     try:
         the_plan = plan(layout, _epoch(source_date_epoch), events)
@@ -140,8 +151,10 @@ def build_command(
 
 
 @app.command("validate")
-def validate_command(layout: LayoutArg, source_date_epoch: EpochOpt = None) -> None:
+def validate_command(layout: LayoutArg, source_date_epoch: EpochOpt = None,
+                     quiet: QuietOpt = False, debug: DebugOpt = False) -> None:
     """Run every check of LAYOUT and its sources; write nothing."""
+    _set_globals(quiet, debug)
     the_plan = plan(layout, _epoch(source_date_epoch))
     for line in the_plan.report.lines():
         _say(line)
@@ -153,8 +166,11 @@ def plan_command(
     layout: LayoutArg,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable, on stdout")] = False,
     source_date_epoch: EpochOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Show partitions, mounts, entry counts and sizes, and the derived IDs."""
+    _set_globals(quiet, debug)
     the_plan = plan(layout, _epoch(source_date_epoch))
     data = _plan_data(the_plan)
     if as_json:
@@ -165,7 +181,7 @@ def plan_command(
         size = human_size(part["size"]) if part["size"] is not None else "-"
         typer.echo(f"  {part['name']:<12} {part['fs']:<5} {part['mount']:<20} size {size:<10} "
                    f"{part['entries']:>6} entries  {human_size(part['bytes']):>10}  "
-                   f"uuid {part['uuid']}")
+                   f"uuid {part['uuid'] or '-'}")
     if "disk" in data:
         _print_disk(data["disk"])
 
@@ -175,9 +191,9 @@ def _print_disk(disk: dict[str, Any]) -> None:
     typer.echo(f"disk {disk['table']}  {human_size(disk['size'])} ({disk['size']} bytes)  "
                f"id {ident}")
     rows = [(p["offset"], f"  {p['number']:>2} {p['name']:<12} offset {p['offset']:>12}  "
-             f"size {p['size']:>12}  type {p['type']}  partuuid {p['partuuid'] or '-'}"
-             + (f"  attributes {p['attributes']}" if int(p["attributes"], 16) else "")
-             + ("  bootable" if p["bootable"] else "")) for p in disk["partitions"]]
+             f"size {p['size']:>12}  type {p['type']}  partuuid {p['partuuid']}"
+             + (f"  attributes {p['attributes']}" if int(p.get("attributes", "0"), 16) else "")
+             + ("  bootable" if p.get("bootable") else "")) for p in disk["partitions"]]
     rows += [(b["offset"], f"     raw {b['name']:<8} offset {b['offset']:>12}  size "
               f"{b['size']:>12}") for b in disk["raw"]]
     rows += [(f["offset"], f"     free         offset {f['offset']:>12}  size {f['size']:>12}")
@@ -198,7 +214,7 @@ def _plan_data(the_plan: Plan) -> dict[str, Any]:
             "size": p.size,
             "entries": len(p.request.entries),
             "bytes": sum(e.size for e in p.request.entries),
-            "uuid": str(p.request.uuid),
+            "uuid": p.writer.volume_id(p.request),
             "label": p.request.label,
         } for p in the_plan.partitions],
     }

@@ -87,6 +87,11 @@ class FsWriter(ABC):
             raise NotImplementedError(f"{self.fs} has no automatic size")
         return req.size
 
+    def volume_id(self, req: WriteRequest) -> str | None:
+        """The file system's ID as blkid and /dev/disk/by-uuid show it; None for formats
+        without one (tar)."""
+        return str(req.uuid)
+
     @abstractmethod
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:

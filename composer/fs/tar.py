@@ -38,6 +38,9 @@ class TarWriter(FsWriter):
     def check(self, req: WriteRequest) -> list[ComposerError]:
         return []
 
+    def volume_id(self, req: WriteRequest) -> str | None:
+        return None  # an archive has no file-system ID
+
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:
         files = [e.content for e in req.entries if e.kind is Kind.FILE and e.content is not None]
@@ -64,6 +67,10 @@ def write_tar(out: Path, items: Iterable[tuple[Entry, BinaryIO | None]],
             if filter_name == "gzip":
                 # gzip stores the time and file name in its header unless told not to
                 ffi.write_set_options(archive_p, b"gzip:!timestamp")
+            # libarchive writes each xattr twice (SCHILY.xattr.* and LIBARCHIVE.xattr.*) by
+            # default; GNU tar warns about every LIBARCHIVE record. SCHILY is the one record
+            # both GNU tar and bsdtar read (libarchive's archive_write_set_format_pax.c).
+            ffi.write_set_options(archive_p, b"pax:xattrheader=SCHILY")
             ffi.write_open_fd(archive_p, fd)
             for entry, stream in items:
                 _write_entry(archive_p, entry, stream, progress)

@@ -178,7 +178,7 @@ def dos_time(seconds: int, epoch: int) -> tuple[int, int, int, int, int, int]:
     return (tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec - tm.tm_sec % 2)
 
 
-def volume_id(req: WriteRequest) -> int:
+def volume_serial(req: WriteRequest) -> int:
     """The 32-bit serial: option `volume_id` ("1234ABCD" or "1234-ABCD"), else from the UUID."""
     pinned = req.options.get("volume_id")
     if pinned is not None:
@@ -212,6 +212,10 @@ class VfatWriter(FsWriter):
         "volume_id": OptionSpec(OptionType.STR, "volume serial as 8 hex digits (\"1234ABCD\"); "
                                 "default: derived from the partition UUID"),
     }
+
+    def volume_id(self, req: WriteRequest) -> str | None:
+        serial = volume_serial(req)
+        return f"{serial >> 16:04X}-{serial & 0xFFFF:04X}"  # as blkid and /dev/disk/by-uuid
 
     def check(self, req: WriteRequest) -> list[ComposerError]:
         errors = self._check_options(req) + self._check_label(req) + self._check_entries(req)
@@ -283,7 +287,7 @@ class VfatWriter(FsWriter):
         if not re.fullmatch(r"[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}", str(pinned)):
             return [ComposerError(f"{req.name}: volume_id {pinned!r} is not 8 hex digits",
                                   loc=req.loc, hint='write it like "1234ABCD" or "1234-ABCD"')]
-        if volume_id(req) == 0:
+        if volume_serial(req) == 0:
             # pyfatfs takes 0 as "not given" and derives one from the clock
             return [ComposerError(f"{req.name}: volume_id 00000000 cannot be used", loc=req.loc,
                                   hint="pick any other value")]
@@ -291,8 +295,14 @@ class VfatWriter(FsWriter):
 
     @staticmethod
     def _check_label(req: WriteRequest) -> list[ComposerError]:
-        if req.label is None or LABEL_RE.fullmatch(req.label.upper()):
+        if req.label is None or LABEL_RE.fullmatch(req.label):
             return []
+        if LABEL_RE.fullmatch(req.label.upper()):
+            # DOS stores labels in capitals; changing the user's text silently would make a
+            # `LABEL=boot` in fstab or cmdline.txt miss
+            return [ComposerError(
+                f"{req.name}: FAT label {req.label!r} has lowercase letters", loc=req.loc,
+                hint=f"FAT labels are capitals: write label: {req.label.upper()}")]
         return [ComposerError(
             f"{req.name}: FAT label {req.label!r} must be 1 to {LABEL_LEN} characters of "
             "A-Z, 0-9, '_' and '-'", loc=req.loc, hint="shorten or simplify the label")]
@@ -457,7 +467,7 @@ def _mkfs(out: Path, geo: Geometry, size: int, req: WriteRequest, clock: _Clock)
     pf = PyFat()
     try:
         pf.mkfs(str(out), fat_type, size=size, label=(req.label or "NO NAME").upper(),
-                volume_id=volume_id(req) or 1)  # 1: pyfatfs would read the clock for 0
+                volume_id=volume_serial(req) or 1)  # 1: pyfatfs would read the clock for 0
     finally:
         pf.close()
 

@@ -68,7 +68,7 @@ def tree() -> tuple[Entry, ...]:
 
 def request(entries: tuple[Entry, ...] = (), size: int | None = 16 * MIB, **options: object
             ) -> WriteRequest:
-    return WriteRequest(name="boot", entries=entries or tree(), size=size, label="boot",
+    return WriteRequest(name="boot", entries=entries or tree(), size=size, label="BOOT",
                         uuid=UUID, epoch=EPOCH, options=options)
 
 
@@ -255,6 +255,9 @@ def test_content_too_big_and_label_checks() -> None:
     assert error(long_label)[0] == (
         "boot: FAT label 'much-too-long' must be 1 to 11 characters of A-Z, 0-9, '_' and '-'")
     assert error(request(volume_id="xyz"))[0] == "boot: volume_id 'xyz' is not 8 hex digits"
+    lowercase = WriteRequest("boot", tree(), 16 * MIB, "Boot", UUID, EPOCH)
+    assert error(lowercase) == ("boot: FAT label 'Boot' has lowercase letters",
+                                "FAT labels are capitals: write label: BOOT")
 
 
 class _Sequential(DataSource):
