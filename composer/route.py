@@ -86,7 +86,14 @@ def _not_folders(tree: DeviceTree, entries: list[Entry], mounts: set[str],
 def _uncovered(claim: Claim, paths: list[str]) -> ComposerError:
     more = f" (and {len(paths) - 1} more below it)" if len(paths) > 1 else ""
     return ComposerError(f"{claim.what} places {paths[0]}{more}, which is on no partition",
-                         claim.loc, hint="add a partition whose mount covers it, or change 'to'")
+                         claim.loc, hint=_cover_hint(claim))
+
+
+def _cover_hint(claim: Claim) -> str:
+    if claim.what == "systemd":  # the one rule with no `to`: units go where systemd looks
+        return ("systemd installs units in /etc/systemd/system: add a partition whose mount "
+                "covers it (usually the root, mount: /)")
+    return f"add a partition whose mount covers it, or change {claim.what}.to"
 
 
 def owner_of_parent(mount: str, partitions: Sequence[Partition]) -> Partition | None:

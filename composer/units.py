@@ -27,7 +27,8 @@ def parse_size(text: str | int) -> int:
         return text
     match = _SIZE.match(text)
     if not match or match.group(2).lower() not in _UNITS:
-        raise SizeError(f"{text!r} is not a size (use a number with KiB, MiB or GiB)")
+        raise SizeError(f"{text!r} is not a size (use a number and a unit: K, M, G, T "
+                        "or KiB, MiB, GiB, TiB, all binary)")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 

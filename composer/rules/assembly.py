@@ -90,10 +90,11 @@ class Assembly:
                 self.report.changed(f"{entry.path}: {claim.what} overrides what "
                                     f"{previous.what} copied")
             elif not both_dirs:
+                hint = ("remove one, or write the later one as content/dir/symlink to override "
+                        "a copied file") if previous.from_source else \
+                    f"two rules write {entry.path}: keep only one of them"
                 self.error(f"{entry.path} is claimed by both {previous.what} (line "
-                           f"{previous.loc.line}) and {claim.what}", claim.loc,
-                           hint="remove one, or write the later one as content/dir/symlink "
-                           "to override a copied file")
+                           f"{previous.loc.line}) and {claim.what}", claim.loc, hint=hint)
                 return
             elif not override:
                 return  # a directory both copy: the first one's metadata stands
