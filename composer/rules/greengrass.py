@@ -74,7 +74,8 @@ IDENTITY_FILES: tuple[tuple[Key, str], ...] = (
     (("system", "privatekeypath"), "private key (system.privateKeyPath)"),
     (("system", "certificatefilepath"), "certificate (system.certificateFilePath)"),
 )
-FP: Key = ("services", "aws.greengrass.fleetprovisioningbyclaim", "configuration")
+FP_NAME = "aws.greengrass.FleetProvisioningByClaim"
+FP: Key = ("services", FP_NAME.lower(), "configuration")
 FP_REQUIRED = ("provisioningTemplate", "claimCertificatePath", "claimCertificatePrivateKeyPath",
                "rootCaPath", "iotDataEndpoint", "rootPath")
 FP_FILES = ("claimCertificatePath", "claimCertificatePrivateKeyPath", "rootCaPath", "csrPath",
@@ -119,6 +120,7 @@ class GreengrassRule:
         self.claim = Claim("greengrass", spec.loc, from_source=True)
         self.thing_name: str | None = None
         self.config: dict[Key, Any] = {}
+        self.spelling: dict[Key, str] = {}  # each config key as the golden device wrote it
         self.config_file = ""  # the copy the nucleus would read
         self.policy = RootPolicy({}, {}, frozenset())
         self.identity_traces: list[str] = []  # for identity: fail
@@ -129,6 +131,9 @@ class GreengrassRule:
 
     def at(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if rel else self.root
+
+    def spelled(self, key: Key) -> str:
+        return self.spelling.get(key, ".".join(key))
 
     def device_rel(self, value: object) -> str | None:
         """The path relative to the root that a config value names, or None. A relative path is
@@ -172,9 +177,12 @@ class GreengrassRule:
         for name, content in found:
             raw = data[content]
             if name in TLOGS and raw and not parse_tlog(raw)[1]:
-                self.config = effective(parse_tlog(raw)[0])
+                lines = parse_tlog(raw)[0]
+                self.config = effective(lines)
+                self.spelling = {line.key: ".".join(line.path) for line in lines}
             elif name in INIT_CONFIGS and yaml_problem(raw) is None:
                 self.config = {_lower(p): v for p, v in yaml_values(raw)}
+                self.spelling = {_lower(p): ".".join(p) for p, _ in yaml_values(raw)}
             else:
                 continue
             self.config_file = self.at(f"config/{name}")
@@ -201,7 +209,7 @@ class GreengrassRule:
             if rel is None or rel in identity or self._doomed_key(key) or key == ("system",
                                                                                    "rootpath"):
                 continue
-            referenced.setdefault(rel, ".".join(key))
+            referenced.setdefault(rel, self.spelled(key))
         folders = {posixpath.dirname(rel) for rel in (*identity, *referenced)}
         for rel in list(folders):
             while rel:
@@ -440,6 +448,13 @@ class GreengrassRule:
         """services.aws.greengrass.FleetProvisioningByClaim.configuration, keys lower-cased."""
         return {".".join(k[len(FP):]): v for k, v in self.config.items() if under(k, FP)}
 
+    def _fleet_key(self, name: str) -> str:
+        """A plugin setting's dotted key as written (`name` as FleetProvisioningByClaimPlugin
+        spells it when the configuration does not have it)."""
+        key = (*FP, *name.lower().split("."))
+        spelled = self.spelling.get(key)
+        return spelled if spelled else f"services.{FP_NAME}.configuration.{name}"
+
     # --- checks on the finished device tree ----------------------------------------------
 
     def check(self) -> None:
@@ -479,7 +494,7 @@ class GreengrassRule:
                                      "fleet provisioning plugin: it will not connect to AWS IoT "
                                      "until it is provisioned some other way")
             return
-        where = f"{'.'.join(FP)}"
+        where = f"services.{FP_NAME}.configuration"
         if fp and not jars:
             self.asm.error(f"{where} is set but {self.at('plugins/trusted')} holds no "
                            "FleetProvisioningByClaim jar, so the device cannot provision",
@@ -494,29 +509,30 @@ class GreengrassRule:
             return
         for name in FP_REQUIRED:
             if fp.get(name.lower()) in (None, ""):
-                self.asm.error(f"{where}.{name} is missing: the fleet provisioning plugin "
+                self.asm.error(f"{self._fleet_key(name)} is missing: the fleet provisioning plugin "
                                "needs it", self.spec.loc, path="greengrass",
                                hint="FleetProvisioningByClaimPlugin requires provisioningTemplate, "
                                "claimCertificatePath, claimCertificatePrivateKeyPath, rootCaPath, "
                                "iotDataEndpoint and rootPath")
         root_path = fp.get("rootpath")
         if isinstance(root_path, str) and root_path and norm(root_path) != self.root:
-            self.asm.error(f"{where}.rootPath is {root_path!r} but greengrass.to is "
+            self.asm.error(f"{self._fleet_key('rootPath')} is {root_path!r} but greengrass.to is "
                            f"{self.root!r}", self.spec.loc, path="greengrass.to",
                            hint="the plugin writes the new identity under rootPath")
-        needed = [(f"{where}.{name}", fp.get(name.lower())) for name in FP_FILES]
-        needed.append(("system.rootCaPath", self.config.get(("system", "rootcapath"))))
+        needed = [(self._fleet_key(name), fp.get(name.lower())) for name in FP_FILES]
+        needed.append((self.spelled(("system", "rootcapath")),
+                       self.config.get(("system", "rootcapath"))))
         for key, value in needed:
             if isinstance(value, str) and value:
                 self._need_file(key, value)
         for key, value in sorted(fp.items()):
             if key.startswith("templateparameters") and self.thing_name and \
                     self.thing_name in str(value):
-                self._identity_trace(f"{where}.{key}", "holds the golden device's thing name: "
-                                     "every device would provision with it")
+                self.asm.report.warn(f"{self._fleet_key(key)} holds the golden device's thing "
+                                     "name: every device would provision with it")
         if fp.get("deviceid"):
-            self.asm.report.warn(f"{where}.deviceId is set: every device will connect with the "
-                                 "same MQTT client id while provisioning")
+            self.asm.report.warn(f"{self._fleet_key('deviceId')} is set: every device will "
+                                 "connect with the same MQTT client id while provisioning")
         if jars and fp.get("claimcertificatepath"):
             self.asm.report.note(f"device will provision with claim certificate "
                                  f"{fp['claimcertificatepath']} (template "
@@ -550,8 +566,8 @@ class GreengrassRule:
                 if known is None or not name or name.isdigit() or name in known:
                     continue
                 what = "user" if table == "passwd" else "group"
-                self.asm.error(f"{'.'.join(key)} is {value!r} but /etc/{table} of the image has "
-                               f"no {what} {name!r}: every component would fail to start",
+                self.asm.error(f"{self.spelled(key)} is {value!r} but /etc/{table} of the image "
+                               f"has no {what} {name!r}: every component would fail to start",
                                self.spec.loc, path="greengrass",
                                hint=f"add {what} {name!r} to /etc/{table} (the Greengrass "
                                "installer creates ggc_user and ggc_group; the nucleus does not)")
