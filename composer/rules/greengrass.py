@@ -319,8 +319,11 @@ class GreengrassRule:
         self._report_leftover_thing_name(files)
         self._report_thing_name_in_kept_files()
         if self.spec.identity is IdentityPolicy.FAIL and self.identity_traces:
-            self.asm.error("the snapshot holds the golden device's identity: "
-                           + "; ".join(self.identity_traces), self.spec.loc,
+            # errors are printed: the name itself is masked like in the report
+            traces = "; ".join(self.identity_traces).replace(self.thing_name or "\0",
+                                                             "<thingName>")
+            self.asm.error(f"the snapshot holds the golden device's identity: {traces}",
+                           self.spec.loc,
                            path="greengrass.identity",
                            hint="use 'identity: strip' to remove it (each device then needs "
                            "its own identity, e.g. from fleet provisioning)")
