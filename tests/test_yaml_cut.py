@@ -97,7 +97,7 @@ def test_cut_removes_exactly_the_keys_and_nothing_else(doc: tuple[str, Any],
     _check(text, {tuple(s.lower() for s in p) for p in chosen})
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(emitted())
 def test_every_single_key_can_be_cut_alone(doc: tuple[str, Any]) -> None:
     text, tree = doc

@@ -309,8 +309,9 @@ class GreengrassRule:
     def _sanitize(self) -> None:
         files = self._config_files()
         if self.asm.tree.get(self.at("config/config.tlog")) is None:
+            fallback = self.config_file or "bootstrap.tlog or config.yaml"
             self.asm.report.warn(f"{self.at('config/config.tlog')} is missing: the nucleus will "
-                                 "fall back to bootstrap.tlog or config.yaml")
+                                 f"fall back to {fallback}")
         self._check_tlogs(files)
         self._check_yaml(files)
         secrets = self._secret_findings(files)
@@ -392,6 +393,8 @@ class GreengrassRule:
         if not _is_yaml(file.path):
             data, gone = drop_lines(file.data, lambda line: self._doomed_key(line.key))
             removed = sorted({".".join(line.path) for line in gone})
+        elif yaml_problem(file.data) is not None:
+            return file  # already an error (_check_yaml)
         else:
             try:
                 data, paths = cut(file.data, self._doomed_key)
