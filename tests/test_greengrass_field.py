@@ -428,3 +428,72 @@ def test_missing_component_user_fails(tmp_path: Path, field_golden: Path) -> Non
 def test_component_user_present_passes(tmp_path: Path, field_golden: Path) -> None:
     result = compose("validate", "layout.yaml", cwd=layout(tmp_path / "b", field_golden).parent)
     assert result.returncode == 0, result.stderr
+
+
+# --- the root-file policy on a device that keeps its certificates in certs/ ---------------
+
+
+def test_certs_subfolder_root_ca_kept_identity_dropped_others_reported(
+        tmp_path: Path, field_golden: Path) -> None:
+    snap = snapshot_folder(tmp_path, field_golden)
+    gg = snap / "greengrass/v2"
+    (gg / "certs").mkdir()
+    for name in ("rootCA.pem", "thingCert.crt", "privKey.key"):
+        (gg / name).rename(gg / "certs" / name)
+    (gg / "notes.txt").write_text("golden device notes\n")
+    tlog = gg / "config/config.tlog"
+    lines = [json.dumps({"TS": 2 * 10**12, "TP": ["system", key], "W": "changed",
+                         "V": f"{GG}/certs/{name}"}, separators=(",", ":"))
+             for key, name in (("rootCaPath", "rootCA.pem"), ("certificateFilePath",
+                                                               "thingCert.crt"),
+                               ("privateKeyPath", "privKey.key"))]
+    tlog.write_text(tlog.read_text() + "\n".join(lines) + "\n")
+    path = layout(tmp_path / "b", snap, greengrass="  keep: [alts, config, packages, plugins]\n")
+    result = build(path)
+    assert result.returncode == 0, result.stderr
+    root = extract(path.parent / "out" / "rootfs.tar", tmp_path / "x")
+    certs = root / "greengrass/v2/certs"
+    assert sorted(p.name for p in certs.iterdir()) == ["rootCA.pem"]
+    assert not (root / "greengrass/v2/notes.txt").exists()
+    report = findings(path.parent / "out")
+    assert f"kept: {GG}/certs/rootCA.pem (file, named by system.rootCaPath in the " \
+        "configuration)" in report
+    assert f"dropped: {GG}/certs/privKey.key (the golden device's private key " \
+        "(system.privateKeyPath))" in report
+    assert f"dropped: {GG}/notes.txt (file, not a Greengrass folder and not named by the " \
+        "configuration; a files: entry can add it)" in report
+
+
+def test_component_run_with_user_checked_too(tmp_path: Path, field_golden: Path) -> None:
+    snap = snapshot_folder(tmp_path, field_golden)
+    tlog = snap / "greengrass/v2/config/config.tlog"
+    line = json.dumps({"TS": 2 * 10**12, "TP": ["services", "aws.greengrass.labs.HomeAssistant",
+                                                 "runWith", "posixUser"],
+                       "W": "changed", "V": "hass:ggc_group"}, separators=(",", ":"))
+    tlog.write_text(tlog.read_text() + line + "\n")
+    result = compose("validate", "layout.yaml", cwd=layout(tmp_path / "b", snap).parent)
+    assert result.returncode == 1
+    assert ("services.aws.greengrass.labs.HomeAssistant.runWith.posixUser is "
+            "'hass:ggc_group' but /etc/passwd of the image has no user 'hass'") in result.stderr
+
+
+def test_alias_and_required_by_links_made_as_systemctl_enable_would(tmp_path: Path) -> None:
+    snap = tmp_path / "snap"
+    units = snap / "usr/lib/systemd/system"
+    units.mkdir(parents=True)
+    (units / "gg.service").write_text("[Service]\nExecStart=/bin/true\n[Install]\n"
+                                      "WantedBy=multi-user.target\nRequiredBy=network.target\n"
+                                      "Alias=greengrass-core.service\n")
+    (tmp_path / "layout.yaml").write_text(
+        "version: 1\nname: units\nepoch: 1718878001\nsources:\n  snap: snap\n"
+        "partitions:\n  - {name: root, fs: tar, mount: /}\n"
+        "systemd:\n  from: snap:/\n  units: [gg.service]\n")
+    result = compose("build", "layout.yaml", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listing = subprocess.run(["tar", "-tvf", str(tmp_path / "out/root.tar")], check=True,
+                             capture_output=True, text=True).stdout
+    target = "/usr/lib/systemd/system/gg.service"
+    for link in ("multi-user.target.wants/gg.service", "network.target.requires/gg.service",
+                 "greengrass-core.service"):
+        assert f"./etc/systemd/system/{link} -> {target}" in listing, link
+    assert f".{target}\n" in listing
