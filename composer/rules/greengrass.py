@@ -32,6 +32,7 @@ KNOWN_DIRS = ("alts", "bin", "cli_ipc_info", "config", "deployments", "logs", "p
               "plugins", "telemetry", "work")
 DEFAULT_KEEP = ("alts", "config", "packages")
 EPHEMERAL_DIRS = ("deployments", "logs", "telemetry", "work")  # may hold the thing name
+SEARCH_LIMIT = 64 << 20  # bytes of one kept log or work file searched for the thing name
 TLOGS = ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~")  # the nucleus's order
 EFFECTIVE = ("effectiveConfig.yaml", "effectiveConfig.yaml~")
 # config/config.yaml (or .yml) is the nucleus's fallback (and --init-config's default): it may
@@ -438,6 +439,11 @@ class GreengrassRule:
         entries = [e for d in EPHEMERAL_DIRS for e in self.asm.tree.below(self.at(d))
                    if e.kind is Kind.FILE and e.content is not None
                    and posixpath.basename(e.path) not in SNAPSHOT_TLOGS]
+        for entry in [e for e in entries if e.size > SEARCH_LIMIT]:
+            # read into memory to search: a database of gigabytes is named instead
+            self.asm.report.warn(f"{entry.path} ({entry.size >> 20} MiB) was not searched for "
+                                 "the golden device's thing name")
+        entries = [e for e in entries if e.size <= SEARCH_LIMIT]
         data = self.asm.read_small(e.content for e in entries if e.content is not None)
         for entry in entries:
             assert entry.content is not None
