@@ -10,6 +10,8 @@ class Level(StrEnum):
     CHANGED = "changed"
     DROPPED = "dropped"
     WARNING = "warning"
+    KEPT = "kept"  # a file kept by a rule that could have dropped it, and why
+    NOTE = "note"  # what the image will do, e.g. that the device will provision itself
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -39,6 +41,12 @@ class Report:
 
     def dropped(self, message: str) -> None:
         self.findings.append(Finding(Level.DROPPED, message))
+
+    def kept(self, message: str) -> None:
+        self.findings.append(Finding(Level.KEPT, message))
+
+    def note(self, message: str) -> None:
+        self.findings.append(Finding(Level.NOTE, message))
 
     def warn(self, message: str) -> None:
         self.findings.append(Finding(Level.WARNING, message))

@@ -44,7 +44,8 @@ def test_recipe_hash_matches_the_nucleus() -> None:
 def test_tlog_strictness() -> None:
     good = b'{"TS":1,"TP":["system","rootpath"],"W":"changed","V":"/x"}\n'
     assert parse_tlog(good)[1] == []
-    bad = (good + b"\n" + b'{"TP":[],"TS":1,"W":"changed","V":1}\n'
+    # key order does not matter to the nucleus (Jackson); an extra key or an unknown W does
+    bad = (good + b"\n" + b'{"TP":[],"TS":1,"W":"changed","V":1,"X":0}\n'
            + b'{"TS":1,"TP":[],"W":"x","V":1}\n')
     problems = [n for n, _ in parse_tlog(bad)[1]]
     assert problems == [2, 3, 4]

@@ -7,7 +7,20 @@ private key, logs, telemetry, work folders, a stale ipc.socket, and a Docker ove
 whiteouts, opaque folders, xattrs, hard links, setuid files and per-daemon state.
 
     python tools/make_golden.py OUT.tar.gz [--shuffle SEED] [--layers N --files-per-layer M]
-                                           [--docker-mib MIB]
+                                           [--docker-mib MIB] [--variant NAME ...]
+
+--variant adds what real devices have beyond the default (which it leaves byte-identical):
+  fleet        provisioned by the fleet-provisioning-by-claim plugin: the plugin jar in
+               plugins/trusted, its configuration, claim-certs/ and AmazonRootCA1.pem
+  cda          client device auth: runtime.ca_passphrase and work/<Auth>/ca.jks
+  ota          the nucleus updated over the air: alts/current -> alts/<id>, a newer nucleus
+               (2.14.3, with its loader.log unit) beside the first one
+  old-secrets  SecretManager 2.1.3, which kept secretResponse outside `runtime`
+  yocto        the unit in /lib/systemd/system (meta-aws), only the .wants link in /etc
+  jackson      effectiveConfig.yaml as the nucleus's Jackson YAMLMapper writes it: thing group
+               deployments, processed deployments, literal and folded multi-line scalars
+  users        /etc/passwd and /etc/group with ggc_user and ggc_group
+  nucleus-tlog a tlog line as Jackson also accepts it: keys in another order, no V
 
 --docker-mib gives the layers a Docker-store-shaped size distribution instead of the default
 small files: most files a few KiB, some hundreds of KiB, and large ones (1 to 48 MiB) until the
@@ -44,6 +57,18 @@ CERT = "-----BEGIN CERTIFICATE-----\nMIIDGOLDENTHINGCERT=\n-----END CERTIFICATE-
 ROOT_CA = ("-----BEGIN CERTIFICATE-----\nMIIDQTCCAimgAwIBAgITBmyfz5m/jAo54vB4ikPmljZbyjANBgkq\n"
            "-----END CERTIFICATE-----\n")
 NUCLEUS = "2.12.6"
+NEW_NUCLEUS = "2.14.3"  # the ota variant's update
+OTA_ALTS = "5d0b7c1e-0f4a-4c1e-9d1b-2a3b4c5d6e7f"
+CLAIM_CERT = ("-----BEGIN CERTIFICATE-----\nMIIDFLEETCLAIMCERTsharedbyeverydevice=\n"
+              "-----END CERTIFICATE-----\n")
+CLAIM_KEY = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEFLEETCLAIMKEYsharedbyeverydevice=\n"
+             "-----END RSA PRIVATE KEY-----\n")
+AMAZON_ROOT_CA = ("-----BEGIN CERTIFICATE-----\nMIIDQTCCAimgAwIBAgITBmyfz5m/AmazonRootCA1=\n"
+                  "-----END CERTIFICATE-----\n")
+CA_PASSPHRASE = "GOLDENCAPASSPHRASE-4f1c2e"
+CA_JKS = b"\xfe\xed\xfe\xedGOLDENLOCALCAKEYSTORE" * 8
+FP_NAME = "aws.greengrass.FleetProvisioningByClaim"
+VARIANTS = ("fleet", "cda", "ota", "old-secrets", "yocto", "jackson", "users", "nucleus-tlog")
 COMPONENTS = {  # name: (version, type)
     "aws.greengrass.Nucleus": (NUCLEUS, "aws.greengrass.nucleus"),
     "aws.greengrass.LogManager": ("2.3.7", "aws.greengrass.plugin"),
@@ -136,18 +161,22 @@ def tlog_line(ts: int, path: list[str], value: object, action: str = "changed") 
                       separators=(",", ":")) + "\n"
 
 
-def config_tlog() -> str:
+def config_tlog(variants: frozenset[str] = frozenset()) -> str:
     ms = T0 * 1000
     secret_doc = json.dumps({"secrets": [{
         "arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf",
         "name": "db", "versionId": "v1", "encryptedSecretString": SECRET,
         "versionStages": ["AWSCURRENT"], "createdDate": ms}]})
+    root_ca = f"{ROOT}/AmazonRootCA1.pem" if "fleet" in variants else f"{ROOT}/rootCA.pem"
+    secret_path = ["services", "aws.greengrass.SecretManager", "runtime", "secretResponse"]
+    if "old-secrets" in variants:  # before SecretManager 2.1.4 (commit 8a11ab2)
+        secret_path = ["services", "aws.greengrass.SecretManager", "secretResponse"]
     lines = [
         tlog_line(1, ["system", "rootpath"], ROOT),
         tlog_line(ms + 1, ["system", "thingName"], THING),
         tlog_line(ms + 2, ["system", "certificateFilePath"], f"{ROOT}/thingCert.crt"),
         tlog_line(ms + 3, ["system", "privateKeyPath"], f"{ROOT}/privKey.key"),
-        tlog_line(ms + 4, ["system", "rootCaPath"], f"{ROOT}/rootCA.pem"),
+        tlog_line(ms + 4, ["system", "rootCaPath"], root_ca),
         tlog_line(ms + 5, ["setenv", "AWS_IOT_THING_NAME"], THING),
         tlog_line(ms + 6, ["setenv", "AWS_REGION"], "us-east-1"),
         tlog_line(ms + 7, ["services", "aws.greengrass.Nucleus", "version"], NUCLEUS),
@@ -157,8 +186,7 @@ def config_tlog() -> str:
                            "iotDataEndpoint"], "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com"),
         tlog_line(ms + 10, ["services", "aws.greengrass.Nucleus", "configuration",
                             "runWithDefault", "posixUser"], "ggc_user:ggc_group"),
-        tlog_line(ms + 11, ["services", "aws.greengrass.SecretManager", "runtime",
-                            "secretResponse"], secret_doc),
+        tlog_line(ms + 11, secret_path, secret_doc),
         tlog_line(ms + 12, ["services", "DeploymentService", "GroupToRootComponents",
                             f"thing/{THING}", "aws.greengrass.labs.HomeAssistant"], "1.0.0"),
         tlog_line(ms + 13, ["services", "DeploymentService", "GroupToRootComponents",
@@ -173,7 +201,46 @@ def config_tlog() -> str:
         if kind == "aws.greengrass.plugin":
             lines.append(tlog_line(ms + 21, ["services", "main", "runtime", "service-digest",
                                              f"{name}-v{version}"], recipe_digest(recipe(name))))
+    lines += variant_tlog(variants, ms)
     return "".join(lines)
+
+
+def variant_tlog(variants: frozenset[str], ms: int) -> list[str]:
+    lines = []
+    if "fleet" in variants:
+        # FleetProvisioningByClaimPlugin's configuration, as --init-config wrote it (AWS guide)
+        fp = ["services", FP_NAME, "configuration"]
+        for i, (key, value) in enumerate((
+                ("provisioningTemplate", "GreengrassFleetTemplate"),
+                ("claimCertificatePath", f"{ROOT}/claim-certs/claim.pem.crt"),
+                ("claimCertificatePrivateKeyPath", f"{ROOT}/claim-certs/claim.private.pem.key"),
+                ("rootCaPath", f"{ROOT}/AmazonRootCA1.pem"),
+                ("iotDataEndpoint", "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com"),
+                ("iotCredentialEndpoint", "c1d2e3f4.credentials.iot.us-east-1.amazonaws.com"),
+                ("iotRoleAlias", "GreengrassCoreTokenExchangeRoleAlias"),
+                ("awsRegion", "us-east-1"),
+                ("rootPath", ROOT))):
+            lines.append(tlog_line(ms + 30 + i, [*fp, key], value))
+        lines.append(tlog_line(ms + 40, [*fp, "templateParameters", "ThingName"], THING))
+        lines.append(tlog_line(ms + 41, [*fp, "templateParameters", "ThingGroupName"], "Fleet"))
+    if "cda" in variants:
+        auth = ["services", "aws.greengrass.clientdevices.Auth"]
+        lines.append(tlog_line(ms + 50, [*auth, "version"], "2.4.5"))
+        lines.append(tlog_line(ms + 51, [*auth, "runtime", "ca_passphrase"], CA_PASSPHRASE))
+        lines.append(tlog_line(ms + 52, [*auth, "runtime", "certificates", "authorities"],
+                               ["-----BEGIN CERTIFICATE-----\nMIIGOLDENLOCALCA=\n"
+                                "-----END CERTIFICATE-----\n"]))
+    if "ota" in variants:  # the deployment that updated the nucleus: a newer value wins
+        lines.append(tlog_line(ms + 60, ["services", "aws.greengrass.Nucleus", "version"],
+                               NEW_NUCLEUS))
+    if "old-secrets" in variants:
+        lines.append(tlog_line(ms + 61, ["services", "aws.greengrass.SecretManager", "version"],
+                               "2.1.3"))
+    # a `removed` line without V, as the nucleus's own test resources have, keys reordered
+    if "nucleus-tlog" in variants:
+        lines.append('{"W":"removed","TP":["services","aws.greengrass.labs.HomeAssistant",'
+                     f'"configuration","stale"],"TS":{ms + 70}}}\n')
+    return lines
 
 
 def effective_config() -> str:
@@ -200,14 +267,108 @@ system:
 """
 
 
-def recipe(name: str) -> bytes:
-    version, kind = COMPONENTS[name]
+def jackson_effective_config(variants: frozenset[str]) -> str:
+    """effectiveConfig.yaml as Kernel.writeEffectiveConfig writes it (Jackson YAMLMapper: a `---`
+    header, quoted strings, literal blocks for multi-line values, folded long ones), with the
+    deployment history that sits next to per-device keys."""
+    secret = json.dumps({"secrets": [{"encryptedSecretString": SECRET}]})
+    secret_block = f"""  aws.greengrass.SecretManager:
+    runtime:
+      secretResponse: {json.dumps(secret)}
+    version: "2.1.8"
+"""
+    if "old-secrets" in variants:
+        secret_block = f"""  aws.greengrass.SecretManager:
+    secretResponse: {json.dumps(secret)}
+    version: "2.1.3"
+"""
+    cda = ""
+    if "cda" in variants:
+        cda = f"""  aws.greengrass.clientdevices.Auth:
+    runtime:
+      ca_passphrase: "{CA_PASSPHRASE}"
+      certificates:
+        authorities:
+        - "-----BEGIN CERTIFICATE-----\\nMIIGOLDENLOCALCA=\\n-----END CERTIFICATE-----\\n"
+    version: "2.4.5"
+"""
+    fleet = ""
+    root_ca = f"{ROOT}/AmazonRootCA1.pem" if "fleet" in variants else f"{ROOT}/rootCA.pem"
+    if "fleet" in variants:
+        fleet = f"""  {FP_NAME}:
+    configuration:
+      claimCertificatePath: "{ROOT}/claim-certs/claim.pem.crt"
+      claimCertificatePrivateKeyPath: "{ROOT}/claim-certs/claim.private.pem.key"
+      iotDataEndpoint: "a1b2c3d4e5f6g7-ats.iot.us-east-1.amazonaws.com"
+      provisioningTemplate: "GreengrassFleetTemplate"
+      rootCaPath: "{root_ca}"
+      rootPath: "{ROOT}"
+      templateParameters:
+        ThingGroupName: "Fleet"
+        ThingName: "{THING}"
+"""
+    arn = "arn:aws:greengrass:us-east-1:111122223333:configuration"
+    return f"""---
+services:
+  DeploymentService:
+    ComponentToGroups:
+      aws.greengrass.labs.HomeAssistant:
+        "{arn}:thing/{THING}:3": "thing/{THING}"
+    GroupToLastDeployment:
+      thing/{THING}:
+        configurationArn: "{arn}:thing/{THING}:3"
+        timestamp: 1718878001465
+      thinggroup/Fleet:
+        configurationArn: "{arn}:thinggroup/Fleet:5"
+        timestamp: 1718878001466
+    runtime:
+      ProcessedDeployments:
+        "1718878001467":
+          DeploymentId: "3f2c8d4e-1a2b-4c5d-8e9f-0a1b2c3d4e5f"
+          DeploymentStatus: "SUCCEEDED"
+  FleetStatusService:
+    sequenceNumber: 4
+{cda}{fleet}  aws.greengrass.Nucleus:
+    configuration:
+      awsRegion: "us-east-1"
+      runWithDefault:
+        posixUser: "ggc_user:ggc_group"
+    version: "{NEW_NUCLEUS if "ota" in variants else NUCLEUS}"
+{secret_block}  aws.greengrass.labs.HomeAssistant:
+    configuration:
+      accessControl:
+        aws.greengrass.ipc.mqttproxy:
+          policy1:
+            operations:
+            - "aws.greengrass#PublishToIoTCore"
+            resources:
+            - "$aws/things/{THING}/shadow"
+      description: >-
+        Home Assistant, run by Greengrass in a container on every device of the fleet; this
+        text is long enough that the emitter folds it over lines
+      topic: "$aws/things/{THING}/shadow"
+    lifecycle:
+      run: |-
+        docker run --rm --name homeassistant \\
+          -v /config:/config homeassistant/home-assistant:2024.6
+    version: "1.0.0"
+system:
+  certificateFilePath: "{ROOT}/thingCert.crt"
+  privateKeyPath: "{ROOT}/privKey.key"
+  rootCaPath: "{root_ca}"
+  rootpath: "{ROOT}"
+  thingName: "{THING}"
+"""
+
+
+def recipe(name: str, version: str | None = None) -> bytes:
+    version, kind = version or COMPONENTS[name][0], COMPONENTS[name][1]
     return (f"---\nRecipeFormatVersion: \"2020-01-25\"\nComponentName: \"{name}\"\n"
             f"ComponentVersion: \"{version}\"\nComponentType: \"{kind}\"\n"
             f"ComponentPublisher: \"AWS\"\n").encode()
 
 
-def greengrass(s: Snapshot) -> None:
+def greengrass(s: Snapshot, variants: frozenset[str] = frozenset()) -> None:
     s.dir("/greengrass")
     s.dir(ROOT, 0o755)
     nucleus_dir = f"{ROOT}/packages/artifacts-unarchived/aws.greengrass.Nucleus/{NUCLEUS}/" \
@@ -222,11 +383,13 @@ def greengrass(s: Snapshot) -> None:
     s.dir(f"{ROOT}/cli_ipc_info")
     s.file(f"{ROOT}/cli_ipc_info/cli.json", '{"token":"golden-cli-token"}')
     s.dir(f"{ROOT}/config", 0o700)
-    tlog = config_tlog()
+    tlog = config_tlog(variants)
     for name in ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~"):
         s.file(f"{ROOT}/config/{name}", tlog)
-    s.file(f"{ROOT}/config/effectiveConfig.yaml", effective_config())
-    s.file(f"{ROOT}/config/effectiveConfig.yaml~", effective_config())
+    effective = jackson_effective_config(variants) if "jackson" in variants \
+        else effective_config()
+    s.file(f"{ROOT}/config/effectiveConfig.yaml", effective)
+    s.file(f"{ROOT}/config/effectiveConfig.yaml~", effective)
     s.dir(f"{ROOT}/deployments", 0o700)
     dep = f"{ROOT}/deployments/3f2c8d4e-1a2b-4c5d-8e9f-0a1b2c3d4e5f"
     s.dir(dep, 0o700)
@@ -250,6 +413,43 @@ def greengrass(s: Snapshot) -> None:
     s.file(f"{ROOT}/privKey.key", PRIVATE_KEY, 0o600)
     s.file(f"{ROOT}/rootCA.pem", ROOT_CA)
     s.node(f"{ROOT}/ipc.socket", Kind.SOCKET, 0o666)
+    greengrass_variants(s, variants, nucleus_dir)
+
+
+def greengrass_variants(s: Snapshot, variants: frozenset[str], nucleus_dir: str) -> None:
+    if "fleet" in variants:
+        s.file(f"{ROOT}/plugins/trusted/{FP_NAME}.jar", b"PK\x03\x04fleetprovisioning" * 64)
+        s.dir(f"{ROOT}/claim-certs", 0o700)
+        s.file(f"{ROOT}/claim-certs/claim.pem.crt", CLAIM_CERT)
+        s.file(f"{ROOT}/claim-certs/claim.private.pem.key", CLAIM_KEY, 0o600)
+        s.file(f"{ROOT}/AmazonRootCA1.pem", AMAZON_ROOT_CA)
+    if "cda" in variants:
+        work = f"{ROOT}/work/aws.greengrass.clientdevices.Auth"
+        s.dir(work, 0o700)
+        s.file(f"{work}/ca.jks", CA_JKS, 0o600)
+    if "ota" in variants:
+        new_dir = nucleus_dir.replace(f"/{NUCLEUS}/", f"/{NEW_NUCLEUS}/")
+        for folder in (f"{ROOT}/packages/artifacts/aws.greengrass.Nucleus/{NEW_NUCLEUS}",
+                       new_dir.rsplit("/", 1)[0], new_dir, f"{new_dir}/bin", f"{new_dir}/lib"):
+            s.dir(folder)
+        s.file(f"{new_dir}/bin/loader", "#!/bin/sh\nexec java -jar Greengrass.jar\n", 0o555)
+        s.file(f"{new_dir}/bin/greengrass.service", unit_2_14(), 0o555)
+        s.file(f"{new_dir}/lib/Greengrass.jar", b"PK\x03\x04nucleus-2.14" * 512, 0o555)
+        stem = f"{ROOT}/packages/recipes/{component_hash('aws.greengrass.Nucleus')}@{NEW_NUCLEUS}"
+        s.file(f"{stem}.recipe.yaml", recipe("aws.greengrass.Nucleus", NEW_NUCLEUS))
+        # the loader switched alts/current to the deployment's folder (KernelAlternatives)
+        s.entries = [(e, d) for e, d in s.entries if e.path != f"{ROOT}/alts/current"]
+        s.dir(f"{ROOT}/alts/{OTA_ALTS}")
+        s.link(f"{ROOT}/alts/{OTA_ALTS}/distro", new_dir)
+        s.file(f"{ROOT}/alts/{OTA_ALTS}/launch.params", "-Dlog.store=FILE")
+        s.link(f"{ROOT}/alts/current", f"{ROOT}/alts/{OTA_ALTS}")
+
+
+def unit_2_14() -> str:
+    """greengrass.service.template of 2.14.3+ (commit 47c916d), interpolated by SystemdUtils."""
+    return UNIT.replace(f"ExecStart=/bin/sh {ROOT}/alts/current/distro/bin/loader",
+                        f'ExecStart=/bin/sh -c "exec {ROOT}/alts/current/distro/bin/loader '
+                        f'>> {ROOT}/logs/loader.log 2>&1"')
 
 
 def packages(s: Snapshot, nucleus_dir: str) -> None:
@@ -278,13 +478,27 @@ def packages(s: Snapshot, nucleus_dir: str) -> None:
     s.file(f"{nucleus_dir}/conf/recipe.yaml", recipe("aws.greengrass.Nucleus"), 0o555)
 
 
-def systemd(s: Snapshot) -> None:
+def systemd(s: Snapshot, variants: frozenset[str] = frozenset()) -> None:
     for path in ("/etc", "/etc/systemd", "/etc/systemd/system",
                  "/etc/systemd/system/multi-user.target.wants"):
         s.dir(path)
-    s.file("/etc/systemd/system/greengrass.service", UNIT)
-    s.link("/etc/systemd/system/multi-user.target.wants/greengrass.service",
-           "/etc/systemd/system/greengrass.service")
+    unit = unit_2_14() if "ota" in variants else UNIT
+    if "yocto" in variants:
+        # meta-aws greengrass-bin: ${systemd_unitdir}/system/greengrass.service, only the
+        # .wants link in /etc
+        for path in ("/lib", "/lib/systemd", "/lib/systemd/system"):
+            s.dir(path)
+        s.file("/lib/systemd/system/greengrass.service", unit)
+        s.link("/etc/systemd/system/multi-user.target.wants/greengrass.service",
+               "/lib/systemd/system/greengrass.service")
+    else:
+        s.file("/etc/systemd/system/greengrass.service", unit)
+        s.link("/etc/systemd/system/multi-user.target.wants/greengrass.service",
+               "/etc/systemd/system/greengrass.service")
+    if "users" in variants:
+        s.file("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
+               "ggc_user:x:998:998::/home/ggc_user:/bin/sh\n")
+        s.file("/etc/group", "root:x:0:\nggc_group:x:998:ggc_user\n")
 
 
 def docker(s: Snapshot, layers: int, files_per_layer: int, rng: random.Random,
@@ -374,11 +588,11 @@ def app(s: Snapshot) -> None:
 
 
 def make(out: Path, shuffle: int | None, layers: int, files_per_layer: int,
-         docker_mib: int | None = None) -> None:
+         docker_mib: int | None = None, variants: frozenset[str] = frozenset()) -> None:
     rng = random.Random(1)
     s = Snapshot()
-    greengrass(s)
-    systemd(s)
+    greengrass(s, variants)
+    systemd(s, variants)
     docker(s, layers, files_per_layer, rng, docker_mib)
     app(s)
     items = s.entries
@@ -409,17 +623,23 @@ def main() -> None:
     parser.add_argument("--files-per-layer", type=int, default=20)
     parser.add_argument("--docker-mib", type=int,
                         help="Docker-store-shaped file sizes, about this many MiB in the layers")
+    parser.add_argument("--variant", action="append", choices=VARIANTS, default=[],
+                        help="add a real-device case (repeatable); see the module's docstring")
     parser.add_argument("--print-secrets", action="store_true",
                         help="print the planted secret strings, one per line, and exit")
     args = parser.parse_args()
     if args.print_secrets:
         # the thing name is identity, not a secret: it may remain in values the report names
-        print("\n".join((SECRET, PRIVATE_KEY.splitlines()[1], "MIIDGOLDENTHINGCERT",
-                         "golden-engine-id", "golden-cli-token")))
+        secrets = [SECRET, PRIVATE_KEY.splitlines()[1], "MIIDGOLDENTHINGCERT",
+                   "golden-engine-id", "golden-cli-token"]
+        if "cda" in args.variant:  # the claim certificate and key are shared: they must ship
+            secrets += [CA_PASSPHRASE, "GOLDENLOCALCAKEYSTORE", "MIIGOLDENLOCALCA"]
+        print("\n".join(secrets))
         return
     if args.out is None:
         parser.error("OUT is required")
-    make(args.out, args.shuffle, args.layers, args.files_per_layer, args.docker_mib)
+    make(args.out, args.shuffle, args.layers, args.files_per_layer, args.docker_mib,
+         frozenset(args.variant))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class SecretsPolicy(StrEnum):
 
 class IdentityPolicy(StrEnum):
     STRIP = "strip"
+    FAIL = "fail"  # any trace of the golden device's identity is an error listing each
     KEEP = "keep"
 
 

@@ -1,18 +1,25 @@
-"""systemd units: installed to /etc/systemd/system and enabled as `systemctl enable` would, by an
-absolute symlink TARGET.wants/UNIT (or .requires) for each target in the [Install] section."""
+"""systemd units: found where systemd looks for them, installed at the same place on the device,
+and enabled as `systemctl enable` would: an absolute symlink
+/etc/systemd/system/TARGET.wants/UNIT (or .requires) to the unit for each target of its [Install]
+section, and /etc/systemd/system/ALIAS for each Alias=.
+
+`systemd.from` may be the snapshot's root or any of the unit folders: the unit is looked up in
+/etc/systemd/system, /lib/systemd/system and /usr/lib/systemd/system below it, in systemd's order
+of precedence (systemd.unit(5), "Unit File Load Path"). Yocto's meta-aws installs
+greengrass.service to ${systemd_unitdir}/system and leaves only the .wants link in /etc."""
 
 from __future__ import annotations
 
 import posixpath
 import re
 import shlex
-from dataclasses import replace
 
 from composer.layout.model import Systemd
 from composer.rules.assembly import Assembly, Claim
 from composer.tree import Entry, Kind, is_under
 
 UNIT_DIR = "/etc/systemd/system"
+UNIT_DIRS = (UNIT_DIR, "/lib/systemd/system", "/usr/lib/systemd/system")
 _PATH = re.compile(r"(?<![\w/])/[^\s\"';|&<>]+")
 
 
@@ -46,31 +53,79 @@ class SystemdRule:
 
     def apply(self) -> None:
         for index, unit in enumerate(self.spec.units):
-            ref = replace(self.spec.src, path=posixpath.join(self.spec.src.path, unit))
-            entry = self.asm.lookup(ref, f"systemd.units[{index}]")
-            if entry is None:
+            found = self._find(unit, f"systemd.units[{index}]")
+            if found is None:
                 continue
-            if entry.kind is not Kind.FILE or entry.content is None:
-                self.asm.error(f"{ref} is not a regular file", self.spec.loc,
-                               path=f"systemd.units[{index}]")
-                continue
-            path = posixpath.join(UNIT_DIR, unit)
+            entry, path = found
+            assert entry.content is not None
             self.asm.place(entry.moved(path), self.claim)
             data = self.asm.read_small([entry.content])[entry.content]
             parsed = parse_unit(data.decode("utf-8", "replace"))
             self.units[path] = parsed
             self._enable(unit, path, parsed)
 
+    def _candidates(self, unit: str) -> list[tuple[str, str]]:
+        """(path in the source, path on the device) where the unit may be, in systemd's order."""
+        src = self.spec.src.path.rstrip("/") or "/"
+        base = src
+        for folder in sorted(UNIT_DIRS, key=len, reverse=True):  # /usr/lib before /lib
+            if src.endswith(folder):
+                base = src[: -len(folder)] or "/"
+                break
+        found = [(posixpath.join(base, folder.lstrip("/"), unit), posixpath.join(folder, unit))
+                 for folder in UNIT_DIRS]
+        if base == src and src != "/":  # a folder of unit files: installed to /etc
+            found.append((posixpath.join(src, unit), posixpath.join(UNIT_DIR, unit)))
+        return found
+
+    def _find(self, unit: str, where: str) -> tuple[Entry, str] | None:
+        entries = self.asm.sources[self.spec.src.source].entries
+        candidates = self._candidates(unit)
+        for path, device in candidates:
+            entry = entries.get(path)
+            if entry is None:
+                continue
+            if entry.kind is Kind.SYMLINK and entry.target is not None:
+                # `systemctl link` or a packaging symlink: follow it inside the snapshot
+                base = path[: -len(device)] if path.endswith(device) else ""
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(device),
+                                                           entry.target))
+                if target == "/dev/null":
+                    self.asm.error(f"{unit} is masked in the snapshot ({device} -> /dev/null)",
+                                   self.spec.loc, path=where,
+                                   hint="unmask it on the golden device (systemctl unmask)")
+                    return None
+                linked = entries.get(posixpath.join(base or "/", target.lstrip("/")))
+                if linked is not None and linked.kind is Kind.FILE:
+                    entry, device = linked, target
+            if entry.kind is not Kind.FILE or entry.content is None:
+                self.asm.error(f"{self.spec.src.source}:{path} is not a regular file",
+                               self.spec.loc, path=where)
+                return None
+            return entry, device
+        looked = ", ".join(p for p, _ in candidates)
+        self.asm.error(f"{unit} is not in source {self.spec.src.source!r} (looked in {looked})",
+                       self.spec.loc, path=where,
+                       hint="point systemd.from at the snapshot's root or at the folder that "
+                       "holds the unit (systemctl show -p FragmentPath UNIT says where it is)")
+        return None
+
     def _enable(self, unit: str, path: str, parsed: dict[tuple[str, str], list[str]]) -> None:
         for key, suffix in (("WantedBy", "wants"), ("RequiredBy", "requires")):
             for value in parsed.get(("Install", key), []):
                 for target in value.split():
                     link = posixpath.join(UNIT_DIR, f"{target}.{suffix}", unit)
-                    self.asm.place(Entry(link, Kind.SYMLINK, 0o777, 0, 0, self.asm.epoch_ns,
-                                         target=path), self.claim)
-                    self.asm.report.changed(f"{link} -> {path} (enabled for {target})")
+                    self._link(link, path, f"enabled for {target}")
+        for value in parsed.get(("Install", "Alias"), []):
+            for alias in value.split():
+                self._link(posixpath.join(UNIT_DIR, alias), path, "its Alias=")
         if not any(("Install", k) in parsed for k in ("WantedBy", "RequiredBy")):
             self.asm.report.warn(f"{path} has no WantedBy= or RequiredBy=: nothing enables it")
+
+    def _link(self, link: str, path: str, why: str) -> None:
+        self.asm.place(Entry(link, Kind.SYMLINK, 0o777, 0, 0, self.asm.epoch_ns, target=path),
+                       self.claim)
+        self.asm.report.changed(f"{link} -> {path} ({why})")
 
     def check(self, greengrass_root: str | None) -> None:
         """Absolute paths in ExecStart= under the Greengrass root must resolve in the tree."""

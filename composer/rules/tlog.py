@@ -2,7 +2,7 @@
 
 A tlog is JSON lines {"TS", "TP", "W", "V"} (greengrass-facts.md §6). We edit it only by dropping
 whole lines, so every line kept stays byte-identical. effectiveConfig.yaml is edited the same way:
-the lines of a removed key are cut out, the rest is untouched. Config keys are case-insensitive.
+its keys are cut out by composer.rules.yamlcut. Config keys are case-insensitive.
 """
 
 from __future__ import annotations
@@ -50,21 +50,29 @@ def parse_tlog(data: bytes) -> tuple[list[TlogLine], list[tuple[int, str]]]:
 
 
 def _parse_line(raw: bytes) -> tuple[int, tuple[str, ...], str, Any] | str:
+    """One line as the nucleus reads it: a plain Jackson ObjectMapper into
+    `Tlogline {long TS; String[] TP; WhatHappened W; Object V}` (aws-greengrass-nucleus
+    config/Tlogline.java, ConfigurationReader). Jackson matches keys by name, so their order
+    does not matter and a missing key keeps its default (TS 0, TP/W/V null: the nucleus's own
+    test.tlog has a `removed` line without V); an unknown key or W value fails the whole file."""
     try:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return f"not JSON ({exc.__class__.__name__})" if raw.strip() else "blank line"
-    if not isinstance(obj, dict) or tuple(obj) != TLOG_KEYS:
-        keys = list(obj) if isinstance(obj, dict) else type(obj).__name__
-        return f"keys must be exactly TS, TP, W, V in that order, got {keys}"
-    ts, path, action = obj["TS"], obj["TP"], obj["W"]
+    if not isinstance(obj, dict):
+        return f"not a JSON object but {type(obj).__name__}"
+    extra = [k for k in obj if k not in TLOG_KEYS]
+    if extra:
+        return f"unknown key {extra[0]!r} (the nucleus reads only TS, TP, W and V)"
+    ts, path, action = obj.get("TS", 0), obj.get("TP"), obj.get("W")
     if isinstance(ts, bool) or not isinstance(ts, int):
         return "TS is not an integer"
-    if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+    if path is not None and (not isinstance(path, list)
+                             or not all(isinstance(p, str) for p in path)):
         return "TP is not a list of strings"
-    if action not in ACTIONS:
-        return f"W {action!r} is not a known action"
-    return ts, tuple(path), action, obj["V"]
+    if action is not None and action not in ACTIONS:
+        return f"W {action!r} is not one of {', '.join(ACTIONS)}"
+    return ts, tuple(path or ()), action or "", obj.get("V")
 
 
 def effective(lines: list[TlogLine]) -> dict[Key, Any]:
@@ -95,33 +103,6 @@ def drop_lines(data: bytes, doomed: Callable[[TlogLine], bool]) -> tuple[bytes, 
 
 
 # --- effectiveConfig.yaml ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class YamlKey:
-    path: tuple[str, ...]  # as written
-    first_line: int  # 0-based, inclusive
-    end_line: int  # 0-based, exclusive
-
-
-def yaml_keys(data: bytes) -> Iterator[YamlKey]:
-    """Every mapping key of a YAML document with the lines its key and value span."""
-    try:
-        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return
-    yield from _walk(root, ())
-
-
-def _walk(node: yaml.Node | None, path: tuple[str, ...]) -> Iterator[YamlKey]:
-    if not isinstance(node, yaml.MappingNode):
-        return
-    for key_node, value_node in node.value:
-        key = (*path, str(key_node.value))
-        end = value_node.end_mark
-        end_line = end.line + 1 if end.column > 0 else end.line
-        yield YamlKey(key, key_node.start_mark.line, max(end_line, key_node.start_mark.line + 1))
-        yield from _walk(value_node, key)
 
 
 def yaml_problem(data: bytes) -> str | None:
@@ -157,15 +138,3 @@ def _leaves(doc: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], 
             yield from _leaves(v, (*path, str(i)))
     else:
         yield path, doc
-
-
-def drop_yaml_keys(data: bytes, doomed: Callable[[Key], bool]) -> tuple[bytes, list[str]]:
-    """The document without the keys `doomed` picks (by their lower-cased path)."""
-    lines = data.splitlines(keepends=True)
-    cut: set[int] = set()
-    removed: list[str] = []
-    for item in yaml_keys(data):
-        if doomed(tuple(p.lower() for p in item.path)) and item.first_line not in cut:
-            cut.update(range(item.first_line, item.end_line))
-            removed.append(".".join(item.path))
-    return b"".join(line for i, line in enumerate(lines) if i not in cut), removed
