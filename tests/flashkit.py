@@ -106,7 +106,7 @@ def used_blocks(img: Path) -> set[int]:
     out = subprocess.run(["dumpe2fs", str(img)], capture_output=True, text=True,
                          check=True).stdout
     used: set[int] = set()
-    for m in re.finditer(r"^Group \d+: \(Blocks (\d+)-(\d+)\).*?^  Free blocks: ?(.*)$", out,
+    for m in re.finditer(r"^Group \d+: \(Blocks (\d+)-(\d+)\).*?^  Free blocks: ?([^\n]*)$", out,
                          re.M | re.S):
         first, last, free_list = int(m.group(1)), int(m.group(2)), m.group(3).strip()
         group = set(range(first, last + 1))

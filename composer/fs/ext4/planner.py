@@ -119,7 +119,7 @@ def data_runs(content: Content) -> tuple[Run, ...]:
 
     A block stays a hole, with no extent and no allocation, only when the source's holes cover
     all of its bytes inside the file (the part before i_size, for the last block), as the kernel
-    and `mke2fs -d` leave them. Empty when no whole block is a hole.
+    and `mke2fs -d` leave them. Empty when every block is a hole.
     """
     nblocks = -(-content.size // BLOCK_SIZE)
     hole_runs: list[Run] = []
@@ -129,8 +129,6 @@ def data_runs(content: Content) -> tuple[Run, ...]:
         last = nblocks if end >= content.size else end // BLOCK_SIZE
         if first < last:
             hole_runs.append((first, last - first))
-    if not hole_runs:
-        return ()
     runs: list[Run] = []
     cursor = 0
     for first, count in hole_runs:
@@ -143,10 +141,10 @@ def data_runs(content: Content) -> tuple[Run, ...]:
 
 
 def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes,
-                 runs: tuple[Run, ...]) -> int:
+                 runs: tuple[Run, ...] | None) -> int:
     kind = entry.kind
     if kind is Kind.FILE:
-        if entry.content is not None and entry.content.holes:
+        if runs is not None:
             return sum(n for _, n in runs)
         return -(-entry.size // BLOCK_SIZE)
     if kind is Kind.DIR:
@@ -366,11 +364,12 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
     parent_ino = ROOT_INO if e.path == "/" else ino_of.get(
         e.path.rpartition("/")[0] or "/", ROOT_INO)
     runs = data_runs(e.content) if e.kind is Kind.FILE and e.content is not None and \
-        e.content.holes else ()
+        e.content.holes else None
     nblocks = _data_blocks(e, layout, target, runs)
     extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
+    dense = runs is None or runs == ((0, nblocks),)
     return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, target, nblocks, extents,
-                runs)
+                () if dense or runs is None else runs)
 
 
 _NO_XATTRS = xa.XattrSplit((), ())
