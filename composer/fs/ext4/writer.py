@@ -374,7 +374,8 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
 
 
 def _nonzero_spans(buf: bytearray, n: int) -> Iterator[tuple[int, int]]:
-    """Spans of buf[:n] to write: zero blocks stay holes (their blocks stay allocated).
+    """Spans of buf[:n] to write: zero blocks are not written (the image file is created sparse,
+    so they already read as zero); they stay allocated and in the block map (`block_map`).
 
     Bytes comparisons are memcmp and `find` is a C substring search, so data without a whole
     zero block costs one scan; only chunks that contain one are looked at block by block.
