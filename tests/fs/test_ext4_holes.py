@@ -183,3 +183,21 @@ def test_3gib_sparse_file_fits_where_mke2fs_fits_it(ext4: Ext4Harness, tmp_path:
             assert os.pread(fd, BS, 0) == b"X" * BS
         finally:
             os.close(fd)
+
+
+def test_many_holes_deep_extent_tree_auto_size(ext4: Ext4Harness) -> None:
+    """3000 data blocks between holes: 3000 extents, auto-sized. 9 leaves are more than the
+    4 entries the inode holds, so the tree has depth 2: 9 leaves under one index block."""
+    runs = 3000
+    entry = holey("/comb", 2 * runs * BS, [(2 * i * BS, b"%d" % i) for i in range(runs)],
+                  [((2 * i + 1) * BS, BS) for i in range(runs)])
+    built = ext4.build([d("/"), entry])  # size: auto, from the allocated blocks only
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, [d("/"), entry])
+    logical, sectors = extents_of(ext4, built.path, "/comb")
+    assert logical == {2 * i for i in range(runs)}
+    leaves = -(-runs // 340)  # (4096 - 12 header - 4 tail) // 12 entries per leaf
+    assert sectors == (runs + leaves + 1) * BS // 512
+    levels = ext4.debugfs(built.path, [b"dump_extents /comb"])[0][1].decode()
+    assert re.search(r"^\s*1/\s*2\s", levels, re.M)  # the index block, level 1 of 2
+    assert built.result.size <= 32 * MIB  # 24 MiB of file, 12 MiB of it data

@@ -11,6 +11,7 @@ read back as stale bytes inside a file or as garbage metadata.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import stat
@@ -340,11 +341,11 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
 
 
 def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
-    targets: dict[Content, list[Placed]] = {}
+    targets: dict[Content, list[_FileMap]] = {}
     for p in plan.placed:
         content = p.node.entry.content
         if p.node.entry.kind is Kind.FILE and content is not None and content.size:
-            targets.setdefault(content, []).append(p)
+            targets.setdefault(content, []).append(_FileMap.of(p.extents))
     if not targets:
         return
     buf = bytearray(CHUNK)
@@ -363,9 +364,8 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
                     f"{content.size} bytes", hint="the input changed or is truncated")
             chunk = view[:want]
             for start, end in _nonzero_spans(buf, want):
-                for p in places:
-                    if _put_file_range(out, p.extents, pos + start, chunk[start:end]) < \
-                            end - start:
+                for place in places:
+                    if place.put(out, pos + start, chunk[start:end]) < end - start:
                         raise _data_in_hole(content, pos + start, pos + end)
             pos += want
     if targets:
@@ -414,21 +414,38 @@ def _read_full(stream: object, view: memoryview) -> int:
     return got
 
 
-def _put_file_range(out: _Out, extents: tuple[Extent, ...], pos: int, chunk: memoryview) -> int:
-    """Write the bytes at file offset `pos` to wherever the extents put them; returns how many
-    had a place (fewer when part of the range lies in a hole, which has no blocks)."""
-    end = pos + len(chunk)
-    placed = 0
-    for lblk, pblk, length in _extent_blocks(extents):
-        e_start = lblk * BLOCK_SIZE
-        e_end = e_start + length * BLOCK_SIZE
-        if e_end <= pos or e_start >= end:
-            continue
-        lo = max(pos, e_start)
-        hi = min(end, e_end)
-        out.put(pblk * BLOCK_SIZE + (lo - e_start), chunk[lo - pos:hi - pos])
-        placed += hi - lo
-    return placed
+class _FileMap:
+    """A file's extents with the byte offset each one ends at, so the extents a range of the
+    file touches are found by bisection (a file with many holes has many extents)."""
+
+    __slots__ = ("extents", "ends")
+
+    def __init__(self, extents: tuple[Extent, ...], ends: list[int]) -> None:
+        self.extents = extents
+        self.ends = ends
+
+    @staticmethod
+    def of(extents: tuple[Extent, ...]) -> _FileMap:
+        return _FileMap(extents, [(e.lblk + e.length) * BLOCK_SIZE for e in extents])
+
+    def put(self, out: _Out, pos: int, chunk: memoryview) -> int:
+        """Write the bytes at file offset `pos` to wherever the extents put them; returns how
+        many had a place (fewer when part of the range lies in a hole, which has no blocks)."""
+        end = pos + len(chunk)
+        placed = 0
+        extents, ends = self.extents, self.ends
+        i = bisect.bisect_right(ends, pos)  # the first extent that ends after pos
+        while i < len(extents):
+            e = extents[i]
+            e_start = e.lblk * BLOCK_SIZE
+            if e_start >= end:
+                break
+            lo = max(pos, e_start)
+            hi = min(end, ends[i])
+            out.put(e.pblk * BLOCK_SIZE + (lo - e_start), chunk[lo - pos:hi - pos])
+            placed += hi - lo
+            i += 1
+        return placed
 
 
 def _data_in_hole(content: Content, start: int, end: int) -> ComposerError:
