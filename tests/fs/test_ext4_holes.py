@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from composer.errors import ComposerError
 from composer.fs.ext4.planner import data_runs
+from composer.outputs.simg import write_simg
 from composer.sources.directory import scan_directory
 from composer.tree import Content, Entry, Kind
 from tests.conftest import compose
-from tests.flashkit import mapped_blocks, used_blocks
+from tests.flashkit import Tool, flash, flash_reason, mapped_blocks, used_blocks
 
 if TYPE_CHECKING:
     from tests.fs.conftest import Ext4Harness
@@ -201,3 +204,59 @@ def test_many_holes_deep_extent_tree_auto_size(ext4: Ext4Harness) -> None:
     levels = ext4.debugfs(built.path, [b"dump_extents /comb"])[0][1].decode()
     assert re.search(r"^\s*1/\s*2\s", levels, re.M)  # the index block, level 1 of 2
     assert built.result.size <= 32 * MIB  # 24 MiB of file, 12 MiB of it data
+
+
+@st.composite
+def holey_files(draw: st.DrawFn) -> list[Entry]:
+    """Files of up to 24 blocks: random holes (any alignment), zeros or bytes elsewhere."""
+    entries = []
+    for i in range(draw(st.integers(1, 6))):
+        size = draw(st.one_of(st.integers(0, 24 * BS), st.sampled_from([BS, 8 * BS, 8 * BS + 1])))
+        cuts = sorted(draw(st.lists(st.integers(0, size), max_size=8)))
+        holes = [(a, b - a) for a, b in zip(cuts[::2], cuts[1::2], strict=False) if b > a]
+        # bytes that tell their offset apart (so a misplaced block shows), or zeros; then some
+        # whole blocks of zeros the source stores (they must be allocated all the same)
+        data = bytearray(bytes((n // BS + n * 7) % 251 + 1 for n in range(size))
+                         if draw(st.booleans()) else bytes(size))
+        for block in draw(st.lists(st.integers(0, 23), max_size=4)):
+            data[block * BS:(block + 1) * BS] = bytes(len(data[block * BS:(block + 1) * BS]))
+        for offset, length in holes:
+            data[offset:offset + length] = bytes(length)
+        content = Content(size=size, inline=bytes(data), holes=tuple(holes))
+        entries.append(Entry(f"/f{i}", Kind.FILE, 0o644, 0, 0, T, content=content))
+    return entries
+
+
+def expected_blocks(content: Content) -> set[int]:
+    """Brute force: a block has an extent unless holes cover each of its bytes in the file."""
+    in_hole = bytearray(content.size)
+    for offset, length in content.holes:
+        in_hole[offset:offset + length] = b"\1" * len(in_hole[offset:offset + length])
+    return {b for b in range(-(-content.size // BS))
+            if not all(in_hole[b * BS:min((b + 1) * BS, content.size)])}
+
+
+@settings(max_examples=15, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(holey_files())
+def test_random_holes_are_clean_and_survive_flashing(ext4: Ext4Harness, tmp_path: Path,
+                                                     entries: list[Entry]) -> None:
+    tree = [d("/"), *entries]
+    built = ext4.build(tree, size=8 * MIB)
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, tree)
+    for entry in entries:
+        assert entry.content is not None
+        want = expected_blocks(entry.content)
+        logical, sectors = extents_of(ext4, built.path, entry.path)
+        assert logical == want, entry.path
+        assert sectors == len(want) * BS // 512, entry.path
+    assert mapped_blocks(built.result.extents) == used_blocks(built.path)
+    if flash_reason() is not None:
+        return
+    write_simg(built.path, built.result, built.path.with_suffix(".simg"))
+    flashed = flash(Tool.SIMG2IMG, built.path, built.result.size, tmp_path / "device")
+    ext4.fsck(flashed)
+    ext4.assert_tree(flashed, tree)
+    flashed.unlink()
+    built.path.unlink()
