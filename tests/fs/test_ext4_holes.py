@@ -50,7 +50,7 @@ def holey(path: str, size: int, writes: list[tuple[int, bytes]],
     return Entry(path, Kind.FILE, 0o644, 0, 0, T, content=content)
 
 
-def extents_of(ext4: Ext4Harness, img: Path, path: str) -> tuple[set[int], int]:
+def logical_blocks(ext4: Ext4Harness, img: Path, path: str) -> tuple[set[int], int]:
     """(logical blocks some extent covers, Blockcount in 512-byte units) from debugfs stat."""
     body = ext4.debugfs(img, [b"stat " + path.encode()])[0][1].decode()
     count = int(re.search(r"Blockcount: (\d+)", body).group(1))  # type: ignore[union-attr]
@@ -88,7 +88,7 @@ def test_holes_stay_unallocated_and_zero_blocks_mapped(ext4: Ext4Harness) -> Non
     ext4.fsck(built.path)
     ext4.assert_tree(built.path, entries)  # sizes and bytes through debugfs dump
     for entry, want in CASES:
-        logical, sectors = extents_of(ext4, built.path, entry.path)
+        logical, sectors = logical_blocks(ext4, built.path, entry.path)
         assert logical == want, entry.path
         tree_blocks = 1 if entry.path == "/striped" else 0
         assert sectors == (len(want) + tree_blocks) * BS // 512, entry.path
@@ -174,7 +174,7 @@ def test_3gib_sparse_file_fits_where_mke2fs_fits_it(ext4: Ext4Harness, tmp_path:
     img = tmp_path / "out" / "rootfs.img"
     assert img.stat().st_blocks * 512 < 8 * MIB  # sparse on the host too
     ext4.fsck(img)
-    logical, sectors = extents_of(ext4, img, "/big")
+    logical, sectors = logical_blocks(ext4, img, "/big")
     assert logical == {0, GIB // BS, GIB // BS + 1, GIB // BS + 2, 3 * GIB // BS - 1}
     assert sectors == 5 * BS // 512
     size_line = ext4.debugfs(img, [b"stat /big"])[0][1].decode()
@@ -203,7 +203,7 @@ def test_many_holes_deep_extent_tree_auto_size(ext4: Ext4Harness) -> None:
     built = ext4.build([d("/"), entry])  # size: auto, from the allocated blocks only
     ext4.fsck(built.path)
     ext4.assert_tree(built.path, [d("/"), entry])
-    logical, sectors = extents_of(ext4, built.path, "/comb")
+    logical, sectors = logical_blocks(ext4, built.path, "/comb")
     assert logical == {2 * i for i in range(runs)}
     leaves = -(-runs // 340)  # (4096 - 12 header - 4 tail) // 12 entries per leaf
     assert sectors == (runs + leaves + 1) * BS // 512
@@ -254,7 +254,7 @@ def test_random_holes_are_clean_and_survive_flashing(ext4: Ext4Harness, tmp_path
     for entry in entries:
         assert entry.content is not None
         want = expected_blocks(entry.content)
-        logical, sectors = extents_of(ext4, built.path, entry.path)
+        logical, sectors = logical_blocks(ext4, built.path, entry.path)
         assert logical == want, entry.path
         assert sectors == len(want) * BS // 512, entry.path
     assert mapped_blocks(built.result.extents) == used_blocks(built.path)
