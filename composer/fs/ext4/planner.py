@@ -155,12 +155,12 @@ def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes,
     return 0
 
 
-def _tree_bound(nblocks: int, data_runs: int = 1) -> int:
+def _tree_bound(nblocks: int, runs_between_holes: int = 1) -> int:
     """Upper bound of extent-tree blocks: one extent per 32768 blocks, each possibly split
     once more by a superblock/GDT copy in its way, plus one more per run of data between
     holes (an extent never spans a hole)."""
     runs = -(-nblocks // EXTENT_MAX_LEN)
-    return tree_block_count(2 * runs + 2 * max(data_runs, 1) - 1) if runs else 0
+    return tree_block_count(2 * runs + 2 * max(runs_between_holes, 1) - 1) if runs else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,9 +367,10 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
         e.content.holes else None
     nblocks = _data_blocks(e, layout, target, runs)
     extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
-    dense = runs is None or runs == ((0, nblocks),)
+    # Node.data_runs stays empty for a file without holes (most files): no tuple to keep
+    holey = runs if runs is not None and runs != ((0, nblocks),) else ()
     return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, target, nblocks, extents,
-                () if dense or runs is None else runs)
+                holey)
 
 
 _NO_XATTRS = xa.XattrSplit((), ())
