@@ -60,10 +60,15 @@ class WriteRequest:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What a writer produced: the image size and the byte ranges it wrote.
+    """What a writer produced: the image size and its block map.
 
-    Everything outside `extents` reads as zero (holes in a sparse file), so the bmap and sparse
-    outputs come from this list, not from asking the host file system where its holes are.
+    `extents` are the byte ranges the file system uses, whatever their bytes: every block its
+    allocation says holds something (file data with its zero blocks, metadata, directories,
+    journal). Flashing tools write exactly these ranges and skip the rest ("don't care" in
+    bmap and Android sparse images), so a used block left out keeps the device's old bytes.
+    Everything outside `extents` is free space and reads as zero in the image (holes on the
+    host); inside them, zero blocks may be host holes too. The bmap and sparse outputs come
+    from this list, never from asking the host file system where its holes are.
     """
 
     size: int

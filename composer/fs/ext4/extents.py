@@ -29,25 +29,39 @@ class Extent:
     length: int  # 1 .. EXTENT_MAX_LEN
 
 
-def extents_of(runs: tuple[Run, ...] | list[Run]) -> tuple[Extent, ...]:
-    """Map physical runs (in logical order) to extents of at most 32768 blocks each."""
-    if len(runs) == 1 and runs[0][1] <= EXTENT_MAX_LEN:  # the common case: one small run
-        return (Extent(0, runs[0][0], runs[0][1]),)
-    out = []
-    lblk = 0
-    for start, length in runs:
-        while length > 0:
-            n = min(length, EXTENT_MAX_LEN)
-            if out and out[-1].pblk + out[-1].length == start and \
-                    out[-1].length + n <= EXTENT_MAX_LEN:
-                # adjacent runs (e.g. two allocations in a row) merge into one extent
-                last = out.pop()
-                out.append(Extent(last.lblk, last.pblk, last.length + n))
+def extents_of(runs: tuple[Run, ...] | list[Run],
+               logical: tuple[Run, ...] = ()) -> tuple[Extent, ...]:
+    """Map physical runs onto logical runs as extents of at most 32768 blocks each.
+
+    `logical` lists the (first logical block, count) runs that hold data, in order; empty means
+    one run from block 0 (a file without holes). Both lists cover the same number of blocks.
+    Logical gaps between runs are holes: no extent covers them (kernel ext4 docs, "Extent Tree":
+    a block not covered by any extent reads as zeros).
+    """
+    if not logical and len(runs) == 1 and runs[0][1] <= EXTENT_MAX_LEN:
+        return (Extent(0, runs[0][0], runs[0][1]),)  # the common case: one small dense run
+    if not logical:
+        logical = ((0, sum(n for _, n in runs)),)
+    out: list[Extent] = []
+    li = 0
+    lblk, lleft = logical[0]
+    for pblk, plen in runs:
+        while plen > 0:
+            while lleft == 0:
+                li += 1
+                lblk, lleft = logical[li]
+            n = min(plen, lleft, EXTENT_MAX_LEN)
+            last = out[-1] if out else None
+            if last is not None and last.pblk + last.length == pblk and \
+                    last.lblk + last.length == lblk and last.length + n <= EXTENT_MAX_LEN:
+                # contiguous on disk and in the file (e.g. two allocations in a row): one extent
+                out[-1] = Extent(last.lblk, last.pblk, last.length + n)
             else:
-                out.append(Extent(lblk, start, n))
+                out.append(Extent(lblk, pblk, n))
             lblk += n
-            start += n
-            length -= n
+            lleft -= n
+            pblk += n
+            plen -= n
     return tuple(out)
 
 

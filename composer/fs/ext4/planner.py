@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from composer.fs.base import WriteRequest
+from composer.fs.base import WriteRequest, merge_extents
 from composer.fs.ext4 import xattr as xa
 from composer.fs.ext4.constants import (
     BLOCK_SIZE,
@@ -46,7 +46,7 @@ from composer.fs.ext4.extents import Extent, extents_of, tree_block_count
 from composer.fs.ext4.geometry import Geometry, GeometryError, make_geometry
 from composer.fs.ext4.inode import TIME_MAX, TIME_MIN
 from composer.fs.ext4.journal import default_journal_blocks
-from composer.tree import Entry, Kind, sort_key
+from composer.tree import Content, Entry, Kind, sort_key
 
 MIB_BLOCKS = (1 << 20) // BLOCK_SIZE
 _NS = 1_000_000_000
@@ -107,13 +107,45 @@ class Node:
     xattrs: xa.XattrSplit
     dir: DirLayout | None = None
     link_target: bytes = b""
-    data_blocks: int = 0  # data, directory or slow-symlink blocks
+    data_blocks: int = 0  # data, directory or slow-symlink blocks (allocated ones only)
     uses_extents: bool = False  # fast symlinks and special files keep other things in i_block
+    # (first logical block, count) of the blocks that hold data, when the file has holes;
+    # empty: the `data_blocks` blocks from logical block 0 on (no holes)
+    data_runs: tuple[Run, ...] = ()
 
 
-def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes) -> int:
+def data_runs(content: Content) -> tuple[Run, ...]:
+    """The logical block runs of a file that hold source bytes (zero bytes included).
+
+    A block stays a hole, with no extent and no allocation, only when the source's holes cover
+    all of its bytes inside the file (the part before i_size, for the last block), as the kernel
+    and `mke2fs -d` leave them. Empty when every block is a hole.
+    """
+    nblocks = -(-content.size // BLOCK_SIZE)
+    hole_runs: list[Run] = []
+    for offset, length in merge_extents(list(content.holes)):  # touching holes join
+        end = min(offset + length, content.size)
+        first = -(-offset // BLOCK_SIZE)
+        last = nblocks if end >= content.size else end // BLOCK_SIZE
+        if first < last:
+            hole_runs.append((first, last - first))
+    runs: list[Run] = []
+    cursor = 0
+    for first, count in hole_runs:
+        if first > cursor:
+            runs.append((cursor, first - cursor))
+        cursor = first + count
+    if cursor < nblocks:
+        runs.append((cursor, nblocks - cursor))
+    return tuple(runs)
+
+
+def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes,
+                 runs: tuple[Run, ...] | None) -> int:
     kind = entry.kind
     if kind is Kind.FILE:
+        if runs is not None:
+            return sum(n for _, n in runs)
         return -(-entry.size // BLOCK_SIZE)
     if kind is Kind.DIR:
         assert layout is not None
@@ -123,11 +155,12 @@ def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes) -> 
     return 0
 
 
-def _tree_bound(nblocks: int) -> int:
+def _tree_bound(nblocks: int, runs_between_holes: int = 1) -> int:
     """Upper bound of extent-tree blocks: one extent per 32768 blocks, each possibly split
-    once more by a superblock/GDT copy in its way."""
+    once more by a superblock/GDT copy in its way, plus one more per run of data between
+    holes (an extent never spans a hole)."""
     runs = -(-nblocks // EXTENT_MAX_LEN)
-    return tree_block_count(2 * runs + 1) if runs else 0
+    return tree_block_count(2 * runs + 2 * max(runs_between_holes, 1) - 1) if runs else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +242,7 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
             continue
         total_blocks += node.data_blocks + (1 if node.xattrs.block else 0)
         if node.data_blocks > EXTENTS_IN_INODE:
-            tree_bound += _tree_bound(node.data_blocks)
+            tree_bound += _tree_bound(node.data_blocks, len(node.data_runs))
         nodes.append(node)
     if failures[0]:
         return None
@@ -330,9 +363,14 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
                  f"major must be <= {MAX_MAJOR}, minor <= {MAX_MINOR}")
     parent_ino = ROOT_INO if e.path == "/" else ino_of.get(
         e.path.rpartition("/")[0] or "/", ROOT_INO)
-    nblocks = _data_blocks(e, layout, target)
+    runs = data_runs(e.content) if e.kind is Kind.FILE and e.content is not None and \
+        e.content.holes else None
+    nblocks = _data_blocks(e, layout, target, runs)
     extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
-    return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, target, nblocks, extents)
+    # Node.data_runs stays empty for a file without holes (most files): no tuple to keep
+    holey = runs if runs is not None and runs != ((0, nblocks),) else ()
+    return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, target, nblocks, extents,
+                holey)
 
 
 _NO_XATTRS = xa.XattrSplit((), ())
@@ -428,7 +466,7 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
         tree: tuple[int, ...] = ()
         n = node.data_blocks
         if n:
-            ext = extents_of(alloc.take(n))
+            ext = extents_of(alloc.take(n), node.data_runs)
             if len(ext) > EXTENTS_IN_INODE:
                 tree = alloc.blocks(tree_block_count(len(ext)))
         xblock = alloc.take(1)[0][0] if node.xattrs.block else 0

@@ -1,11 +1,17 @@
 """The write phase: metadata from the plan, then file data streamed into planned blocks.
 
 The image is created at full size and only blocks holding non-zero bytes are written, so free
-space (and zero data) stays as holes; every write is recorded for the block map.
+space (and zero data) stays as holes on the host. The block map is not what was written but
+what the file system allocated: every block the block bitmap marks in use (superblock and GDT
+copies, bitmaps, inode tables, journal, extent-tree, directory, symlink, xattr and file data
+blocks), whatever its bytes. A block left out of the map is "don't care" to bmaptool and
+fastboot and keeps whatever the device held before; an allocated block of zeros left out would
+read back as stale bytes inside a file or as garbage metadata.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import stat
@@ -34,7 +40,7 @@ from composer.fs.ext4.directory import build_blocks
 from composer.fs.ext4.extents import Extent, build_tree
 from composer.fs.ext4.inode import InodeData, pack_inode
 from composer.fs.ext4.journal import journal_superblock
-from composer.fs.ext4.planner import Placed, Plan
+from composer.fs.ext4.planner import Placed, Plan, Run
 from composer.fs.ext4.superblock import GroupDesc, SuperFields, pack_desc, pack_superblock
 from composer.tree import Content, Kind
 
@@ -44,14 +50,12 @@ _ZERO_BLOCK = bytes(BLOCK_SIZE)
 
 
 class _Out:
-    """pwrite with bookkeeping of written ranges and progress.
+    """pwrite with progress reports.
 
     Small writes that follow each other (a run of small files allocated back to back) are
     gathered into one buffer; the bytes between the end of one piece and the next block
     boundary are zero anyway (the unused tail of a file's last block), so they are written
-    as zeros to keep the run contiguous. This saves tens of thousands of syscalls. Only the
-    pieces themselves are recorded as written ranges, so the block map does not depend on
-    the order the pieces came in.
+    as zeros to keep the run contiguous. This saves tens of thousands of syscalls.
     """
 
     GATHER_MAX = 4 << 20
@@ -60,14 +64,12 @@ class _Out:
     def __init__(self, fd: int, progress: Progress) -> None:
         self.fd = fd
         self.progress = progress
-        self.ranges: list[tuple[int, int]] = []
         self._buf = bytearray()
         self._start = 0
         self._pending = 0  # piece bytes in _buf (without the zero gaps)
 
     def put(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
-        self.ranges.append((offset, n))
         gap = offset - (self._start + len(self._buf))
         if self._buf and 0 <= gap < BLOCK_SIZE and offset % BLOCK_SIZE == 0 and \
                 n < self.DIRECT_MIN and len(self._buf) + gap + n <= self.GATHER_MAX:
@@ -180,7 +182,14 @@ def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentSto
         os.unlink(out_path)  # never leave a half-written image behind
         raise
     os.close(fd)
-    return WriteResult(plan.image_size, merge_extents(out.ranges))
+    return WriteResult(plan.image_size, block_map(plan))
+
+
+def block_map(plan: Plan) -> tuple[tuple[int, int], ...]:
+    """(offset, length) byte ranges of every allocated block: the runs the block bitmap marks
+    in use, taken from the same plan the bitmap is built from (`_write_groups`)."""
+    runs: list[Run] = [*plan.geometry.reserved_runs(), *plan.used]
+    return merge_extents([(start * BLOCK_SIZE, n * BLOCK_SIZE) for start, n in runs])
 
 
 class _InodeTables:
@@ -332,11 +341,11 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
 
 
 def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
-    targets: dict[Content, list[Placed]] = {}
+    targets: dict[Content, list[_FileMap]] = {}
     for p in plan.placed:
         content = p.node.entry.content
         if p.node.entry.kind is Kind.FILE and content is not None and content.size:
-            targets.setdefault(content, []).append(p)
+            targets.setdefault(content, []).append(_FileMap.of(p.extents))
     if not targets:
         return
     buf = bytearray(CHUNK)
@@ -355,8 +364,9 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
                     f"{content.size} bytes", hint="the input changed or is truncated")
             chunk = view[:want]
             for start, end in _nonzero_spans(buf, want):
-                for p in places:
-                    _put_file_range(out, p.extents, pos + start, chunk[start:end])
+                for place in places:
+                    if place.put(out, pos + start, chunk[start:end]) < end - start:
+                        raise _data_in_hole(content, pos + start, pos + end)
             pos += want
     if targets:
         missing = next(iter(targets))
@@ -364,7 +374,8 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
 
 
 def _nonzero_spans(buf: bytearray, n: int) -> Iterator[tuple[int, int]]:
-    """Spans of buf[:n] to write: zero blocks stay holes (their blocks stay allocated).
+    """Spans of buf[:n] to write: zero blocks are not written (the image file is created sparse,
+    so they already read as zero); they stay allocated and in the block map (`block_map`).
 
     Bytes comparisons are memcmp and `find` is a C substring search, so data without a whole
     zero block costs one scan; only chunks that contain one are looked at block by block.
@@ -403,14 +414,43 @@ def _read_full(stream: object, view: memoryview) -> int:
     return got
 
 
-def _put_file_range(out: _Out, extents: tuple[Extent, ...], pos: int, chunk: memoryview) -> None:
-    """Write the bytes at file offset `pos` to wherever the extents put them."""
-    end = pos + len(chunk)
-    for lblk, pblk, length in _extent_blocks(extents):
-        e_start = lblk * BLOCK_SIZE
-        e_end = e_start + length * BLOCK_SIZE
-        if e_end <= pos or e_start >= end:
-            continue
-        lo = max(pos, e_start)
-        hi = min(end, e_end)
-        out.put(pblk * BLOCK_SIZE + (lo - e_start), chunk[lo - pos:hi - pos])
+class _FileMap:
+    """A file's extents with the byte offset each one ends at, so the extents a range of the
+    file touches are found by bisection (a file with many holes has many extents)."""
+
+    __slots__ = ("extents", "ends")
+
+    def __init__(self, extents: tuple[Extent, ...], ends: list[int]) -> None:
+        self.extents = extents
+        self.ends = ends
+
+    @staticmethod
+    def of(extents: tuple[Extent, ...]) -> _FileMap:
+        return _FileMap(extents, [(e.lblk + e.length) * BLOCK_SIZE for e in extents])
+
+    def put(self, out: _Out, pos: int, chunk: memoryview) -> int:
+        """Write the bytes at file offset `pos` to wherever the extents put them; returns how
+        many had a place (fewer when part of the range lies in a hole, which has no blocks)."""
+        end = pos + len(chunk)
+        placed = 0
+        extents, ends = self.extents, self.ends
+        i = bisect.bisect_right(ends, pos)  # the first extent that ends after pos
+        while i < len(extents):
+            e = extents[i]
+            e_start = e.lblk * BLOCK_SIZE
+            if e_start >= end:
+                break
+            lo = max(pos, e_start)
+            hi = min(end, ends[i])
+            out.put(e.pblk * BLOCK_SIZE + (lo - e_start), chunk[lo - pos:hi - pos])
+            placed += hi - lo
+            i += 1
+        return placed
+
+
+def _data_in_hole(content: Content, start: int, end: int) -> ComposerError:
+    """Non-zero bytes where the scan saw a hole: the file changed between scan and write."""
+    return ComposerError(
+        f"{content.source or 'inline'}:{content.member}: non-zero bytes between offsets {start} "
+        f"and {end}, where the source had a hole when it was scanned",
+        hint="the input changed during the build; build again from an input that stays still")
