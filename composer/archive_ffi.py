@@ -51,9 +51,12 @@ def add_xattrs(entry_p: int, xattrs: tuple[tuple[str, bytes], ...]) -> None:
         xattr_add(entry_p, name.encode("utf-8", "surrogateescape"), data, len(data))
 
 # archive_entry_update_link_utf8 (what libarchive-c's `linkpath` setter uses) picks symlink or
-# hard link from flags set by earlier calls, so set each kind of link explicitly.
-update_symlink_utf8 = ffi.ffi("entry_update_symlink_utf8", [_entry_p, c_char_p], c_int)
-update_hardlink_utf8 = ffi.ffi("entry_update_hardlink_utf8", [_entry_p, c_char_p], c_int)
+# hard link from flags set by earlier calls, so set each kind of link explicitly. Names are set
+# as raw bytes (the "mbs" form, taken as is under utf8_locale below): the *_utf8 setters refuse
+# bytes that are not valid UTF-8 and leave the name empty.
+copy_pathname = ffi.ffi("entry_copy_pathname", [_entry_p, c_char_p], None)
+copy_symlink = ffi.ffi("entry_copy_symlink", [_entry_p, c_char_p], None)
+copy_hardlink = ffi.ffi("entry_copy_hardlink", [_entry_p, c_char_p], None)
 
 # POSIX ACLs: libarchive keeps them apart from xattrs (tar --acls writes SCHILY.acl.*), with
 # numeric ids in `qual`. Walked entry by entry: the text form maps ids to host user names.
@@ -180,7 +183,12 @@ _HARMLESS_WARNING = b"can't be converted"
 
 
 class ReadFailure(Exception):
-    """libarchive could not read on (or read something inconsistent); args[0] is its reason."""
+    """libarchive could not read on (or read something inconsistent): its reason, and the name
+    of the member whose header it read (None when the header itself could not be read)."""
+
+    def __init__(self, reason: str, member: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.member = member
 
 
 def _reason(archive_p: int) -> str:
@@ -195,8 +203,10 @@ def next_header(archive_p: int, entry_p: int) -> bool:
         return False
     if code == ARCHIVE_OK:
         return True
-    if code == ARCHIVE_WARN and _HARMLESS_WARNING in (_error_string(archive_p) or b""):
-        return True
+    if code == ARCHIVE_WARN:  # the header was read, and found wanting
+        if _HARMLESS_WARNING in (_error_string(archive_p) or b""):
+            return True
+        raise ReadFailure(_reason(archive_p), raw_pathname(entry_p))
     raise ReadFailure(_reason(archive_p))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,12 +17,16 @@ _SHOWN.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
 _SHOWN.update({c: f"\\u{c:04x}" for c in range(0xD800, 0xE000) if c not in _SHOWN})
 
 
+_NEEDS_ESCAPE = re.compile("[\x00-\x1f\x7f\\\\\ud800-\udfff]")
+
+
 def shown(name: str) -> str:
     """A name as people and JSON see it (the escaping above)."""
-    return name.translate(_SHOWN)
+    # the search runs in C: most names need nothing, and a manifest shows every name
+    return name.translate(_SHOWN) if _NEEDS_ESCAPE.search(name) else name
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """A message with any undecodable byte of a name in it escaped as shown() does; never fails
     to encode (a message may quote names that the code that made it did not escape)."""
     if text.isascii():
@@ -60,9 +65,9 @@ class ComposerError(Exception):
             head += f"{self.loc}: "
         if self.path:
             head += f"{self.path}: "
-        text = head + _printable(self.message)
+        text = head + printable(self.message)
         if self.hint:
-            text += f"\n  hint: {_printable(self.hint)}"
+            text += f"\n  hint: {printable(self.hint)}"
         return text
 
     def sort_key(self) -> tuple[str, int, int, str]:

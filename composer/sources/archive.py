@@ -74,6 +74,7 @@ def _scan(name: str, path: Path) -> Scanned:
                 current = raw or "(unnamed)"
                 found.add(entry_p, raw, index)
     except (ArchiveError, archive_ffi.ReadFailure) as exc:
+        current = _member_of(exc, current)
         raise ComposerError(f"source {name!r}: {path.name} is truncated or corrupt at member "
                             f"'{shown(current)}' (libarchive: {_why(exc)})",
                             hint="check the archive with 'tar -tvf', or capture it again") \
@@ -266,6 +267,12 @@ def _add_missing_dirs(entries: dict[str, Entry]) -> None:
             parent = parent.rsplit("/", 1)[0] or "/"
 
 
+def _member_of(exc: Exception, current: str) -> str:
+    """The member a failure is about: the one whose header failed, else the last one read."""
+    member = getattr(exc, "member", None)
+    return name_from_bytes(member) if member else current
+
+
 def _why(exc: Exception) -> str:
     msg = getattr(exc, "msg", None) or (exc.args[0] if exc.args else str(exc))
     return str(msg).strip().rstrip(".")
@@ -298,10 +305,11 @@ class ArchiveData(DataSource):
                     content = by_index.get(index)
                     if content is not None:
                         where = f"source {self.name!r}: {self.path.name} member '{shown(current)}'"
-                        yield content, _BlockStream(archive._pointer, where)
+                        yield content, _BlockStream(archive._pointer, where, content)
                     if index >= last:
                         return
         except (ArchiveError, archive_ffi.ReadFailure) as exc:
+            current = _member_of(exc, current)
             raise ComposerError(f"source {self.name!r}: {self.path.name} is truncated or corrupt "
                                 f"at member '{shown(current)}' (libarchive: {_why(exc)})",
                                 hint="check the archive with 'tar -tvf', or capture it "
@@ -316,20 +324,35 @@ class _BlockStream(io.RawIOBase):
     caller's buffer (one memcpy out of libarchive's read buffer, no Python bytes in between).
     Holes of a sparse member read as zeros."""
 
-    def __init__(self, archive_p: int, where: str) -> None:
+    def __init__(self, archive_p: int, where: str, content: Content) -> None:
         self._archive_p = archive_p
         self._where = where
+        self._pos = 0
+        # libarchive (3.6, 3.7) ends a sparse member with no data region at all without the
+        # zeros of its hole; the zeros owed at the end are then ours to give
+        last = content.holes[-1] if content.holes else (0, 0)
+        self._tail_hole = last[0] if sum(last) == content.size and last[1] else content.size
+        self._size = content.size
+        self._padded = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        try:
-            return self._readinto(buffer)
-        except archive_ffi.ReadFailure as exc:  # raised in the writer's loop, not iter_data's
-            raise ComposerError(f"{self._where} cannot be read (libarchive: {_why(exc)})",
-                                hint="check the archive with 'bsdtar -tvf', or capture it "
-                                "again") from None
+        n = 0
+        if not self._padded:
+            try:
+                n = self._readinto(buffer)
+            except archive_ffi.ReadFailure as exc:  # raised in the writer's loop, not iter_data's
+                raise ComposerError(f"{self._where} cannot be read (libarchive: {_why(exc)})",
+                                    hint="check the archive with 'bsdtar -tvf', or capture it "
+                                    "again") from None
+        if not n and self._tail_hole <= self._pos < self._size:
+            self._padded = True  # libarchive would give zeros after its EOF: no more calls
+            n = min(len(buffer), self._size - self._pos)
+            memoryview(buffer).cast("B")[:n] = bytes(n)
+        self._pos += n
+        return n
 
     def _readinto(self, buffer: memoryview) -> int:
         view = memoryview(buffer).cast("B")
