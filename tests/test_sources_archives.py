@@ -320,3 +320,37 @@ def test_mtimes_before_1970_are_kept(tmp_path: Path, fmt: str) -> None:
                              env=dict(os.environ, TZ="UTC")).stdout
     assert "1960-01-01 00:00:00 ./old" in listing, listing
     assert "1906-08-16 20:26:40 ./older/" in listing, listing
+
+
+# ------------------------------------------------------------------------- NUL in targets
+
+
+@pytest.mark.parametrize("kind", ["pax", "zip"])
+def test_nul_in_a_link_target_ends_it_as_the_extracting_tools_do(tmp_path: Path,
+                                                                 kind: str) -> None:
+    """A pax linkpath record or a zip symlink's data may hold a NUL; GNU tar, bsdtar and unzip
+    make the link of the bytes before it, and so does composer (a C string all the way: no
+    target with a NUL reaches the writers, whose images e2fsck would reject)."""
+    import tarfile
+
+    archive = tmp_path / f"s.{kind}"
+    if kind == "pax":
+        with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo("l")
+            info.type, info.linkname = tarfile.SYMTYPE, "ab\0cd"
+            tar.addfile(info)
+        tools = ["gnutar", "bsdtar"]
+    else:
+        with zipfile.ZipFile(archive, "w") as z:
+            info = zipfile.ZipInfo("l")
+            info.create_system, info.external_attr = 3, 0o120777 << 16
+            z.writestr(info, b"ab\0cd")
+        tools = ["unzip", "bsdtar"]
+    for tool in tools:
+        assert extracted(tmp_path, archive, tool) == ({"/l": ("symlink", b"ab")}, [])
+    (tmp_path / "l.yaml").write_text(  # an epoch in the past: e2fsck checks the write time
+        LAYOUT.format(src=archive.name, fs="ext4").replace("2000000000", "1700000000"))
+    assert compose("-q", "build", "l.yaml", "-o", "out", cwd=tmp_path).returncode == 0
+    img = tmp_path / "out" / "root.img"
+    Ext4Harness(tmp_path).fsck(img)
+    assert ext4_view(tmp_path, img) == ({"/l": ("symlink", b"ab")}, [])
