@@ -150,12 +150,13 @@ class _Found:
         self.entries[entry.path] = entry
 
     def _add_link(self, entry_p: int, raw: str, index: int, common: dict[str, Any]) -> None:
-        target, _ = member_path(name_from_bytes(archive_ffi.raw_hardlink(entry_p) or b""))
+        link = name_from_bytes(archive_ffi.raw_hardlink(entry_p) or b"")
+        target, _ = member_path(link)
         found = self.entries.get(target)
         if found is None or found.kind not in (Kind.FILE, Kind.HARDLINK):
             raise ComposerError(
                 f"source {self.source!r}: member '{shown(raw)}' is a hard link to "
-                f"'{shown(target)}', which is not an earlier file in the archive",
+                f"'{shown(link)}', which is not an earlier file in the archive",
                 hint="the archive is damaged or was cut short")
         primary = found.target if found.kind is Kind.HARDLINK and found.target else target
         if ffi.entry_size(entry_p) > 0:  # the link carries the inode's data
