@@ -210,6 +210,16 @@ def next_header(archive_p: int, entry_p: int) -> bool:
     raise ReadFailure(_reason(archive_p))
 
 
+def next_header_as_stored(archive_p: int, entry_p: int) -> bool:
+    """next_header with this thread's locale pinned to C.UTF-8 for the call only (what
+    utf8_locale does, without a context manager: the data pass calls this once per member)."""
+    previous = _libc.uselocale(_c_utf8())
+    try:
+        return next_header(archive_p, entry_p)
+    finally:
+        _libc.uselocale(previous)
+
+
 def read_data(archive_p: int, buffer: ctypes.Array[ctypes.c_char], size: int) -> int:
     """Up to `size` bytes of the current member into `buffer` (holes read as zeros); 0 at its
     end."""

@@ -120,6 +120,8 @@ class _SizeCheckedStream(io.RawIOBase):
         self._content = content
         self._inner = inner
         self._done = 0
+        # a stream that checks its own end (an archive member's) needs no probe from us
+        self._probe_end = not getattr(inner, "checks_its_end", False)
 
     def readable(self) -> bool:
         return True
@@ -140,7 +142,7 @@ class _SizeCheckedStream(io.RawIOBase):
                 f"{self._where()}: ended after {self._done} of {self._content.size} bytes",
                 hint="the input changed or is truncated")
         self._done += n
-        if self._done == self._content.size:
+        if self._done == self._content.size and self._probe_end:
             self._check_end()
         return n
 

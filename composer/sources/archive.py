@@ -24,6 +24,7 @@ from libarchive.exception import ArchiveError
 from composer import archive_ffi
 from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, UnresolvedName, acl_xattr, mask_bits
 from composer.archive_ffi import ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT, read_acl, read_xattrs
+from composer.archive_ffi import read_data as _read_data
 from composer.content import DataSource
 from composer.errors import ComposerError, shown
 from composer.sources import Scanned, name_from_bytes
@@ -291,43 +292,53 @@ class ArchiveData(DataSource):
         if not by_index:
             return
         last = max(by_index)
-        current = "(header)"
+        entry_p = ffi.entry_new()
+        read_any = False
         try:
             # big reads: libarchive's default is one read() per 4 KiB page
             with libarchive.file_reader(str(self.path), block_size=READ_BLOCK) as archive:
-                members = _members(archive._pointer)
+                archive_p = archive._pointer
                 for index in range(last + 1):
                     # headers are read under the pinned locale; the consumer runs outside it
-                    with archive_ffi.utf8_locale():
-                        entry_p = next(members, None)
-                    if entry_p is None:
+                    if not archive_ffi.next_header_as_stored(archive_p, entry_p):
                         break
-                    current = name_from_bytes(archive_ffi.raw_pathname(entry_p))
+                    read_any = True
                     content = by_index.get(index)
                     if content is not None:
-                        where = f"source {self.name!r}: {self.path.name} member '{shown(current)}'"
-                        yield content, _BlockStream(archive._pointer, where, content)
+                        yield content, _BlockStream(archive_p, self, content)
                     if index >= last:
                         return
         except (ArchiveError, archive_ffi.ReadFailure) as exc:
+            # the member is named only now: the loop above runs once per member
+            current = name_from_bytes(archive_ffi.raw_pathname(entry_p)) if read_any \
+                else "(header)"
             current = _member_of(exc, current)
             raise ComposerError(f"source {self.name!r}: {self.path.name} is truncated or corrupt "
                                 f"at member '{shown(current)}' (libarchive: {_why(exc)})",
                                 hint="check the archive with 'tar -tvf', or capture it "
                                 "again") from None
+        finally:
+            ffi.entry_free(entry_p)
         raise ComposerError(f"source {self.name!r}: {self.path.name} ended before member "
                             f"'{shown(by_index[last].member)}'",
                             hint="the archive changed during the build")
 
 
+_PROBE = (ctypes.c_char * 1)()
+
+
 class _BlockStream(io.RawIOBase):
     """A file-like view of the current member's data: archive_read_data straight into the
     caller's buffer (one memcpy out of libarchive's read buffer, no Python bytes in between).
-    Holes of a sparse member read as zeros."""
+    Holes of a sparse member read as zeros. Once the member's size is read, libarchive is asked
+    once more, which is where it checks a zip member's CRC."""
 
-    def __init__(self, archive_p: int, where: str, content: Content) -> None:
+    checks_its_end = True  # content._SizeCheckedStream need not probe for more
+
+    def __init__(self, archive_p: int, source: ArchiveData, content: Content) -> None:
         self._archive_p = archive_p
-        self._where = where
+        self._source = source
+        self._content = content
         self._pos = 0
         # libarchive (3.6, 3.7) ends a sparse member with no data region at all without the
         # zeros of its hole; the zeros owed at the end are then ours to give
@@ -344,8 +355,12 @@ class _BlockStream(io.RawIOBase):
         if not self._padded:
             try:
                 n = self._readinto(buffer)
-            except archive_ffi.ReadFailure as exc:  # raised in the writer's loop, not iter_data's
-                raise ComposerError(f"{self._where} cannot be read (libarchive: {_why(exc)})",
+                if n and self._pos + n == self._size and _read_data(self._archive_p, _PROBE, 1):
+                    raise archive_ffi.ReadFailure("more data than its header says")
+            except archive_ffi.ReadFailure as exc:  # raised in the writer's loop
+                raise ComposerError(f"source {self._source.name!r}: {self._source.path.name} "
+                                    f"member '{shown(self._content.member)}' cannot be read "
+                                    f"(libarchive: {_why(exc)})",
                                     hint="check the archive with 'bsdtar -tvf', or capture it "
                                     "again") from None
         if not n and self._tail_hole <= self._pos < self._size:
