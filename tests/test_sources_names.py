@@ -92,6 +92,7 @@ def test_utf8_names_give_the_same_bytes_in_every_locale(tmp_path: Path) -> None:
     src.mkdir()
     for name in ("café", "€uro", "日本"):
         (src / name).write_text(name)
+    os.setxattr(src / "café", "user.café".encode(), b"value")  # xattr names are bytes too
     env = dict(os.environ, LC_ALL="C.UTF-8")
     for fmt, out in (("gnu", "gnu.tar"), ("pax", "pax.tar")):
         subprocess.run(["tar", f"--format={fmt}", "-cf", str(tmp_path / out), "-C", str(src),
@@ -102,6 +103,11 @@ def test_utf8_names_give_the_same_bytes_in_every_locale(tmp_path: Path) -> None:
     assert len(set(sums.values())) == 1, sums
     nodes = Ext4Harness(tmp_path).read_tree(tmp_path / f"out-{LATIN1}" / "root.img")
     assert {"/gnu/café", "/gnu/€uro", "/gnu/日本", "/folder/café"} <= set(nodes)
+    eas = subprocess.run(["debugfs", "-R", "ea_list /folder/café",
+                          str(tmp_path / f"out-{LATIN1}" / "root.img")],
+                         capture_output=True, text=True).stdout
+    # debugfs spells a name with non-ASCII bytes in hex: these are UTF-8 "user.café"
+    assert '75 73 65 72 2e 63 61 66 c3 a9  (5) = "value"' in eas, eas
 
 
 def test_names_reach_ext4_and_tar_as_bytes(builds: tuple[Path, dict[str, Path]],

@@ -106,7 +106,10 @@ def _entry(name: str, root: Path, rel: str, st: os.stat_result,
 def _xattrs(name: str, host: bytes, rel: str) -> tuple[tuple[str, bytes], ...]:
     try:
         names = os.listxattr(host, follow_symlinks=False)
-        return tuple(sorted((x, os.getxattr(host, x, follow_symlinks=False)) for x in names))
+        # Python decodes xattr names with the locale's charset: back to bytes, then composer's
+        # own decoding (as for file names)
+        return tuple(sorted((name_from_bytes(os.fsencode(x)),
+                             os.getxattr(host, x, follow_symlinks=False)) for x in names))
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EPERM):
             return ()
