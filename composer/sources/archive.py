@@ -125,16 +125,16 @@ class _Found:
             self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' escapes the "
                                  f"source; taken as '{shown(path)}'")
         common = _common(self.source, entry_p, raw, path)
-        self.newest = max(self.newest, common["mtime_ns"])
         if archive_ffi.raw_hardlink(entry_p) is not None:
             self._add_link(entry_p, raw, index, common)
-            return
-        entry = _entry(self.source, entry_p, raw, index, common)
-        if entry is None:
-            self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' has an empty "
-                                 "name; skipped")
-            return
-        self._replace(entry)
+        else:
+            entry = _entry(self.source, entry_p, raw, index, common)
+            if entry is None:
+                self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' has an "
+                                     "empty name; skipped")
+                return
+            self._replace(entry)
+        self.newest = max(self.newest, common["mtime_ns"])
 
     def _replace(self, entry: Entry) -> None:
         """Put `entry` at its path, unlinking what was there (as extraction does)."""
@@ -162,8 +162,9 @@ class _Found:
         primary = found.target if found.kind is Kind.HARDLINK and found.target else target
         if ffi.entry_size(entry_p) > 0:  # the link carries the inode's data
             self._set_data(primary, _content(self.source, entry_p, raw, index))
-        if common["path"] == primary or self.entries.get(common["path"]) is not None and \
-                self.entries[common["path"]].target == primary:
+        here = self.entries.get(common["path"])
+        if common["path"] == primary or (here is not None and here.kind is Kind.HARDLINK
+                                         and here.target == primary):
             return  # already a name of this inode: linking it again changes nothing
         self._replace(Entry(kind=Kind.HARDLINK, target=primary,
                             content=self.entries[primary].content,
