@@ -166,6 +166,27 @@ def test_tar_links_move_to_the_next_name_of_a_replaced_file(tmp_path: Path) -> N
     assert tar_view(tmp_path, build(tmp_path, archive.name, "tar", "t") / "root.tar") == want
 
 
+def test_hard_link_member_replaces_a_symlink(tmp_path: Path) -> None:
+    """`a`; `b` a symlink whose text is `/a`; then `b` a hard link to `a` (python's tarfile):
+    extraction replaces the symlink with a second name of `a`."""
+    import io
+    import tarfile
+
+    archive = tmp_path / "s.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("a")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"data\n"))
+        for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+            info = tarfile.TarInfo("b")
+            info.type, info.linkname = kind, "/a" if kind == tarfile.SYMTYPE else "a"
+            tar.addfile(info)
+    want = extracted(tmp_path, archive, "gnutar")
+    assert want == extracted(tmp_path, archive, "bsdtar")
+    assert want == ({"/a": ("file", b"data\n"), "/b": ("file", b"data\n")}, [["/a", "/b"]])
+    assert ext4_view(tmp_path, build(tmp_path, archive.name, "ext4") / "root.img") == want
+
+
 def test_zip_of_hard_linked_files(tmp_path: Path) -> None:
     """zip has no hard links: Info-ZIP stores each name with its own copy of the data."""
     _linked_folder(tmp_path / "d")
