@@ -20,7 +20,7 @@ from tests.test_sources_archives import folder_view, tar_view
 LATIN1 = "de_DE.ISO-8859-1"
 LAYOUT = """version: 1
 name: names
-epoch: 2000000000
+epoch: 1700000000
 sources:
   f: src
   g: gnu.tar
@@ -116,6 +116,7 @@ def test_names_reach_ext4_and_tar_as_bytes(builds: tuple[Path, dict[str, Path]],
     want, _ = folder_view(folder / "src")
     assert "/lat\udce9" in want and want["/link\udce9"] == ("symlink", b"lat\xe9")
     for out in outs.values():
+        Ext4Harness(tmp_path).fsck(out / "root.img")
         nodes = Ext4Harness(tmp_path).read_tree(out / "root.img")
         for top in ("/folder", "/gnu"):
             got = {p[len(top):]: n for p, n in nodes.items() if p.startswith(top + "/")}
