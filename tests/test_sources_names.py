@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ files:
 
 
 def _locale_exists(name: str) -> bool:
-    probe = subprocess.run(["python3", "-c", "import locale; locale.setlocale(locale.LC_ALL, '')"],
+    probe = subprocess.run([sys.executable, "-c",
+                            "import locale; locale.setlocale(locale.LC_ALL, '')"],
                            env=dict(os.environ, LC_ALL=name), capture_output=True)
     return probe.returncode == 0
 
