@@ -21,7 +21,8 @@ import pytest
 from tests.conftest import compose
 from tests.fs.conftest import Ext4Harness
 
-NEEDS = [t for t in ("tar", "bsdtar", "cpio", "zip", "unzip", "debugfs") if not shutil.which(t)]
+NEEDS = [t for t in ("tar", "bsdtar", "cpio", "bsdcpio", "zip", "unzip", "debugfs")
+         if not shutil.which(t)]
 pytestmark = pytest.mark.skipif(bool(NEEDS), reason=f"needs {NEEDS} (see .ci/run)")
 
 LAYOUT = ("version: 1\nname: t\nepoch: 2000000000\nsources:\n  s: {src}\npartitions:\n"
@@ -110,13 +111,15 @@ def _linked_folder(d: Path) -> None:
     os.link(d / "x", d / "z")
 
 
-@pytest.mark.parametrize("fmt", ["newc", "odc", "bin"])
-def test_cpio_hard_links(tmp_path: Path, fmt: str) -> None:
-    """GNU cpio's newc keeps a group's data with its LAST link; odc and bin with every link."""
+@pytest.mark.parametrize("tool, fmt", [("cpio", "newc"), ("cpio", "odc"), ("cpio", "bin"),
+                                       ("bsdcpio", "newc"), ("bsdcpio", "odc")])
+def test_cpio_hard_links(tmp_path: Path, tool: str, fmt: str) -> None:
+    """newc (GNU cpio and bsdcpio) keeps a group's data with its LAST link; odc and bin with
+    every link."""
     _linked_folder(tmp_path / "d")
     archive = tmp_path / f"s.{fmt}.cpio"
-    subprocess.run(f"printf 'a\\nb\\nc\\nx\\ny\\nz\\n' | cpio -o --quiet -H {fmt} > '{archive}'",
-                   shell=True, cwd=tmp_path / "d", check=True)
+    subprocess.run(f"printf 'a\\nb\\nc\\nx\\ny\\nz\\n' | {tool} -o --quiet -H {fmt} > "
+                   f"'{archive}'", shell=True, cwd=tmp_path / "d", check=True)
     want = extracted(tmp_path, archive, "cpio")
     assert want == extracted(tmp_path, archive, "bsdtar")
     assert want[0]["/b"] == ("file", b"data of a and b\n")
