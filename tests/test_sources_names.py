@@ -227,3 +227,21 @@ def test_folder_file_that_shrinks_while_read_is_an_error(tmp_path: Path) -> None
             os.truncate(f, 50)
             stream.read()
     assert re.fullmatch(r"s:log: ended after \d+ of 1048576 bytes", caught.value.message)
+
+
+def test_folder_file_rewritten_at_the_same_size_is_an_error(tmp_path: Path) -> None:
+    from composer.errors import ComposerError
+
+    (tmp_path / "src").mkdir()
+    f = tmp_path / "src" / "conf"
+    f.write_bytes(b"old!")
+    os.utime(f, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    scanned, store = _store_of(tmp_path / "src")
+    content = scanned.entries["/conf"].content  # type: ignore[attr-defined]
+    f.write_bytes(b"new!")  # same size, new mtime
+    with pytest.raises(ComposerError) as caught:
+        for _, stream in store.stream([content]):  # type: ignore[attr-defined]
+            stream.read()
+    assert caught.value.message.startswith(
+        "source 's': conf changed during the build (size 4 -> 4, mtime_ns "
+        "1600000000000000000 -> ")
