@@ -245,3 +245,28 @@ def test_folder_file_rewritten_at_the_same_size_is_an_error(tmp_path: Path) -> N
     assert caught.value.message.startswith(
         "source 's': conf changed during the build (size 4 -> 4, mtime_ns "
         "1600000000000000000 -> ")
+
+
+def test_report_shows_a_name_in_the_documented_escaping(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "s.tar", "w", format=tarfile.GNU_FORMAT, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        info = tarfile.TarInfo("../lat\udce9\\x")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    (tmp_path / "l.yaml").write_text(
+        "version: 1\nname: r\nepoch: 1700000000\nsources:\n  s: s.tar\npartitions:\n"
+        "  - {name: root, fs: tar, mount: /}\nfiles:\n  - {from: \"s:/\", to: /}\n")
+    result = compose("build", "l.yaml", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = ("warning: source 's': member '../lat\\xe9\\\\x' escapes the source; taken as "
+            "'/lat\\xe9\\\\x'")
+    assert (tmp_path / "out" / "report.txt").read_text(encoding="utf-8").splitlines() == [line]
+    assert line in result.stderr
+    # GNU tar lists the member under the same bytes
+    listing = subprocess.run(["tar", "--quoting-style=literal", "-tf",
+                              str(tmp_path / "out" / "root.tar")],
+                             capture_output=True, check=True).stdout
+    assert b"./lat\xe9\\x\n" in listing
