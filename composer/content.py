@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from composer.errors import ComposerError
+from composer.errors import ComposerError, shown
 from composer.tree import Content
 
 CHUNK = 1 << 20
@@ -110,12 +110,18 @@ class ContentStore:
 
 
 class _SizeCheckedStream(io.RawIOBase):
-    """Refuses to hand over more or fewer bytes than the plan measured (the input changed)."""
+    """Refuses to hand over more or fewer bytes than the plan measured (the input changed).
+
+    Once the planned size is read, the source must be at its end: a folder file that grew since
+    the plan is an error, not silently cut, and an archive member's end is where libarchive
+    checks its CRC."""
 
     def __init__(self, content: Content, inner: BinaryIO) -> None:
         self._content = content
         self._inner = inner
         self._done = 0
+        # a stream that checks its own end (an archive member's) needs no probe from us
+        self._probe_end = not getattr(inner, "checks_its_end", False)
 
     def readable(self) -> bool:
         return True
@@ -133,10 +139,22 @@ class _SizeCheckedStream(io.RawIOBase):
             buffer[:n] = data
         if not n:
             raise ComposerError(
-                f"{self._content.source}:{self._content.member}: ended after {self._done} of "
-                f"{self._content.size} bytes", hint="the input changed or is truncated")
+                f"{self._where()}: ended after {self._done} of {self._content.size} bytes",
+                hint="the input changed or is truncated")
         self._done += n
+        if self._done == self._content.size and self._probe_end:
+            self._check_end()
         return n
+
+    def _where(self) -> str:
+        return f"{self._content.source}:{shown(self._content.member)}"
+
+    def _check_end(self) -> None:
+        if self._inner.read(1):
+            raise ComposerError(f"{self._where()}: holds more than the {self._content.size} "
+                                "bytes it had when the build was planned",
+                                hint="the input changed during the build; do not change the "
+                                "sources while composer runs")
 
 
 def _inline_stream(content: Content) -> BinaryIO:

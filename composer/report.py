@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from composer.errors import printable
+
 
 class Level(StrEnum):
     CHANGED = "changed"
@@ -34,7 +36,8 @@ class Report:
     def _masked(self, message: str) -> str:
         for text, alias in self.masks.items():
             message = message.replace(text, alias)
-        return message
+        # a name's undecodable bytes as \xNN (errors.shown), so report.txt is always UTF-8
+        return printable(message)
 
     def changed(self, message: str) -> None:
         self.findings.append(Finding(Level.CHANGED, message))

@@ -22,6 +22,7 @@ from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, acl_entries
 from composer.content import CHUNK, ContentStore
 from composer.errors import ComposerError
 from composer.fs.base import FsWriter, Progress, WriteRequest, WriteResult, no_progress, register
+from composer.sources import name_to_bytes
 from composer.tree import Entry, Kind
 
 
@@ -63,7 +64,9 @@ def write_tar(out: Path, items: Iterable[tuple[Entry, BinaryIO | None]],
     """A pax archive of `items` in the order given (callers sort); `filter_name` compresses."""
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with new_archive_write("pax", filter_name) as archive_p:
+        # the pax writer converts names to the locale's charset for its ustar header: pinned
+        # (archive_ffi.utf8_locale), so the bytes do not depend on LC_ALL
+        with archive_ffi.utf8_locale(), new_archive_write("pax", filter_name) as archive_p:
             if filter_name == "gzip":
                 # gzip stores the time and file name in its header unless told not to
                 ffi.write_set_options(archive_p, b"gzip:!timestamp")
@@ -94,7 +97,7 @@ def _write_entry(archive_p: int, entry: Entry, stream: BinaryIO | None,
 
 
 def _fill(entry_p: int, entry: Entry) -> None:
-    ffi.entry_update_pathname_utf8(entry_p, tar_name(entry.path).encode())
+    archive_ffi.copy_pathname(entry_p, name_to_bytes(tar_name(entry.path)))
     ffi.entry_set_filetype(entry_p, entry.kind.ifmt)
     ffi.entry_set_perm(entry_p, entry.mode)
     ffi.entry_set_uid(entry_p, entry.uid)
@@ -103,9 +106,9 @@ def _fill(entry_p: int, entry: Entry) -> None:
     ffi.entry_set_mtime(entry_p, seconds, nanos)
     ffi.entry_set_size(entry_p, entry.size)
     if entry.kind is Kind.SYMLINK and entry.target is not None:
-        archive_ffi.update_symlink_utf8(entry_p, entry.target.encode("utf-8", "surrogateescape"))
+        archive_ffi.copy_symlink(entry_p, name_to_bytes(entry.target))
     elif entry.kind is Kind.HARDLINK and entry.target is not None:
-        archive_ffi.update_hardlink_utf8(entry_p, tar_name(entry.target).encode())
+        archive_ffi.copy_hardlink(entry_p, name_to_bytes(tar_name(entry.target)))
     elif entry.kind in (Kind.CHAR, Kind.BLOCK):
         ffi.entry_set_rdevmajor(entry_p, entry.rdev[0])
         ffi.entry_set_rdevminor(entry_p, entry.rdev[1])

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from composer.content import ContentStore
-from composer.errors import ComposerError
+from composer.errors import ComposerError, shown
 from composer.fs.base import (
     FsWriter,
     OptionSpec,
@@ -375,6 +375,11 @@ def _entry_problem(entry: Entry) -> str | None:
     if entry.kind not in (Kind.FILE, Kind.DIR):
         return f"{entry.path} is a {entry.kind.value}; FAT holds only files and directories"
     name = _basename(entry.path)
+    if any(0xD800 <= ord(c) < 0xE000 for c in name):
+        # bytes that are not UTF-8 (carried as lone surrogates: composer/sources) have no
+        # UTF-16 form for a long-name entry
+        return (f"{shown(entry.path)}: the name is not valid UTF-8, and FAT stores names as "
+                "UTF-16 text")
     if any(c in BAD_NAME_CHARS for c in name):
         return f"{entry.path}: the name holds a character FAT forbids (\"*/:<>?\\| or control)"
     if name.endswith((".", " ")):

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from composer import __version__
 from composer.content import ContentStore
+from composer.errors import shown
 from composer.tree import Content, Entry, Kind
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -147,8 +148,10 @@ class _Hashing(io.RawIOBase):
 
 
 def entry_record(entry: Entry, store: HashingStore) -> dict[str, Any]:
+    # names are bytes: shown() writes any of them as valid UTF-8 (undecodable bytes and control
+    # characters as \xNN, a backslash as \\), the escaping the README documents
     record: dict[str, Any] = {
-        "path": entry.path,
+        "path": shown(entry.path),
         "kind": entry.kind.value,
         "mode": f"{entry.mode:04o}",
         "uid": entry.uid,
@@ -160,11 +163,11 @@ def entry_record(entry: Entry, store: HashingStore) -> dict[str, Any]:
         record["size"] = entry.size
         record["sha256"] = store.digest(entry.content)
     if entry.target is not None:
-        record["target"] = entry.target
+        record["target"] = shown(entry.target)
     if entry.kind in (Kind.CHAR, Kind.BLOCK):
         record["rdev"] = list(entry.rdev)
     if entry.xattrs:
-        record["xattrs"] = [name for name, _ in entry.xattrs]
+        record["xattrs"] = [shown(name) for name, _ in entry.xattrs]
     return record
 
 

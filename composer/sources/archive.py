@@ -2,7 +2,10 @@
 
 Members are data: a path with '..' is clamped inside the source (as GNU tar strips leading
 '../'), links are never followed, devices and sockets are never opened. A member repeated in the
-archive is taken from its last copy, as extraction would.
+archive is taken from its last copy, and hard links share what they would share, as extraction
+would (_Found). Names are read as the bytes the archive stores (archive_ffi.utf8_locale), and a
+header or data block that libarchive finds inconsistent (a zip whose local header disagrees with
+its central directory, a bad CRC) is an error, not half a file.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import ctypes
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import libarchive
 from libarchive import ffi
@@ -20,9 +24,10 @@ from libarchive.exception import ArchiveError
 from composer import archive_ffi
 from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, UnresolvedName, acl_xattr, mask_bits
 from composer.archive_ffi import ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT, read_acl, read_xattrs
+from composer.archive_ffi import read_data as _read_data
 from composer.content import DataSource
-from composer.errors import ComposerError
-from composer.sources import Scanned
+from composer.errors import ComposerError, shown
+from composer.sources import Scanned, name_from_bytes
 from composer.tree import Content, Entry, Kind
 
 READ_BLOCK = 1 << 20
@@ -56,76 +61,179 @@ def member_path(raw: str) -> tuple[str, bool]:
 
 
 def scan_archive(name: str, path: Path) -> Scanned:
-    entries: dict[str, Entry] = {}
-    warnings: list[str] = []
-    newest = 0
+    with archive_ffi.utf8_locale():  # names as stored, whatever the locale (archive_ffi)
+        return _scan(name, path)
+
+
+def _scan(name: str, path: Path) -> Scanned:
+    found = _Found(name)
     current = "(header)"
     try:
         with libarchive.file_reader(str(path)) as archive:
-            for index, member in enumerate(archive):
-                raw = member.pathname  # one decode per member: this loop runs per entry
+            for index, entry_p in enumerate(_members(archive._pointer)):
+                raw = name_from_bytes(archive_ffi.raw_pathname(entry_p))
                 current = raw or "(unnamed)"
-                entry = _entry(name, member, raw, index, warnings, entries)
-                if entry is None:
-                    continue
-                entries[entry.path] = entry
-                newest = max(newest, entry.mtime_ns)
-    except ArchiveError as exc:
+                found.add(entry_p, raw, index)
+    except (ArchiveError, archive_ffi.ReadFailure) as exc:
+        current = _member_of(exc, current)
         raise ComposerError(f"source {name!r}: {path.name} is truncated or corrupt at member "
-                            f"{current!r} (libarchive: {_why(exc)})",
+                            f"'{shown(current)}' (libarchive: {_why(exc)})",
                             hint="check the archive with 'tar -tvf', or capture it again") \
             from None
     except OSError as exc:
         raise ComposerError(f"source {name!r}: cannot read {path.name}: {exc.strerror}") \
             from None
-    if not entries:
+    if not found.entries:
         raise ComposerError(f"source {name!r}: {path.name} is an empty archive",
                             hint="the capture probably failed; capture the golden device again")
-    _add_missing_dirs(entries)
-    return Scanned(name, entries, ArchiveData(name, path), newest, tuple(warnings))
+    _add_missing_dirs(found.entries)
+    return Scanned(name, found.entries, ArchiveData(name, path), found.newest,
+                   tuple(found.warnings))
 
 
-def _entry(source: str, member: libarchive.ArchiveEntry, raw: str, index: int,
-           warnings: list[str], seen: dict[str, Entry]) -> Entry | None:
-    path, clamped = member_path(raw)
-    if clamped:
-        warnings.append(f"source {source!r}: member {raw!r} escapes the source; "
-                        f"taken as {path!r}")
-    entry_p = member._entry_p
+def _members(archive_p: int) -> Iterator[int]:
+    """The entry pointer of each member in turn (libarchive-c's iterator drops warnings that we
+    must see: archive_ffi.next_header)."""
+    entry_p = ffi.entry_new()
+    try:
+        while archive_ffi.next_header(archive_p, entry_p):
+            yield entry_p
+    finally:
+        ffi.entry_free(entry_p)
+
+
+class _Found:
+    """The entries of one archive as extraction would leave them, built member by member.
+
+    Hard links follow what GNU tar and bsdtar do when they extract:
+    - a link shares the inode its target has at that point of the archive; a member that later
+      replaces the target makes a new inode and leaves the earlier links on the old one;
+    - a link member that carries data (cpio newc stores a group's data with its LAST link; odc,
+      bin and pax may carry it on every link) writes that data into the shared inode.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.entries: dict[str, Entry] = {}
+        self.links: dict[str, list[str]] = {}  # path holding an inode's data -> its other paths
+        self.warnings: list[str] = []
+        self.newest = 0
+
+    def add(self, entry_p: int, raw: str, index: int) -> None:
+        path, clamped = member_path(raw)
+        if clamped:
+            self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' escapes the "
+                                 f"source; taken as '{shown(path)}'")
+        common = _common(self.source, entry_p, raw, path)
+        if archive_ffi.raw_hardlink(entry_p) is not None:
+            self._add_link(entry_p, raw, index, common)
+        else:
+            entry = _entry(self.source, entry_p, raw, index, common)
+            if entry is None:
+                self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' has an "
+                                     "empty name; skipped")
+                return
+            self._replace(entry)
+        self.newest = max(self.newest, common["mtime_ns"])
+
+    def _replace(self, entry: Entry) -> None:
+        """Put `entry` at its path, unlinking what was there (as extraction does)."""
+        old = self.entries.get(entry.path)
+        if old is not None and old.kind is Kind.HARDLINK and old.target is not None:
+            self.links[old.target].remove(old.path)
+        elif old is not None and self.links.get(old.path):
+            # the old inode lives on under its other names: the first of them now holds it
+            heir, *others = self.links.pop(old.path)
+            self.entries[heir] = replace(old, path=heir)
+            for other in others:
+                self.entries[other] = replace(self.entries[other], target=heir)
+            self.links[heir] = others
+        self.entries[entry.path] = entry
+
+    def _add_link(self, entry_p: int, raw: str, index: int, common: dict[str, Any]) -> None:
+        link = name_from_bytes(archive_ffi.raw_hardlink(entry_p) or b"")
+        target, _ = member_path(link)
+        found = self.entries.get(target)
+        if found is None or found.kind not in (Kind.FILE, Kind.HARDLINK):
+            raise ComposerError(
+                f"source {self.source!r}: member '{shown(raw)}' is a hard link to "
+                f"'{shown(link)}', which is not an earlier file in the archive",
+                hint="the archive is damaged or was cut short")
+        primary = found.target if found.kind is Kind.HARDLINK and found.target else target
+        if ffi.entry_size(entry_p) > 0:  # the link carries the inode's data
+            self._set_data(primary, _content(self.source, entry_p, raw, index))
+        here = self.entries.get(common["path"])
+        if common["path"] == primary or (here is not None and here.kind is Kind.HARDLINK
+                                         and here.target == primary):
+            return  # already a name of this inode: linking it again changes nothing
+        self._replace(Entry(kind=Kind.HARDLINK, target=primary,
+                            content=self.entries[primary].content,
+                            **common))  # type: ignore[arg-type]
+        self.links.setdefault(primary, []).append(common["path"])
+
+    def _set_data(self, primary: str, content: Content) -> None:
+        for path in (primary, *self.links.get(primary, ())):
+            self.entries[path] = replace(self.entries[path], content=content)
+
+
+def _common(source: str, entry_p: int, raw: str, path: str) -> dict[str, Any]:
+    """The metadata every kind of member has."""
+    # pre-1970 times are negative seconds; kept (ext4 stores them, tar writes them)
     mtime_ns = ffi.entry_mtime(entry_p) * 1_000_000_000 + ffi.entry_mtime_nsec(entry_p)
     try:
-        mode, xattrs = _with_acls(entry_p, member.mode & 0o7777, read_xattrs(entry_p))
+        mode, xattrs = _with_acls(entry_p, ffi.entry_mode(entry_p) & 0o7777,
+                                  read_xattrs(entry_p))
     except UnresolvedName as exc:
         raise ComposerError(
-            f"source {source!r}: member {raw!r} has an ACL that names {exc.args[0]!r} without "
-            "a numeric id", hint="capture with tar --xattrs --acls (as tools/capture-golden.sh "
-            "does), which also stores the numeric form") from None
-    common = dict(path=path, mode=mode, uid=member.uid, gid=member.gid,
-                  mtime_ns=max(0, mtime_ns), xattrs=xattrs)
-    if member.islnk:
-        target, _ = member_path(member.linkpath)
-        found = seen.get(target)
-        if found is None or found.kind not in (Kind.FILE, Kind.HARDLINK):
-            raise ComposerError(f"source {source!r}: member {raw!r} is a hard link to "
-                                f"{member.linkpath!r}, which is not an earlier file in the archive",
-                                hint="the archive is damaged or was cut short")
-        primary = found.target if found.kind is Kind.HARDLINK and found.target else target
-        return Entry(kind=Kind.HARDLINK, target=primary, content=found.content,
-                     **common)  # type: ignore[arg-type]
-    kind = _KINDS.get(member.filetype)
+            f"source {source!r}: member '{shown(raw)}' has an ACL that names {exc.args[0]!r} "
+            "without a numeric id", hint="capture with tar --xattrs --acls (as "
+            "tools/capture-golden.sh does), which also stores the numeric form") from None
+    return dict(path=path, mode=mode, uid=ffi.entry_uid(entry_p), gid=ffi.entry_gid(entry_p),
+                mtime_ns=mtime_ns, xattrs=xattrs)
+
+
+def _content(source: str, entry_p: int, raw: str, index: int) -> Content:
+    size = ffi.entry_size(entry_p)
+    return Content(size=size, source=source, member=raw, index=index,
+                   holes=_holes(archive_ffi.data_regions(entry_p), size))
+
+
+def _holes(regions: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...]:
+    """The gaps between a sparse member's data regions (GNU tar --sparse, pax 0.x/1.0): the
+    ranges its archive stores as holes. No regions: not sparse, no holes."""
+    if not regions:
+        return ()
+    holes: list[tuple[int, int]] = []
+    pos = 0
+    for offset, length in sorted(regions):
+        offset, end = max(offset, pos), min(offset + length, size)
+        if offset > pos:
+            holes.append((pos, min(offset, size) - pos))
+        pos = max(pos, end)
+    if pos < size:
+        holes.append((pos, size - pos))
+    return tuple(h for h in holes if h[1] > 0)
+
+
+def _entry(source: str, entry_p: int, raw: str, index: int,
+           common: dict[str, Any]) -> Entry | None:
+    filetype = ffi.entry_filetype(entry_p)
+    kind = _KINDS.get(filetype)
     if kind is None:
-        raise ComposerError(f"source {source!r}: member {raw!r} has an unknown file type "
-                            f"{member.filetype:o}")
-    if path == "/" and kind is not Kind.DIR:
-        warnings.append(f"source {source!r}: member {raw!r} has an empty name; skipped")
+        raise ComposerError(f"source {source!r}: member '{shown(raw)}' has an unknown file "
+                            f"type {filetype:o}")
+    if common["path"] == "/" and kind is not Kind.DIR:
         return None
     if kind is Kind.FILE:
-        content = Content(size=member.size, source=source, member=raw, index=index)
-        return Entry(kind=kind, content=content, **common)  # type: ignore[arg-type]
+        return Entry(kind=kind, content=_content(source, entry_p, raw, index),
+                     **common)  # type: ignore[arg-type]
     if kind is Kind.SYMLINK:
-        return Entry(kind=kind, target=member.linkpath, **common)  # type: ignore[arg-type]
+        # a C string: a NUL in a pax linkpath record ends the target here, as it does for GNU
+        # tar and bsdtar
+        target = name_from_bytes(archive_ffi.raw_symlink(entry_p) or b"")
+        return Entry(kind=kind, target=target, **common)  # type: ignore[arg-type]
     if kind in (Kind.CHAR, Kind.BLOCK):
-        rdev = (member.rdevmajor, member.rdevminor)
+        rdev = (ffi.entry_rdevmajor(entry_p), ffi.entry_rdevminor(entry_p))
         return Entry(kind=kind, rdev=rdev, **common)  # type: ignore[arg-type]
     return Entry(kind=kind, **common)  # type: ignore[arg-type]
 
@@ -162,8 +270,14 @@ def _add_missing_dirs(entries: dict[str, Entry]) -> None:
             parent = parent.rsplit("/", 1)[0] or "/"
 
 
-def _why(exc: ArchiveError) -> str:
-    msg = getattr(exc, "msg", None) or str(exc)
+def _member_of(exc: Exception, current: str) -> str:
+    """The member a failure is about: the one whose header failed, else the last one read."""
+    member = getattr(exc, "member", None)
+    return name_from_bytes(member) if member else current
+
+
+def _why(exc: Exception) -> str:
+    msg = getattr(exc, "msg", None) or (exc.args[0] if exc.args else str(exc))
     return str(msg).strip().rstrip(".")
 
 
@@ -179,38 +293,85 @@ class ArchiveData(DataSource):
         if not by_index:
             return
         last = max(by_index)
-        current = "(header)"
+        entry_p = ffi.entry_new()
+        read_any = False
         try:
             # big reads: libarchive's default is one read() per 4 KiB page
             with libarchive.file_reader(str(self.path), block_size=READ_BLOCK) as archive:
-                for index, member in enumerate(archive):
-                    current = member.pathname
+                archive_p = archive._pointer
+                for index in range(last + 1):
+                    # headers are read under the pinned locale; the consumer runs outside it
+                    if not archive_ffi.next_header_as_stored(archive_p, entry_p):
+                        break
+                    read_any = True
                     content = by_index.get(index)
                     if content is not None:
-                        yield content, _BlockStream(member._archive_p)
+                        yield content, _BlockStream(archive_p, self, content)
                     if index >= last:
                         return
-        except ArchiveError as exc:
+        except (ArchiveError, archive_ffi.ReadFailure) as exc:
+            # the member is named only now: the loop above runs once per member
+            current = name_from_bytes(archive_ffi.raw_pathname(entry_p)) if read_any \
+                else "(header)"
+            current = _member_of(exc, current)
             raise ComposerError(f"source {self.name!r}: {self.path.name} is truncated or corrupt "
-                                f"at member {current!r} (libarchive: {_why(exc)})",
+                                f"at member '{shown(current)}' (libarchive: {_why(exc)})",
                                 hint="check the archive with 'tar -tvf', or capture it "
                                 "again") from None
+        finally:
+            ffi.entry_free(entry_p)
         raise ComposerError(f"source {self.name!r}: {self.path.name} ended before member "
-                            f"{by_index[last].member!r}",
+                            f"'{shown(by_index[last].member)}'",
                             hint="the archive changed during the build")
+
+
+_PROBE = (ctypes.c_char * 1)()
 
 
 class _BlockStream(io.RawIOBase):
     """A file-like view of the current member's data: archive_read_data straight into the
-    caller's buffer (one memcpy out of libarchive's read buffer, no Python bytes in between)."""
+    caller's buffer (one memcpy out of libarchive's read buffer, no Python bytes in between).
+    Holes of a sparse member read as zeros. Once the member's size is read, libarchive is asked
+    once more, which is where it checks a zip member's CRC."""
 
-    def __init__(self, archive_p: int) -> None:
+    checks_its_end = True  # content._SizeCheckedStream need not probe for more
+
+    def __init__(self, archive_p: int, source: ArchiveData, content: Content) -> None:
         self._archive_p = archive_p
+        self._source = source
+        self._content = content
+        self._pos = 0
+        # libarchive (3.6, 3.7) ends a sparse member with no data region at all without the
+        # zeros of its hole; the zeros owed at the end are then ours to give
+        last = content.holes[-1] if content.holes else (0, 0)
+        self._tail_hole = last[0] if sum(last) == content.size and last[1] else content.size
+        self._size = content.size
+        self._padded = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = 0
+        if not self._padded:
+            try:
+                n = self._readinto(buffer)
+                if n and self._pos + n == self._size and _read_data(self._archive_p, _PROBE, 1):
+                    raise archive_ffi.ReadFailure("more data than its header says")
+            except archive_ffi.ReadFailure as exc:  # raised in the writer's loop
+                raise ComposerError(f"source {self._source.name!r}: {self._source.path.name} "
+                                    f"member '{shown(self._content.member)}' cannot be read "
+                                    f"(libarchive: {_why(exc)})",
+                                    hint="check the archive with 'bsdtar -tvf', or capture it "
+                                    "again") from None
+        if not n and self._tail_hole <= self._pos < self._size:
+            self._padded = True  # libarchive would give zeros after its EOF: no more calls
+            n = min(len(buffer), self._size - self._pos)
+            memoryview(buffer).cast("B")[:n] = bytes(n)
+        self._pos += n
+        return n
+
+    def _readinto(self, buffer: memoryview) -> int:
         view = memoryview(buffer).cast("B")
         n = len(view)
         if not n:
@@ -219,7 +380,7 @@ class _BlockStream(io.RawIOBase):
             target = (ctypes.c_char * n).from_buffer(view)
         except TypeError:  # a read-only or non-contiguous buffer: go through our own
             tmp = bytearray(n)
-            got = ffi.read_data(self._archive_p, (ctypes.c_char * n).from_buffer(tmp), n)
+            got = archive_ffi.read_data(self._archive_p, (ctypes.c_char * n).from_buffer(tmp), n)
             view[:got] = tmp[:got]
             return got
-        return ffi.read_data(self._archive_p, target, n)
+        return archive_ffi.read_data(self._archive_p, target, n)
