@@ -1,14 +1,11 @@
 """load -> scan -> rules -> route -> plan -> check all -> write all -> publish atomically.
 
 Nothing is written before every check of every partition has passed, and outputs go to a
-temporary folder inside the output folder that is renamed into place only when all succeeded.
+staging folder inside the output folder that is published atomically only when all succeeded.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -27,7 +24,7 @@ from composer.disk.compose import (
 from composer.errors import ComposerError, raise_all
 from composer.fs.base import FsWriter, WriteRequest, WriteResult, writers
 from composer.layout.load import load_layout
-from composer.layout.model import Layout, Output
+from composer.layout.model import Layout, Output, output_names
 from composer.outputs.manifest import (
     HashingStore,
     entry_record,
@@ -36,6 +33,7 @@ from composer.outputs.manifest import (
     write_manifest,
     write_sha256sums,
 )
+from composer.publish import check_names, publish, staging
 from composer.report import Report
 from composer.route import for_writer, route
 from composer.rules.assembly import Assembly
@@ -212,29 +210,22 @@ class BuildResult:
 
 
 def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResult:
-    """Write every image and output into a temporary folder, then move them into `out`."""
+    """Write every output into a staging folder inside `out`, then publish them atomically
+    (composer/publish.py: at every instant `out` shows the old or the new complete build)."""
     events = events or Events()
-    created = _first_missing(out)  # what to remove again if the build fails
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".compose-", dir=out))
-    except OSError as exc:
-        raise ComposerError(f"cannot write into the output folder {out}: {exc.strerror}",
-                            hint="-o must name a folder (or a path to make one) that this user "
-                            "can write to") from None
-    try:
-        files, manifest = _write_all(the_plan, tmp, events)
-        _publish(tmp, out, files)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, ComposerError):
+    names = output_names(the_plan.layout)
+    with staging(out, lambda: events.step(f"waiting for the build already writing into {out}")) \
+            as stage:
+        check_names(out, names)
+        try:
+            files, manifest = _write_all(the_plan, stage.folder, events)
+        except OSError as exc:
             raise ComposerError(f"writing into {out} failed: {exc.strerror or exc}",
-                                hint="check free space and permissions; nothing was "
-                                "written") from None
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
+                                hint="check free space and permissions; the output folder "
+                                "was left as it was") from None
+        # the names were decided when the layout was loaded; a writer may not invent others
+        assert sorted(files) == sorted(names), (sorted(files), sorted(names))
+        publish(stage, files)
     return BuildResult(out, tuple(files), manifest, tuple(the_plan.report.lines()))
 
 
@@ -302,20 +293,3 @@ def _write_disk(disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]], tm
     result = write_layout_disk(disk, images, tmp / "disk.img", store)
     manifest["disk"] = disk_record(disk.plan) | {"image": "disk.img"}
     return result
-
-
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of `path` that does not exist yet (None when it all exists)."""
-    missing = None
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            break
-        missing = candidate
-    return missing
-
-
-def _publish(tmp: Path, out: Path, files: list[str]) -> None:
-    for name in files:
-        os.chmod(tmp / name, 0o644)
-        os.replace(tmp / name, out / name)
-

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -207,10 +209,32 @@ def _plan_data(the_plan: Plan) -> dict[str, Any]:
     return data
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so every `finally` and cleanup runs.
+
+    A BaseException of our own, not KeyboardInterrupt: click turns KeyboardInterrupt into Abort
+    and prints a blank line of its own.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # the first signal stops the build; more while it cleans up would only cut the cleanup short
+    # (the next build would finish it), so they are ignored. SIGKILL still works.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    """Run the app; map errors to exit codes 1 (ours) and 3 (a bug)."""
+    """Run the app; map errors to exit codes 1 (ours), 3 (a bug) and 128+N (signal N)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ComposerError as exc:
         if STATE.debug:
             traceback.print_exc()
@@ -218,20 +242,24 @@ def main() -> None:
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("compose: interrupted", err=True)
+    except Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        # the folder holds one complete build either way (composer/publish.py)
+        typer.echo(f"compose: stopped by {name}, cleaned up", err=True)
+        sys.exit(128 + exc.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    except typer.Abort:  # click's answer to EOF on a prompt
+        typer.echo("compose: aborted", err=True)
         sys.exit(1)
     except _click_errors() as exc:
         exc.show()
         sys.exit(2)  # every click error that reaches here is about the command line
-    except KeyboardInterrupt:
-        typer.echo("compose: interrupted", err=True)
-        sys.exit(1)
     except Exception:  # noqa: BLE001 - the last line of defence
         traceback.print_exc()
         typer.echo("compose: internal error; please report it with the traceback above",
                    err=True)
         sys.exit(3)
+    # without standalone mode click returns the code of a typer.Exit instead of raising it
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _click_module() -> Any:

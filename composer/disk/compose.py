@@ -23,7 +23,7 @@ from composer.disk.assemble import (
 )
 from composer.errors import ComposerError, raise_all
 from composer.fs.base import WriteResult
-from composer.layout.model import Disk, Output, Partition, RawBlob, TableType
+from composer.layout.model import Disk, Output, Partition, RawBlob, TableType, flashing_names
 from composer.outputs.bmap import write_bmap
 from composer.outputs.compress import compress_zstd, zstd_available
 from composer.outputs.sfdisk import sfdisk_script
@@ -96,21 +96,21 @@ def write_layout_disk(build: DiskBuild, images: Mapping[str, tuple[Path, WriteRe
 
 
 def flashing_outputs(image: Path, result: WriteResult, outputs: Sequence[Output]) -> list[str]:
-    """Write NAME.bmap and whatever `outputs` asks for next to `image`; returns the file names."""
-    stem = image.with_suffix("")
-    names = []
-    write_bmap(image, result, stem.with_suffix(".bmap"))
-    names.append(stem.with_suffix(".bmap").name)
-    if Output.SIMG in outputs:
-        write_simg(image, result, stem.with_suffix(".simg"))
-        names.append(stem.with_suffix(".simg").name)
-    if Output.ZST in outputs:
-        if not zstd_available():
-            raise ComposerError("outputs: zst needs the zstd command",
-                                hint="install it (Debian package: zstd), or drop zst")
-        compress_zstd(image, image.with_name(image.name + ".zst"))
-        names.append(image.name + ".zst")
-    return names
+    """Write NAME.bmap and whatever `outputs` asks for next to `image`; returns the file names
+    (layout.model.flashing_names decides them, so the loader could check them)."""
+    names = flashing_names(image.name, tuple(outputs))
+    for name in names:
+        target = image.with_name(name)
+        if name.endswith(".bmap"):
+            write_bmap(image, result, target)
+        elif name.endswith(".simg"):
+            write_simg(image, result, target)
+        else:
+            if not zstd_available():
+                raise ComposerError("outputs: zst needs the zstd command",
+                                    hint="install it (Debian package: zstd), or drop zst")
+            compress_zstd(image, target)
+    return list(names)
 
 
 def disk_record(plan: DiskPlan) -> dict[str, Any]:

@@ -13,6 +13,10 @@ from typing import Any, TypeVar
 from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import FsWriter, OptionSpec, OptionType, writers
 from composer.layout.model import (
+    MANIFEST,
+    REPORT,
+    RESERVED_STEMS,
+    SUMS,
     Disk,
     DiskPlacement,
     Docker,
@@ -29,6 +33,8 @@ from composer.layout.model import (
     SourceRef,
     Systemd,
     TableType,
+    disk_outputs,
+    partition_outputs,
 )
 from composer.layout.yamlload import Node, load_yaml
 from composer.rules.greengrass import DEFAULT_KEEP, KNOWN_DIRS
@@ -245,6 +251,7 @@ class _Checker:
         disk = self.disk(top["disk"]) if "disk" in top else None
         self.disk_partitions(partitions, "disk" in top, available=writers())
         outputs = self.outputs(top.get("outputs"), has_disk="disk" in top)
+        self.output_names(partitions, "disk" in top, outputs)
         return Layout(self.path, version or 1, name or "", epoch, sources, tuple(partitions),
                       greengrass, systemd, docker, tuple(files), disk, outputs)
 
@@ -263,6 +270,30 @@ class _Checker:
                 self.fail(part.disk.loc, path, f"a {part.fs} partition cannot be in a disk",
                           "a disk holds every partition with a file system image; remove the "
                           "disk keys from this one")
+
+    def output_names(self, partitions: list[Partition], has_disk: bool,
+                     outputs: tuple[Output, ...]) -> None:
+        """Every output file name is known now; refuse reserved names and names that only
+        differ in case (they collide on case-insensitive file systems a folder is copied to)."""
+        seen: dict[str, tuple[str, str]] = {}
+        for name in (disk_outputs(outputs) if has_disk else ()) + (MANIFEST, REPORT, SUMS):
+            seen[name.casefold()] = (name, "the build itself")
+        for part in partitions:
+            path = f"partitions[{part.index}].name"
+            if part.name.casefold() in {stem.casefold() for stem in RESERVED_STEMS}:
+                self.fail(part.loc, path, f"partition name {part.name!r} is reserved",
+                          f"composer names its own outputs {', '.join(RESERVED_STEMS)}.*; "
+                          "choose another name")
+                continue
+            for name in partition_outputs(part, outputs):
+                first = seen.get(name.casefold())
+                if first is not None:
+                    self.fail(part.loc, path, f"partition {part.name!r} would write {name}, "
+                              f"which {first[1]} already writes as {first[0]}",
+                              "output names must differ in more than letter case; rename "
+                              "the partition")
+                    break
+                seen[name.casefold()] = (name, f"partition {part.name!r}")
 
     def outputs(self, node: Node | None, has_disk: bool) -> tuple[Output, ...]:
         result: list[Output] = []
