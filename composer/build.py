@@ -23,7 +23,7 @@ from composer.disk.compose import (
 )
 from composer.errors import ComposerError, raise_all
 from composer.fs.base import FsWriter, WriteRequest, WriteResult, writers
-from composer.layout.load import load_layout
+from composer.layout.load import epoch_problem, load_layout
 from composer.layout.model import Layout, Output, output_names
 from composer.outputs.manifest import (
     HashingStore,
@@ -109,7 +109,7 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
         disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
-                                COMPOSER_NS)
+                                COMPOSER_NS, max_size=layout.max_image_size)
     return Plan(layout, epoch, tree, planned, asm.report, store, disk)
 
 
@@ -137,13 +137,23 @@ def _used_sources(layout: Layout) -> set[str]:
 
 
 def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None) -> int:
+    """The build's epoch, checked once here: every time in the images is clamped to it, so an
+    epoch ext4 can store means no entry needs its own out-of-range error."""
     if override is not None:
+        problem = epoch_problem(override)
+        if problem is not None:
+            raise ComposerError(f"the build's epoch {problem}",
+                                hint="give seconds since 1970, such as 1718878001")
         return override
     if layout.epoch is not None:
         return layout.epoch
     newest = max((s.newest_mtime_ns for s in scanned.values()), default=0)
     if newest == 0:
         raise ComposerError("the build has no epoch: no source has a timestamp",
+                            hint="set 'epoch:' in the layout or SOURCE_DATE_EPOCH")
+    problem = epoch_problem(newest // 1_000_000_000)
+    if problem is not None:
+        raise ComposerError(f"the newest input time, the build's epoch, {problem}",
                             hint="set 'epoch:' in the layout or SOURCE_DATE_EPOCH")
     return newest // 1_000_000_000
 

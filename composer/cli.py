@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -20,6 +21,7 @@ from composer import __version__
 from composer.build import Events, Plan, build, plan
 from composer.disk.compose import disk_record
 from composer.errors import ComposerError
+from composer.layout.load import epoch_problem
 from composer.units import human_size
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -34,7 +36,7 @@ class _State:
 STATE = _State()
 
 LayoutArg = Annotated[Path, typer.Argument(help="the layout file", show_default=False)]
-EpochOpt = Annotated[int | None, typer.Option(
+EpochOpt = Annotated[str | None, typer.Option(
     "--source-date-epoch", help="the build's epoch (else $SOURCE_DATE_EPOCH, the layout's "
     "epoch, or the newest input mtime)", show_default=False)]
 
@@ -90,19 +92,29 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def _epoch(option: int | None) -> int | None:
+def _epoch(option: str | None) -> int | None:
+    """--source-date-epoch, else SOURCE_DATE_EPOCH: ASCII digits only (int() would also take
+    "١٢" and choke on "²"), within what ext4 can store (layout.load.epoch_problem)."""
     if option is not None:
-        if option < 0:
-            raise ComposerError(f"--source-date-epoch {option} is before 1970",
-                                hint="give seconds since 1970, such as 1718878001")
-        return option
+        return _epoch_value("--source-date-epoch ", option)
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env is None or env == "":
         return None
-    if not env.isdigit():
-        raise ComposerError(f"SOURCE_DATE_EPOCH={env!r} is not a number of seconds",
-                            hint="unset it, or set it to an integer such as 1718878001")
-    return int(env)
+    return _epoch_value("SOURCE_DATE_EPOCH=", env)
+
+
+def _epoch_value(name: str, text: str) -> int:
+    if re.fullmatch(r"-[0-9]{1,30}", text):
+        raise ComposerError(f"{name}{text} is before 1970",
+                            hint="give seconds since 1970, such as 1718878001")
+    if not re.fullmatch(r"[0-9]{1,30}", text):
+        raise ComposerError(f"{name}{text!r} is not a number of seconds",
+                            hint="give seconds since 1970 in ASCII digits, such as 1718878001")
+    problem = epoch_problem(int(text))
+    if problem is not None:
+        raise ComposerError(f"{name}{problem}",
+                            hint="give seconds since 1970, such as 1718878001")
+    return int(text)
 
 
 def _print_version(value: bool) -> None:

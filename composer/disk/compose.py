@@ -30,6 +30,7 @@ from composer.outputs.sfdisk import sfdisk_script
 from composer.outputs.simg import write_simg
 from composer.sources import Scanned
 from composer.tree import Content, Kind
+from composer.units import human_size
 
 DEFAULT_TYPES = {
     TableType.GPT: {"ext4": "linux", "vfat": "microsoft-basic-data"},
@@ -49,7 +50,7 @@ def blob_name(index: int, blob: RawBlob) -> str:
 
 def plan_layout_disk(disk: Disk, partitions: Sequence[Partition], sizes: Mapping[str, int],
                      scanned: Mapping[str, Scanned], seed: str,
-                     namespace: uuid.UUID) -> DiskBuild:
+                     namespace: uuid.UUID, max_size: int | None = None) -> DiskBuild:
     """Place every image partition and raw blob; raises every problem at once."""
     errors: list[ComposerError] = []
     blobs: dict[str, Content] = {}
@@ -72,6 +73,14 @@ def plan_layout_disk(disk: Disk, partitions: Sequence[Partition], sizes: Mapping
     plan = plan_disk(disk.table, specs, seed=seed, disk_size=disk.size, align=disk.align,
                      raw_blobs=blob_specs, disk_guid=disk.guid, mbr_signature=disk.signature,
                      gpt_entry_lba=disk.entry_lba, namespace=namespace, loc=disk.loc)
+    if max_size is not None and plan.disk_size > max_size:
+        # the layout's sizes were each within the bound, but offsets and alignment add up
+        raise ComposerError(f"the disk would be {human_size(plan.disk_size)} "
+                            f"({plan.disk_size} bytes), over {human_size(max_size)}, the image "
+                            "size bound (hashing it for SHA256SUMS reads every byte: about 1 s "
+                            "per GiB)", disk.loc, path="disk",
+                            hint="check offsets and align; if you mean it, raise "
+                            "'max_image_size' at the top of the layout")
     return DiskBuild(plan, blobs)
 
 

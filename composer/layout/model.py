@@ -162,6 +162,7 @@ class Layout:
     files: tuple[FileRule, ...]
     disk: Disk | None
     outputs: tuple[Output, ...] = field(default=())
+    max_image_size: int = 64 << 30  # the largest image a build may make (load.py explains)
 
 
 # Output names are decided here, once, from the layout alone: the loader checks them for
