@@ -160,7 +160,8 @@ def _convert(node: yaml.Node, conv: _Converter, depth: int) -> Node:
         value = _scalar(node)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         # an explicit tag PyYAML's safe constructor refuses (`!foo x`, `!!int abc`)
-        errors.append(ComposerError(f"cannot read this value: {exc}", loc,
+        problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
+        errors.append(ComposerError(f"cannot read this value: {problem}", loc,
                                     hint="remove the ! tag"))
         value = None
     return Node(value, loc, tag=node.tag, quoted=node.style in ("'", '"', "|", ">"))
