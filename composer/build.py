@@ -6,7 +6,9 @@ staging folder inside the output folder that is published atomically only when a
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -246,7 +248,7 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
     images: dict[str, tuple[Path, WriteResult]] = {}
     # hashing a whole image takes as long as writing it; hashlib and file reads release the
     # GIL, so the image digests run on other cores while bmaps and the manifest are made
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool, _cancel_pending_on_error(pool):
         digests: dict[str, Future[str]] = {}
         extras: list[Future[list[str]]] = []  # bmap, simg, zst: they only read finished images
         for part in the_plan.partitions:
@@ -285,6 +287,17 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
     write_sha256sums(tmp, files, done)
     files.append("SHA256SUMS")
     return files, manifest
+
+
+@contextlib.contextmanager
+def _cancel_pending_on_error(pool: ThreadPoolExecutor) -> Iterator[None]:
+    """After an error or a signal, drop the queued digests and compressions: leaving the `with`
+    would otherwise run every one of them before the cleanup could start."""
+    try:
+        yield
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
 
 
 def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
