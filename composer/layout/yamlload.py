@@ -66,6 +66,7 @@ def load_yaml(text: str, file: str) -> Node:
     if root is None:
         raise ComposerError("the layout file is empty", Loc(file),
                             hint="start with 'version: 1' and 'name: …'")
+    _expanded_size(root, file, {}, set())
     errors: list[ComposerError] = []
     node = _Converter(file, errors).convert(root, 0)
     if errors:
@@ -103,6 +104,29 @@ def _check_bounds(text: str, file: str) -> None:
                     raise _too_much("values", MAX_VALUES, loc)
     except yaml.YAMLError:
         return  # the full parse below reports it, with PyYAML's own words
+
+
+def _expanded_size(node: yaml.Node, file: str, memo: dict[int, int], active: set[int]) -> int:
+    """How many values `node` becomes once aliases are expanded, from each distinct node once
+    (an alias is the same node object again), so an alias bomb costs its size in the file."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ComposerError(f"the layout nests deeper than {MAX_DEPTH} levels, the limit",
+                            _loc(file, node), hint="an alias refers to a value that contains it")
+    active.add(key)
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, file, memo, active) + _expanded_size(v, file, memo, active)
+                     for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(item, file, memo, active) for item in node.value)
+    active.discard(key)
+    if total > MAX_VALUES:
+        raise _too_much("values once its aliases are expanded", MAX_VALUES, _loc(file, node))
+    memo[key] = total
+    return total
 
 
 class _Converter:
