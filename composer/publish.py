@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from composer.errors import ComposerError
+from composer.layout.model import MANIFEST, REPORT, SUMS
 
 INTERNAL = ".compose"  # composer's own folder inside DIR
 CURRENT = "current"
@@ -40,7 +42,6 @@ LOCK = "lock"
 GENERATION = "gen-"
 NEXT = "next-"
 LEGACY_STAGING = ".compose-"  # what builds before the generation scheme left when killed
-SUMS = "SHA256SUMS"
 LINK_PREFIX = f"{INTERNAL}/{CURRENT}/"
 
 
@@ -135,16 +136,36 @@ def _lock(out: Path, wait: Callable[[], None]) -> int:
 def previous_outputs(out: Path) -> frozenset[str]:
     """The names the published build (or a build from before generations) put into DIR."""
     sums = out / INTERNAL / CURRENT / SUMS
-    if not sums.exists():
-        sums = out / SUMS  # a build from before generations: real files in DIR
-        if sums.is_symlink() or not sums.is_file():
-            return frozenset()
+    if sums.exists():
+        return frozenset({SUMS, *_listed(sums)})
+    return _legacy_outputs(out)
+
+
+def _legacy_outputs(out: Path) -> frozenset[str]:
+    """A build from before generations: real files in DIR. Only a real SHA256SUMS *and* a real
+    manifest.json that composer wrote count, and only names both list: a SHA256SUMS of the
+    user's own must never make their files look like ours (stale outputs get removed)."""
+    sums, manifest = out / SUMS, out / MANIFEST
+    if any(p.is_symlink() or not p.is_file() for p in (sums, manifest)):
+        return frozenset()
+    try:
+        record = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return frozenset()
+    if not isinstance(record, dict) or "composer" not in record or \
+            not isinstance(record.get("outputs"), list):
+        return frozenset()
+    made = {n for n in record["outputs"] if isinstance(n, str)} | {MANIFEST, REPORT}
+    return frozenset({SUMS, *(_listed(sums) & made)})
+
+
+def _listed(sums: Path) -> set[str]:
     try:
         text = sums.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return set()
     names = {line.split("  ", 1)[1] for line in text.splitlines() if "  " in line}
-    return frozenset({SUMS, *(n for n in names if _plain_name(n))})
+    return {n for n in names if _plain_name(n)}
 
 
 def _plain_name(name: str) -> bool:

@@ -253,6 +253,21 @@ def test_a_build_from_before_generations_is_taken_over(references: dict[str, Any
     _check_clean(out)
 
 
+def test_a_sha256sums_of_the_users_own_does_not_make_their_files_ours(
+        references: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    sums = subprocess.run(["sha256sum", "notes.txt"], cwd=out, capture_output=True, text=True)
+    (out / "SHA256SUMS").write_text(sums.stdout)
+    result = compose("-q", "build", str(references["new"]), "-o", str(out))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {out}/SHA256SUMS would be replaced by this build "
+                                    "but no composer build made them\n")
+    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine\n"
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_build_exits_128_plus_signal_and_cleans_up(
         references: dict[str, Any], tmp_path: Path, signum: int, code: int) -> None:
