@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -308,3 +309,36 @@ def test_interrupted_first_build_leaves_no_folder(tmp_path: Path) -> None:
     child.stderr.read()
     assert child.wait() == 130
     assert not (tmp_path / "new").exists()
+
+
+def test_a_failing_build_that_made_the_folder_spares_the_build_waiting_for_it(
+        tmp_path: Path) -> None:
+    """The first build makes DIR and fails while a second one waits for the lock: the first
+    removes the folder it made, the second notices its lock file is gone, starts over, and
+    publishes; nothing it publishes is removed."""
+    from composer.publish import publish, staging
+
+    out = tmp_path / "new" / "out"
+    waiting = threading.Event()
+    done: list[bool] = []
+
+    def second() -> None:
+        with staging(out, waiting.set) as stage:
+            (stage.folder / "a.txt").write_text("second\n")
+            sums = subprocess.run(["sha256sum", "a.txt"], cwd=stage.folder, capture_output=True,
+                                  text=True, check=True).stdout
+            (stage.folder / "SHA256SUMS").write_text(sums)
+            publish(stage, ["a.txt", "SHA256SUMS"])
+        done.append(True)
+
+    thread = threading.Thread(target=second)
+    with pytest.raises(RuntimeError), staging(out):
+        thread.start()
+        assert waiting.wait(10)
+        raise RuntimeError("the first build fails")
+    thread.join(10)
+    assert done == [True]
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True,
+                           text=True)
+    assert check.returncode == 0 and check.stdout == "a.txt: OK\n", check.stdout + check.stderr
+    _check_clean(out)
