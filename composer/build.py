@@ -1,15 +1,14 @@
 """load -> scan -> rules -> route -> plan -> check all -> write all -> publish atomically.
 
 Nothing is written before every check of every partition has passed, and outputs go to a
-temporary folder inside the output folder that is renamed into place only when all succeeded.
+staging folder inside the output folder that is published atomically only when all succeeded.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import contextlib
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,8 +25,8 @@ from composer.disk.compose import (
 )
 from composer.errors import ComposerError, raise_all
 from composer.fs.base import FsWriter, WriteRequest, WriteResult, writers
-from composer.layout.load import load_layout
-from composer.layout.model import Layout, Output
+from composer.layout.load import epoch_problem, load_layout
+from composer.layout.model import Layout, Output, output_names
 from composer.outputs.manifest import (
     HashingStore,
     entry_record,
@@ -36,6 +35,7 @@ from composer.outputs.manifest import (
     write_manifest,
     write_sha256sums,
 )
+from composer.publish import check_names, publish, staging
 from composer.report import Report
 from composer.route import for_writer, route
 from composer.rules.assembly import Assembly
@@ -111,7 +111,7 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
         disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
-                                COMPOSER_NS)
+                                COMPOSER_NS, max_size=layout.max_image_size)
     return Plan(layout, epoch, tree, planned, asm.report, store, disk)
 
 
@@ -139,13 +139,23 @@ def _used_sources(layout: Layout) -> set[str]:
 
 
 def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None) -> int:
+    """The build's epoch, checked once here: every time in the images is clamped to it, so an
+    epoch ext4 can store means no entry needs its own out-of-range error."""
     if override is not None:
+        problem = epoch_problem(override)
+        if problem is not None:
+            raise ComposerError(f"the build's epoch {problem}",
+                                hint="give seconds since 1970, such as 1718878001")
         return override
     if layout.epoch is not None:
         return layout.epoch
     newest = max((s.newest_mtime_ns for s in scanned.values()), default=0)
     if newest == 0:
         raise ComposerError("the build has no epoch: no source has a timestamp",
+                            hint="set 'epoch:' in the layout or SOURCE_DATE_EPOCH")
+    problem = epoch_problem(newest // 1_000_000_000)
+    if problem is not None:
+        raise ComposerError(f"the newest input time, the build's epoch, {problem}",
                             hint="set 'epoch:' in the layout or SOURCE_DATE_EPOCH")
     return newest // 1_000_000_000
 
@@ -212,29 +222,22 @@ class BuildResult:
 
 
 def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResult:
-    """Write every image and output into a temporary folder, then move them into `out`."""
+    """Write every output into a staging folder inside `out`, then publish them atomically
+    (composer/publish.py: at every instant `out` shows the old or the new complete build)."""
     events = events or Events()
-    created = _first_missing(out)  # what to remove again if the build fails
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".compose-", dir=out))
-    except OSError as exc:
-        raise ComposerError(f"cannot write into the output folder {out}: {exc.strerror}",
-                            hint="-o must name a folder (or a path to make one) that this user "
-                            "can write to") from None
-    try:
-        files, manifest = _write_all(the_plan, tmp, events)
-        _publish(tmp, out, files)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, ComposerError):
+    names = output_names(the_plan.layout)
+    with staging(out, lambda: events.step(f"waiting for the build already writing into {out}")) \
+            as stage:
+        check_names(out, names)
+        try:
+            files, manifest = _write_all(the_plan, stage.folder, events)
+        except OSError as exc:
             raise ComposerError(f"writing into {out} failed: {exc.strerror or exc}",
-                                hint="check free space and permissions; nothing was "
-                                "written") from None
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
+                                hint="check free space and permissions; the output folder "
+                                "was left as it was") from None
+        # the names were decided when the layout was loaded; a writer may not invent others
+        assert sorted(files) == sorted(names), (sorted(files), sorted(names))
+        publish(stage, files)
     return BuildResult(out, tuple(files), manifest, tuple(the_plan.report.lines()))
 
 
@@ -245,7 +248,7 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
     images: dict[str, tuple[Path, WriteResult]] = {}
     # hashing a whole image takes as long as writing it; hashlib and file reads release the
     # GIL, so the image digests run on other cores while bmaps and the manifest are made
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool, _cancel_pending_on_error(pool):
         digests: dict[str, Future[str]] = {}
         extras: list[Future[list[str]]] = []  # bmap, simg, zst: they only read finished images
         for part in the_plan.partitions:
@@ -286,6 +289,17 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
     return files, manifest
 
 
+@contextlib.contextmanager
+def _cancel_pending_on_error(pool: ThreadPoolExecutor) -> Iterator[None]:
+    """After an error or a signal, drop the queued digests and compressions: leaving the `with`
+    would otherwise run every one of them before the cleanup could start."""
+    try:
+        yield
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+
+
 def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
                      events: Events) -> tuple[str, WriteResult, WriteRequest]:
     name = f"{part.name}.{'tar' if part.writer.fs == 'tar' else 'img'}"
@@ -302,22 +316,6 @@ def _write_disk(disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]], tm
     result = write_layout_disk(disk, images, tmp / "disk.img", store)
     manifest["disk"] = disk_record(disk.plan) | {"image": "disk.img"}
     return result
-
-
-def _first_missing(path: Path) -> Path | None:
-    """The outermost folder of `path` that does not exist yet (None when it all exists)."""
-    missing = None
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            break
-        missing = candidate
-    return missing
-
-
-def _publish(tmp: Path, out: Path, files: list[str]) -> None:
-    for name in files:
-        os.chmod(tmp / name, 0o644)
-        os.replace(tmp / name, out / name)
 
 
 def _volume_id_record(volume_id: str | None) -> dict[str, str]:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import sys
 import traceback
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +21,7 @@ from composer import __version__
 from composer.build import Events, Plan, build, plan
 from composer.disk.compose import disk_record
 from composer.errors import ComposerError
+from composer.layout.load import epoch_problem
 from composer.units import human_size
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -36,7 +40,7 @@ LayoutArg = Annotated[Path, typer.Argument(help="the layout file", show_default=
 # -q and --debug are accepted before and after the command (`compose build x.yaml -q`)
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="print errors only")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
-EpochOpt = Annotated[int | None, typer.Option(
+EpochOpt = Annotated[str | None, typer.Option(
     "--source-date-epoch", help="the build's epoch (else $SOURCE_DATE_EPOCH, the layout's "
     "epoch, or the newest input mtime)", show_default=False)]
 
@@ -92,19 +96,29 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def _epoch(option: int | None) -> int | None:
+def _epoch(option: str | None) -> int | None:
+    """--source-date-epoch, else SOURCE_DATE_EPOCH: ASCII digits only (int() would also take
+    "١٢" and choke on "²"), within what ext4 can store (layout.load.epoch_problem)."""
     if option is not None:
-        if option < 0:
-            raise ComposerError(f"--source-date-epoch {option} is before 1970",
-                                hint="give seconds since 1970, such as 1718878001")
-        return option
+        return _epoch_value("--source-date-epoch ", option)
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env is None or env == "":
         return None
-    if not env.isdigit():
-        raise ComposerError(f"SOURCE_DATE_EPOCH={env!r} is not a number of seconds",
-                            hint="unset it, or set it to an integer such as 1718878001")
-    return int(env)
+    return _epoch_value("SOURCE_DATE_EPOCH=", env)
+
+
+def _epoch_value(name: str, text: str) -> int:
+    if re.fullmatch(r"-[0-9]{1,30}", text):
+        raise ComposerError(f"{name}{text} is before 1970",
+                            hint="give seconds since 1970, such as 1718878001")
+    if not re.fullmatch(r"[0-9]{1,30}", text):
+        raise ComposerError(f"{name}{text!r} is not a number of seconds",
+                            hint="give seconds since 1970 in ASCII digits, such as 1718878001")
+    problem = epoch_problem(int(text))
+    if problem is not None:
+        raise ComposerError(f"{name}{problem}",
+                            hint="give seconds since 1970, such as 1718878001")
+    return int(text)
 
 
 def _print_version(value: bool) -> None:
@@ -223,10 +237,32 @@ def _plan_data(the_plan: Plan) -> dict[str, Any]:
     return data
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so every `finally` and cleanup runs.
+
+    A BaseException of our own, not KeyboardInterrupt: click turns KeyboardInterrupt into Abort
+    and prints a blank line of its own.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # the first signal stops the build; more while it cleans up would only cut the cleanup short
+    # (the next build would finish it), so they are ignored. SIGKILL still works.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    """Run the app; map errors to exit codes 1 (ours) and 3 (a bug)."""
+    """Run the app; map errors to exit codes 1 (ours), 3 (a bug) and 128+N (signal N)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ComposerError as exc:
         if STATE.debug:
             traceback.print_exc()
@@ -234,20 +270,24 @@ def main() -> None:
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("compose: interrupted", err=True)
+    except Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        # the folder holds one complete build either way (composer/publish.py)
+        typer.echo(f"compose: stopped by {name}, cleaned up", err=True)
+        sys.exit(128 + exc.signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+    except typer.Abort:  # click's answer to EOF on a prompt
+        typer.echo("compose: aborted", err=True)
         sys.exit(1)
     except _click_errors() as exc:
         exc.show()
         sys.exit(2)  # every click error that reaches here is about the command line
-    except KeyboardInterrupt:
-        typer.echo("compose: interrupted", err=True)
-        sys.exit(1)
     except Exception:  # noqa: BLE001 - the last line of defence
         traceback.print_exc()
         typer.echo("compose: internal error; please report it with the traceback above",
                    err=True)
         sys.exit(3)
+    # without standalone mode click returns the code of a typer.Exit instead of raising it
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _click_module() -> Any:

@@ -7,10 +7,12 @@ import re
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
+TiB = 1024 * GiB
 
 _UNITS = {"": 1, "k": KiB, "kib": KiB, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB,
-          "t": 1024 * GiB, "tib": 1024 * GiB}
-_SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+          "t": TiB, "tib": TiB}
+# ASCII digits only: \d would take "١٢" or "²", which int() then reads (or chokes on)
+_SIZE = re.compile(r"^[ \t]*([0-9]+)[ \t]*([a-zA-Z]*)[ \t]*$")
 
 
 class SizeError(ValueError):
@@ -25,7 +27,7 @@ def parse_size(text: str | int) -> int:
         if text < 0:
             raise SizeError(f"{text} is negative")
         return text
-    match = _SIZE.match(text)
+    match = _SIZE.match(text) if len(text) <= 40 else None  # no 10⁶-digit numbers
     if not match or match.group(2).lower() not in _UNITS:
         raise SizeError(f"{text!r} is not a size (use a number and a unit: K, M, G, T "
                         "or KiB, MiB, GiB, TiB, all binary)")
@@ -37,7 +39,7 @@ def align_up(value: int, alignment: int) -> int:
 
 
 def human_size(n: int) -> str:
-    for unit, factor in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+    for unit, factor in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if n >= factor:
             value = n / factor
             return f"{value:.1f} {unit}" if value != int(value) else f"{int(value)} {unit}"

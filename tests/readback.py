@@ -50,3 +50,9 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
+
+
+def published(folder: Path) -> list[Path]:
+    """The outputs in a build folder, sorted: its entries but composer's own `.compose` folder
+    (each output is a link into it, see composer/publish.py)."""
+    return sorted(p for p in folder.iterdir() if p.name != ".compose")

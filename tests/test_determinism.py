@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, compose, copy_layouts, make_golden
-from tests.readback import sha256_of
+from tests.readback import published, sha256_of
 
 
 def _project(folder: Path, shuffle: int | None) -> Path:
@@ -21,7 +21,7 @@ def _project(folder: Path, shuffle: int | None) -> Path:
 
 def _outputs(folder: Path) -> dict[str, str]:
     """sha256 of every output (images are GiB-sized sparse files: hash, don't hold them)."""
-    return {path.name: sha256_of(path) for path in sorted(folder.iterdir())}
+    return {path.name: sha256_of(path) for path in published(folder)}
 
 
 def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
     for name in one:
         assert one[name] == two[name], f"{name} differs"
     # umask must not leak into the output files' modes either
-    for p in (tmp_path / "x" / "y" / "out2").iterdir():
+    for p in published(tmp_path / "x" / "y" / "out2"):
         assert p.stat().st_mode & 0o777 == 0o644
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import compose, copy_layouts, planted_secrets
-from tests.readback import sha256_of
+from tests.readback import published, sha256_of
 
 GG = "/greengrass/v2"
 
@@ -61,7 +61,7 @@ def e2fsck_clean(image: Path) -> None:
 
 
 def test_all_outputs_listed_and_verified(out: Path) -> None:
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in published(out)}
     for stem in ("boot", "rootfs", "docker", "disk"):
         assert {f"{stem}.img", f"{stem}.bmap", f"{stem}.simg", f"{stem}.img.zst"} <= names
     assert {"app.tar", "disk.sfdisk", "manifest.json", "SHA256SUMS", "report.txt"} <= names
@@ -133,7 +133,7 @@ def test_vfat_partition_is_clean_and_keeps_dotfiles(out: Path) -> None:
 
 def test_no_planted_secret_in_any_output(out: Path) -> None:
     for secret in planted_secrets():
-        for path in out.iterdir():
+        for path in published(out):
             if path.suffix in (".zst", ".simg"):
                 continue  # compressed forms of images checked here directly
             with path.open("rb") as f:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from tests.conftest import compose
+from tests.readback import published
 
 ROOT = "greengrass/v2"
 THING = "Golden-Thing_7f:3a"
@@ -71,7 +72,7 @@ def _layout(folder: Path, gg_from: str = "golden:/greengrass/v2", extra: str = "
 
 def _build(folder: Path, *args: str) -> tuple[int, str, bytes]:
     result = compose(*args, "build", "layout.yaml", "-o", "out", cwd=folder)
-    outputs = b"".join(p.read_bytes() for p in sorted((folder / "out").glob("*"))) \
+    outputs = b"".join(p.read_bytes() for p in published(folder / "out")) \
         if (folder / "out").exists() else b""
     return result.returncode, result.stderr, outputs
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import compose
+from tests.readback import published
 
 EPOCH = 1718878001
 MIB = 1 << 20
@@ -334,8 +335,8 @@ def test_disk_outputs_do_not_depend_on_the_environment(tmp_path: Path) -> None:
                      str(tmp_path / "deep" / "b"), cwd=Path("/"),
                      env={"TZ": "Pacific/Chatham", "LC_ALL": "C.UTF-8"}, umask=0o077)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "deep" / "b").iterdir())
+    names = [p.name for p in published(tmp_path / "a")]
+    assert names == [p.name for p in published(tmp_path / "deep" / "b")]
     for name in names:
         assert _same(tmp_path / "a" / name, tmp_path / "deep" / "b" / name), name
 

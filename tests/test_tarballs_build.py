@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import compose, copy_layouts, planted_secrets
-from tests.readback import read_tar
+from tests.readback import published, read_tar
 
 GG = "/greengrass/v2"
 
@@ -27,7 +27,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, golden: Path) -> Path:
 
 
 def test_outputs_are_listed_and_checksums_verify(built: Path) -> None:
-    names = sorted(p.name for p in built.iterdir())
+    names = [p.name for p in published(built)]
     assert names == ["SHA256SUMS", "app.tar", "boot.tar", "docker.tar", "manifest.json",
                      "report.txt", "rootfs.tar"]
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=built, capture_output=True,
@@ -39,7 +39,7 @@ def test_outputs_are_listed_and_checksums_verify(built: Path) -> None:
 def test_no_planted_secret_in_any_output(built: Path) -> None:
     secrets = planted_secrets()
     assert len(secrets) >= 4
-    for path in built.iterdir():
+    for path in published(built):
         data = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in data, f"{secret!r} leaked into {path.name}"

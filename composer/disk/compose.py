@@ -24,13 +24,14 @@ from composer.disk.assemble import (
 )
 from composer.errors import ComposerError, raise_all
 from composer.fs.base import WriteResult
-from composer.layout.model import Disk, Output, Partition, RawBlob, TableType
+from composer.layout.model import Disk, Output, Partition, RawBlob, TableType, flashing_names
 from composer.outputs.bmap import write_bmap
 from composer.outputs.compress import compress_zstd, zstd_available
 from composer.outputs.sfdisk import sfdisk_script
 from composer.outputs.simg import write_simg
 from composer.sources import Scanned
 from composer.tree import Content, Kind
+from composer.units import human_size
 
 DEFAULT_TYPES = {
     TableType.GPT: {"ext4": "linux", "vfat": "microsoft-basic-data"},
@@ -50,7 +51,7 @@ def blob_name(index: int, blob: RawBlob) -> str:
 
 def plan_layout_disk(disk: Disk, partitions: Sequence[Partition], sizes: Mapping[str, int],
                      scanned: Mapping[str, Scanned], seed: str,
-                     namespace: uuid.UUID) -> DiskBuild:
+                     namespace: uuid.UUID, max_size: int | None = None) -> DiskBuild:
     """Place every image partition and raw blob; raises every problem at once."""
     errors: list[ComposerError] = []
     blobs: dict[str, Content] = {}
@@ -73,6 +74,14 @@ def plan_layout_disk(disk: Disk, partitions: Sequence[Partition], sizes: Mapping
     plan = plan_disk(disk.table, specs, seed=seed, disk_size=disk.size, align=disk.align,
                      raw_blobs=blob_specs, disk_guid=disk.guid, mbr_signature=disk.signature,
                      gpt_entry_lba=disk.entry_lba, namespace=namespace, loc=disk.loc)
+    if max_size is not None and plan.disk_size > max_size:
+        # the layout's sizes were each within the bound, but offsets and alignment add up
+        raise ComposerError(f"the disk would be {human_size(plan.disk_size)} "
+                            f"({plan.disk_size} bytes), over {human_size(max_size)}, the image "
+                            "size bound (hashing it for SHA256SUMS reads every byte: about 1 s "
+                            "per GiB)", disk.loc, path="disk",
+                            hint="check offsets and align; if you mean it, raise "
+                            "'max_image_size' at the top of the layout")
     return DiskBuild(plan, blobs)
 
 
@@ -97,21 +106,21 @@ def write_layout_disk(build: DiskBuild, images: Mapping[str, tuple[Path, WriteRe
 
 
 def flashing_outputs(image: Path, result: WriteResult, outputs: Sequence[Output]) -> list[str]:
-    """Write NAME.bmap and whatever `outputs` asks for next to `image`; returns the file names."""
-    stem = image.with_suffix("")
-    names = []
-    write_bmap(image, result, stem.with_suffix(".bmap"))
-    names.append(stem.with_suffix(".bmap").name)
-    if Output.SIMG in outputs:
-        write_simg(image, result, stem.with_suffix(".simg"))
-        names.append(stem.with_suffix(".simg").name)
-    if Output.ZST in outputs:
-        if not zstd_available():
-            raise ComposerError("outputs: zst needs the zstd command",
-                                hint="install it (Debian package: zstd), or drop zst")
-        compress_zstd(image, image.with_name(image.name + ".zst"))
-        names.append(image.name + ".zst")
-    return names
+    """Write NAME.bmap and whatever `outputs` asks for next to `image`; returns the file names
+    (layout.model.flashing_names decides them, so the loader could check them)."""
+    names = flashing_names(image.name, tuple(outputs))
+    for name in names:
+        target = image.with_name(name)
+        if name.endswith(".bmap"):
+            write_bmap(image, result, target)
+        elif name.endswith(".simg"):
+            write_simg(image, result, target)
+        else:
+            if not zstd_available():
+                raise ComposerError("outputs: zst needs the zstd command",
+                                    hint="install it (Debian package: zstd), or drop zst")
+            compress_zstd(image, target)
+    return list(names)
 
 
 def disk_record(plan: DiskPlan) -> dict[str, Any]:

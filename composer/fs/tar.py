@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from libarchive import ffi
+from libarchive.exception import ArchiveError
 from libarchive.write import new_archive_write
 
 from composer import archive_ffi
@@ -54,7 +55,13 @@ class TarWriter(FsWriter):
                 has_data = entry.kind is Kind.FILE and entry.content is not None
                 yield entry, (next(data)[1] if has_data else None)
 
-        write_tar(out, items(), progress=progress)
+        try:
+            write_tar(out, items(), progress=progress)
+        except ArchiveError as exc:  # how libarchive-c reports a failed write(2): ENOSPC, EIO
+            reason = os.strerror(exc.errno) if exc.errno else exc.msg
+            raise ComposerError(f"{req.name}: writing {out.name} failed: {reason}",
+                                loc=req.loc, hint="check free space in the output folder's "
+                                "file system; the output folder was left as it was") from None
         size = out.stat().st_size
         return WriteResult(size, ((0, size),) if size else ())
 

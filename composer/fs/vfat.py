@@ -75,6 +75,8 @@ ATTR_VOLUME_ID = 0x08
 FAT32_ROOT_CLUSTER = 44  # BPB_RootClus
 LFN_CHARS = 13  # UTF-16 code units per long-name entry
 MAX_NAME_UNITS = 255
+# pyfatfs (FATDirectoryEntry.make_lfn_entry) refuses an encoded UTF-16 name over 255 *bytes*
+PYFATFS_NAME_UNITS = 127
 LABEL_LEN = 11
 LABEL_RE = re.compile(r"[A-Z0-9_-]{1,11}")
 # characters a long name may not hold (Microsoft FAT spec, "Long Directory Entries")
@@ -311,7 +313,8 @@ class VfatWriter(FsWriter):
     def _check_entries(req: WriteRequest) -> list[ComposerError]:
         errors: list[ComposerError] = []
         seen: dict[tuple[str, str], str] = {}
-        for entry in req.entries:
+        # with_parents: a folder only implied by a path needs a name FAT can hold too
+        for entry in with_parents(req.entries, req.epoch):
             if entry.path == "/":
                 continue
             problem = _entry_problem(entry)
@@ -384,8 +387,9 @@ def _entry_problem(entry: Entry) -> str | None:
         return f"{entry.path}: the name holds a character FAT forbids (\"*/:<>?\\| or control)"
     if name.endswith((".", " ")):
         return f"{entry.path}: FAT names cannot end with a dot or a space"
-    if _name_units(name) > MAX_NAME_UNITS:
-        return f"{entry.path}: the name is longer than {MAX_NAME_UNITS} UTF-16 units"
+    if _name_units(name) > PYFATFS_NAME_UNITS:
+        return (f"{entry.path}: the name is {_name_units(name)} UTF-16 units long; FAT allows "
+                f"{MAX_NAME_UNITS} but pyfatfs, which writes it, at most {PYFATFS_NAME_UNITS}")
     if entry.size > MAX_FILE_SIZE:
         return f"{entry.path}: {entry.size} bytes is over the FAT file size limit (4 GiB - 1)"
     return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import uuid
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -12,7 +14,12 @@ from typing import Any, TypeVar
 
 from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import FsWriter, OptionSpec, OptionType, writers
+from composer.fs.ext4.inode import TIME_MAX
 from composer.layout.model import (
+    MANIFEST,
+    REPORT,
+    RESERVED_STEMS,
+    SUMS,
     Disk,
     DiskPlacement,
     Docker,
@@ -29,16 +36,18 @@ from composer.layout.model import (
     SourceRef,
     Systemd,
     TableType,
+    disk_outputs,
+    partition_outputs,
 )
 from composer.layout.yamlload import Node, load_yaml
 from composer.rules.greengrass import DEFAULT_KEEP, KNOWN_DIRS
 from composer.tree import norm
-from composer.units import MiB, SizeError, parse_size
+from composer.units import GiB, MiB, SizeError, TiB, human_size, parse_size
 
 E = TypeVar("E", bound=StrEnum)
 
 TOP_KEYS = ("version", "name", "epoch", "sources", "partitions", "greengrass", "systemd",
-            "docker", "files", "disk", "outputs")
+            "docker", "files", "disk", "outputs", "max_image_size")
 PARTITION_KEYS = ("name", "fs", "size", "mount", "label", "uuid")
 DISK_PARTITION_KEYS = ("type", "offset", "attributes", "bootable", "partuuid")
 DISK_KEYS = ("table", "align", "size", "guid", "signature", "entry_lba", "raw")
@@ -46,21 +55,40 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
 
 
+MAX_LAYOUT_BYTES = 1 * MiB  # the demo layout is 2 KiB; more is a mistake (or /dev/zero)
+# SHA256SUMS hashes every byte of every image, holes included (~1 s per GiB on one core), so a
+# declared size is a promise of work: above this bound a layout must say `max_image_size:`
+DEFAULT_MAX_IMAGE = 64 * GiB
+HARD_MAX_IMAGE = 16 * TiB  # no eMMC, SD card or SSD a device image is made for comes near it
+MAX_ALIGN = 1 * GiB
+ID_MAX = (1 << 32) - 1  # uid/gid: 32 bits in ext4 (i_uid + i_uid_high) and in Linux
+# the last second ext4 can store: signed 32-bit seconds plus two epoch bits (kernel
+# ext4_encode_extra_time, Documentation/filesystems/ext4/inodes.rst), 2446-05-10 22:38:55 UTC
+EPOCH_MAX = TIME_MAX
+
+
+def epoch_problem(value: int) -> str | None:
+    """Why `value` cannot be a build's epoch, or None. Checked once here, not per entry."""
+    if value < 0:
+        return f"{value} is before 1970"
+    if value > EPOCH_MAX:
+        return (f"{value} is after {EPOCH_MAX} (2446-05-10 22:38:55 UTC), the last second ext4 "
+                "can store")
+    return None
+
+
 def load_layout(path: Path) -> Layout:
     """Read and validate `path`; raise ComposerError(s) describing everything wrong with it."""
+    data = _read_layout(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ComposerError(f"layout file {path} does not exist") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raw = path.read_bytes()[: exc.start]
+        raw = data[: exc.start]
         line = raw.count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n") + 1) + 1
         raise ComposerError(f"the layout file is not UTF-8 (byte 0x{exc.object[exc.start]:02x})",
                             Loc(str(path), line, col),
                             hint="save the layout file as UTF-8") from None
-    except OSError as exc:
-        raise ComposerError(f"cannot read layout file {path}: {exc.strerror}") from None
     root = load_yaml(text, str(path))
     checker = _Checker(path)
     layout = checker.layout(root)
@@ -69,12 +97,33 @@ def load_layout(path: Path) -> Layout:
     return layout
 
 
+def _read_layout(path: Path) -> bytes:
+    """The file's bytes: a regular file of at most MAX_LAYOUT_BYTES (never /dev/zero, a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ComposerError(f"layout file {path} does not exist") from None
+    except OSError as exc:
+        raise ComposerError(f"cannot read layout file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ComposerError("the layout file is not a regular file", Loc(str(path)),
+                                hint="give the path of a .yaml file")
+        data = f.read(MAX_LAYOUT_BYTES + 1)
+    if len(data) > MAX_LAYOUT_BYTES:
+        raise ComposerError(f"the layout file is over {MAX_LAYOUT_BYTES} bytes, the limit",
+                            Loc(str(path)), hint="a layout is a short file")
+    return data
+
+
 class _Checker:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.base = path.resolve().parent
         self.errors: list[ComposerError] = []
         self.source_names: set[str] = set()
+        self.max_image = DEFAULT_MAX_IMAGE
 
     def fail(self, node: Node | Loc, path: str, message: str, hint: str | None = None) -> None:
         loc = node if isinstance(node, Loc) else node.loc
@@ -102,12 +151,23 @@ class _Checker:
         return {k: v for k, v in node.value.items() if k in allowed}
 
     def string(self, node: Node | None, path: str, pattern: re.Pattern[str] | None = None,
-               what: str = "") -> str | None:
+               what: str = "", allow_nul: bool = False) -> str | None:
         if node is None:
             return None
         if not isinstance(node.value, str):
             self.fail(node, path, f"expected a string, got {_kind(node)}",
                       "quote the value" if node.value is not None else None)
+            return None
+        if not allow_nul and "\0" in node.value:
+            self.fail(node, path, f"{node.value!r} contains a NUL character",
+                      "names, paths, labels and link targets cannot hold NUL (\\0)")
+            return None
+        try:
+            node.value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            self.fail(node, path, f"{node.value!r} is not valid Unicode (a lone surrogate "
+                      f"{node.value[exc.start]!r})", "a \\uD800-\\uDFFF escape must be half of "
+                      "a pair; write the character itself")
             return None
         if pattern is not None and not pattern.match(node.value):
             self.fail(node, path, f"{node.value!r} is not a valid {what}")
@@ -155,7 +215,19 @@ class _Checker:
             return None
         if value is None:
             self.fail(node, path, f"expected a size, got {_kind(node)}")
+        elif value > HARD_MAX_IMAGE:
+            self.fail(node, path, f"{node.value} is over {human_size(HARD_MAX_IMAGE)}, the "
+                      "largest size composer accepts", "sizes look like 64MiB, 512KiB, 1GiB")
+            return None
         return value
+
+    def image_size(self, node: Node, path: str, value: int | None, limit: int) -> None:
+        """A declared image size is work: SHA256SUMS reads every byte of it, holes included."""
+        if value is not None and value > limit:
+            self.fail(node, path, f"{node.value} is over {human_size(limit)}, the image size "
+                      "bound (hashing it for SHA256SUMS reads every byte: about 1 s per GiB)",
+                      f"if you mean it, set 'max_image_size: {human_size(value).replace(' ', '')}"
+                      "' at the top of the layout")
 
     def mode(self, node: Node | None, path: str) -> int | None:
         if node is None:
@@ -176,12 +248,17 @@ class _Checker:
         if node is None:
             return None
         text = str(node.value) if isinstance(node.value, str | int) else ""
-        match = re.match(r"^(\d+):(\d+)$", text)
+        match = re.fullmatch(r"([0-9]+):([0-9]+)", text)  # ASCII digits only, not \\d
         if not isinstance(node.value, str) or not match:
             self.fail(node, path, f"owner must be a quoted \"UID:GID\" string, got {node.value!r}",
                       'numeric ids, such as "998:998" (the names on the device may differ)')
             return None
-        return int(match.group(1)), int(match.group(2))
+        uid, gid = int(match.group(1)), int(match.group(2))
+        if max(uid, gid) > ID_MAX:
+            self.fail(node, path, f"owner {text} is over {ID_MAX}, the largest id",
+                      "user and group ids are 32-bit numbers")
+            return None
+        return uid, gid
 
     def device_path(self, node: Node | None, path: str) -> str | None:
         text = self.string(node, path)
@@ -236,6 +313,14 @@ class _Checker:
                       "this composer reads version 1")
         name = self.string(top.get("name"), "name", _NAME, "name (letters, digits, . _ -)")
         epoch = self.integer(top.get("epoch"), "epoch")
+        if epoch is not None and epoch_problem(epoch):
+            self.fail(top["epoch"], "epoch", f"epoch {epoch_problem(epoch)}",
+                      "give seconds since 1970, such as 1718878001")
+            epoch = None
+        self.max_image = DEFAULT_MAX_IMAGE
+        if "max_image_size" in top:
+            self.max_image = self.size(top["max_image_size"], "max_image_size",
+                                       allow_auto=False) or DEFAULT_MAX_IMAGE
         sources = self.sources(top.get("sources"))
         partitions = self.partitions(top.get("partitions"))
         greengrass = self.greengrass(top["greengrass"]) if "greengrass" in top else None
@@ -245,8 +330,9 @@ class _Checker:
         disk = self.disk(top["disk"]) if "disk" in top else None
         self.disk_partitions(partitions, "disk" in top, available=writers())
         outputs = self.outputs(top.get("outputs"), has_disk="disk" in top)
+        self.output_names(partitions, "disk" in top, outputs)
         return Layout(self.path, version or 1, name or "", epoch, sources, tuple(partitions),
-                      greengrass, systemd, docker, tuple(files), disk, outputs)
+                      greengrass, systemd, docker, tuple(files), disk, outputs, self.max_image)
 
     def disk_partitions(self, partitions: list[Partition], has_disk: bool,
                         available: Mapping[str, type[FsWriter]]) -> None:
@@ -263,6 +349,30 @@ class _Checker:
                 self.fail(part.disk.loc, path, f"a {part.fs} partition cannot be in a disk",
                           "a disk holds every partition with a file system image; remove the "
                           "disk keys from this one")
+
+    def output_names(self, partitions: list[Partition], has_disk: bool,
+                     outputs: tuple[Output, ...]) -> None:
+        """Every output file name is known now; refuse reserved names and names that only
+        differ in case (they collide on case-insensitive file systems a folder is copied to)."""
+        seen: dict[str, tuple[str, str]] = {}
+        for name in (disk_outputs(outputs) if has_disk else ()) + (MANIFEST, REPORT, SUMS):
+            seen[name.casefold()] = (name, "the build itself")
+        for part in partitions:
+            path = f"partitions[{part.index}].name"
+            if part.name.casefold() in {stem.casefold() for stem in RESERVED_STEMS}:
+                self.fail(part.loc, path, f"partition name {part.name!r} is reserved",
+                          f"composer names its own outputs {', '.join(RESERVED_STEMS)}.*; "
+                          "choose another name")
+                continue
+            for name in partition_outputs(part, outputs):
+                first = seen.get(name.casefold())
+                if first is not None:
+                    self.fail(part.loc, path, f"partition {part.name!r} would write {name}, "
+                              f"which {first[1]} already writes as {first[0]}",
+                              "output names must differ in more than letter case; rename "
+                              "the partition")
+                    break
+                seen[name.casefold()] = (name, f"partition {part.name!r}")
 
     def outputs(self, node: Node | None, has_disk: bool) -> tuple[Output, ...]:
         result: list[Output] = []
@@ -344,6 +454,8 @@ class _Checker:
                 self.fail(raw["size"], f"{path}.size", f"{size} bytes is not a positive "
                           "multiple of 4 KiB", "file systems, bmap and sparse images count "
                           "4 KiB blocks; 1 MiB steps are best")
+            else:
+                self.image_size(raw["size"], f"{path}.size", size, self.max_image)
         label = self.string(raw.get("label"), f"{path}.label")
         pinned = self.uuid(raw.get("uuid"), f"{path}.uuid")
         options = {key: self.option(raw[key], f"{path}.{key}", spec)
@@ -496,7 +608,7 @@ class _Checker:
             if src is not None and to is not None:
                 rule = FileRule(FileAction.COPY, to, node.loc, src=src, exclude=exclude, **common)
         elif actions[0] == "content":
-            text = self.string(raw["content"], f"{path}.content")
+            text = self.string(raw["content"], f"{path}.content", allow_nul=True)
             if text is not None and to is not None:
                 rule = FileRule(FileAction.CONTENT, to, node.loc, content=text.encode(), **common)
         elif actions[0] == "dir":
@@ -520,19 +632,25 @@ class _Checker:
         if align is not None and (align <= 0 or align % 4096):
             self.fail(raw["align"], "disk.align", f"alignment {align} is not a positive "
                       "multiple of 4 KiB", "1MiB suits every flash medium")
+        elif align is not None and align > MAX_ALIGN:
+            self.fail(raw["align"], "disk.align", f"alignment {raw['align'].value} is over "
+                      f"{human_size(MAX_ALIGN)}, the limit", "1MiB suits every flash medium")
+            align = None
         size = self.size(raw["size"], "disk.size", allow_auto=True) if "size" in raw else None
         if size is not None and (size <= 0 or size % 4096):
             self.fail(raw["size"], "disk.size", f"{size} bytes is not a positive multiple of "
                       "4 KiB", "bmap and sparse images count 4 KiB blocks; 1 MiB steps are best")
+        elif size is not None:
+            self.image_size(raw["size"], "disk.size", size, self.max_image)
         guid = self.uuid(raw.get("guid"), "disk.guid")
         signature = None
         if "signature" in raw:
             text = self.string(raw["signature"], "disk.signature")
-            try:
-                signature = int(text, 16) if text is not None else None
-            except ValueError:
-                self.fail(raw["signature"], "disk.signature", f"{text!r} is not hexadecimal",
-                          'write it as "0x1a2b3c4d"')
+            if text is not None and re.fullmatch(r"(0[xX])?[0-9a-fA-F]{1,8}", text):
+                signature = int(text, 16)
+            elif text is not None:
+                self.fail(raw["signature"], "disk.signature", f"{text!r} is not 32-bit "
+                          "hexadecimal", 'write it as "0x1a2b3c4d"')
         entry_lba = self.integer(raw.get("entry_lba"), "disk.entry_lba", minimum=2)
         blobs = self.raw_blobs(raw.get("raw"))
         if table is TableType.MBR:

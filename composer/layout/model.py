@@ -163,3 +163,51 @@ class Layout:
     files: tuple[FileRule, ...]
     disk: Disk | None
     outputs: tuple[Output, ...] = field(default=())
+    max_image_size: int = 64 << 30  # the largest image a build may make (load.py explains)
+
+
+# Output names are decided here, once, from the layout alone: the loader checks them for
+# collisions and reserved names, the build writes exactly these, and publishing knows them
+# before anything is written.
+MANIFEST = "manifest.json"
+REPORT = "report.txt"
+SUMS = "SHA256SUMS"
+DISK_IMAGE = "disk.img"
+SFDISK = "disk.sfdisk"
+RESERVED_STEMS = ("disk", "manifest", "report", "SHA256SUMS")  # what the build itself names
+
+
+def image_name(part: Partition) -> str:
+    return f"{part.name}.tar" if part.fs == "tar" else f"{part.name}.img"
+
+
+def flashing_names(image: str, outputs: tuple[Output, ...]) -> tuple[str, ...]:
+    """The files made beside a raw image: NAME.bmap always, NAME.simg and NAME.img.zst on request.
+
+    NAME is the whole partition name: `rootfs.a` gives rootfs.a.bmap (never rootfs.bmap).
+    """
+    stem = image.removesuffix(".img")
+    names = [f"{stem}.bmap"]
+    if Output.SIMG in outputs:
+        names.append(f"{stem}.simg")
+    if Output.ZST in outputs:
+        names.append(f"{image}.zst")
+    return tuple(names)
+
+
+def partition_outputs(part: Partition, outputs: tuple[Output, ...]) -> tuple[str, ...]:
+    image = image_name(part)
+    return (image,) if part.fs == "tar" else (image, *flashing_names(image, outputs))
+
+
+def disk_outputs(outputs: tuple[Output, ...]) -> tuple[str, ...]:
+    return (DISK_IMAGE, *flashing_names(DISK_IMAGE, outputs),
+            *((SFDISK,) if Output.SFDISK in outputs else ()))
+
+
+def output_names(layout: Layout) -> tuple[str, ...]:
+    """Every file a build of `layout` publishes, sorted."""
+    names = [name for part in layout.partitions for name in partition_outputs(part, layout.outputs)]
+    if layout.disk is not None:
+        names += disk_outputs(layout.outputs)
+    return tuple(sorted([*names, MANIFEST, REPORT, SUMS]))

@@ -10,9 +10,11 @@ from composer.fs.ext4.csum import crc, inode_seed
 
 _M = 0xFFFFFFFF
 _NS = 1_000_000_000
-# ext4 time range: 32-bit signed seconds plus two epoch bits (1901-12-13 .. 2446-05-10)
+# ext4 time range: 32-bit signed seconds plus two epoch bits (1901-12-13 .. 2446-05-10): the
+# epoch bits add 0..3 times 2^32 to the signed value (kernel ext4_decode_extra_time), so the
+# last second is 3 * 2^32 + 2^31 - 1; one more wraps to epoch 0, 1901
 TIME_MIN = -(1 << 31)
-TIME_MAX = (1 << 34) + (1 << 31) - 1
+TIME_MAX = 3 * (1 << 32) + (1 << 31) - 1
 
 # base inode: mode, uid, size_lo, atime, ctime, mtime, dtime, gid, links, blocks_lo, flags,
 # version; then i_block (60 bytes) at 0x28
