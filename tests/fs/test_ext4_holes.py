@@ -266,3 +266,38 @@ def test_random_holes_are_clean_and_survive_flashing(ext4: Ext4Harness, tmp_path
     ext4.assert_tree(flashed, tree)
     flashed.unlink()
     built.path.unlink()
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "posix"])
+def test_sparse_archive_member_keeps_its_holes_in_ext4(ext4: Ext4Harness, tmp_path: Path,
+                                                       fmt: str) -> None:
+    """End to end: a member GNU tar stored sparse (its own sparse map) becomes a file whose
+    hole blocks have no extent, with the same bytes, in an auto-sized image."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with (src / "disk.raw").open("wb") as f:
+        f.truncate(64 * MIB)
+        f.seek(0)
+        f.write(b"head" * 1024)  # block 0: data
+        f.seek(40 * MIB)
+        f.write(bytes(BS))  # a block of zero bytes the source stores: allocated
+        f.seek(63 * MIB)
+        f.write(b"tail")
+    archive = tmp_path / "in.tar"
+    subprocess.run(["tar", f"--format={fmt}", "--sparse", "-cf", str(archive), "-C", str(src),
+                    "disk.raw"], check=True)
+    layout = tmp_path / "l.yaml"
+    layout.write_text("version: 1\nname: sparse\nepoch: 1700000000\nsources: {s: in.tar}\n"
+                      "partitions:\n  - {name: root, fs: ext4, mount: /}\n"
+                      "files:\n  - {from: \"s:/\", to: /}\n")
+    result = compose("build", str(layout), "-o", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    img = (tmp_path / "o" / "root.img").resolve()
+    assert img.stat().st_size < 16 * MIB  # the 64 MiB file is mostly hole
+    ext4.fsck(img)
+    logical, _ = logical_blocks(ext4, img, "/disk.raw")
+    assert logical == {0, 40 * MIB // BS, 63 * MIB // BS}
+    dumped = tmp_path / "dumped"
+    subprocess.run(["debugfs", "-R", f"dump /disk.raw {dumped}", str(img)], check=True,
+                   capture_output=True)
+    assert dumped.read_bytes() == (src / "disk.raw").read_bytes()
