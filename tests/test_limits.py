@@ -130,8 +130,9 @@ CASES: dict[str, tuple[str, str]] = {
         "the layout\n"),
     "unicode-digits-size": (
         HEAD + "partitions:\n  - {name: root, fs: ext4, size: \"１２MiB\", mount: /}\n",
-        "error: l.yaml:5:34: partitions[0].size: '１２MiB' is not a size (use a number with "
-        "KiB, MiB or GiB)\n  hint: sizes look like 64MiB, 512KiB, 1GiB or 'auto'\n"),
+        "error: l.yaml:5:34: partitions[0].size: '１２MiB' is not a size (use a number and "
+        "a unit: K, M, G, T or KiB, MiB, GiB, TiB, all binary)\n"
+        "  hint: sizes look like 64MiB, 512KiB, 1GiB or 'auto'\n"),
     "unicode-digits-owner": (
         HEAD + "partitions:\n" + EXT4 + "files:\n  - {to: /a, content: x, owner: \"١:0\"}\n",
         "error: l.yaml:7:33: files[0].owner: owner must be a quoted \"UID:GID\" string, got "
