@@ -17,7 +17,6 @@ from typing import Any
 from composer.content import ContentStore
 from composer.disk.compose import (
     DiskBuild,
-    disk_record,
     flashing_outputs,
     plan_layout_disk,
     sfdisk_file,
@@ -28,11 +27,12 @@ from composer.fs.base import FsWriter, WriteRequest, WriteResult, writers
 from composer.layout.load import epoch_problem, load_layout
 from composer.layout.model import Layout, Output, output_names
 from composer.outputs.manifest import (
+    DiskRecord,
+    EntryRecord,
     HashingStore,
-    entry_record,
+    Manifest,
+    PartitionRecord,
     image_sha256,
-    manifest_header,
-    write_manifest,
     write_sha256sums,
 )
 from composer.publish import check_names, publish, staging
@@ -217,7 +217,7 @@ def _plan_partitions(layout: Layout, routed: dict[str, tuple[Any, ...]],
 class BuildResult:
     out: Path
     files: tuple[str, ...]
-    manifest: dict[str, Any]
+    manifest: Manifest
     report: tuple[str, ...]
 
 
@@ -241,9 +241,9 @@ def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResul
     return BuildResult(out, tuple(files), manifest, tuple(the_plan.report.lines()))
 
 
-def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], dict[str, Any]]:
+def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], Manifest]:
     store = HashingStore(the_plan.store.spilling_into(tmp))
-    manifest = manifest_header(the_plan.layout.name, the_plan.epoch)
+    written: list[_Written] = []
     files: list[str] = []
     images: dict[str, tuple[Path, WriteResult]] = {}
     # hashing a whole image takes as long as writing it; hashlib and file reads release the
@@ -259,12 +259,12 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
                 images[part.name] = (tmp / name, result)
                 extras.append(pool.submit(flashing_outputs, tmp / name, result,
                                           the_plan.layout.outputs))
-            manifest["partitions"][part.name] = {
-                "fs": part.writer.fs, "image": name, "size": result.size,
-                **_volume_id_record(part.writer.volume_id(request)),
-                "entries": [entry_record(e, store) for e in request.entries]}
+            # the entries' digests now, while the store still holds what the writer hashed
+            written.append(_Written(
+                part.name, part.writer.fs, name, result.size, part.writer.volume_id(request),
+                tuple(EntryRecord.of(e, store) for e in request.entries)))
         if the_plan.disk is not None:
-            result = _write_disk(the_plan.disk, images, tmp, store, events, manifest)
+            result = _write_disk(the_plan.disk, images, tmp, store, events)
             files.append("disk.img")
             digests["disk.img"] = pool.submit(image_sha256, tmp / "disk.img", result.extents,
                                               result.size)
@@ -275,12 +275,12 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], di
         done = {name: future.result() for name, future in digests.items()}
         for extra in extras:
             files += extra.result()
-    for record in manifest["partitions"].values():
-        record["sha256"] = done[record["image"]]
-    if "disk" in manifest:
-        manifest["disk"]["sha256"] = done["disk.img"]
-    manifest["outputs"] = sorted(files)
-    write_manifest(tmp / "manifest.json", manifest)
+    manifest = Manifest(
+        layout=the_plan.layout.name, epoch=the_plan.epoch,
+        partitions={w.name: w.record(done[w.image]) for w in written},
+        outputs=tuple(sorted(files)),
+        disk=_disk_record(the_plan.disk, done["disk.img"]) if the_plan.disk else None)
+    (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
                                     encoding="utf-8")
     files += ["manifest.json", "report.txt"]
@@ -310,13 +310,27 @@ def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
     return name, part.writer.write(request, tmp / name, store, events.advance), request
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A partition image written, waiting for its digest to become a manifest record."""
+
+    name: str
+    fs: str
+    image: str
+    size: int
+    uuid: str | None
+    entries: tuple[EntryRecord, ...]
+
+    def record(self, sha256: str) -> PartitionRecord:
+        return PartitionRecord(fs=self.fs, image=self.image, size=self.size, sha256=sha256,
+                               uuid=self.uuid, entries=self.entries)
+
+
 def _write_disk(disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]], tmp: Path,
-                store: HashingStore, events: Events, manifest: dict[str, Any]) -> WriteResult:
+                store: HashingStore, events: Events) -> WriteResult:
     events.step(f"writing disk.img ({disk.plan.table.value})")
-    result = write_layout_disk(disk, images, tmp / "disk.img", store)
-    manifest["disk"] = disk_record(disk.plan) | {"image": "disk.img"}
-    return result
+    return write_layout_disk(disk, images, tmp / "disk.img", store)
 
 
-def _volume_id_record(volume_id: str | None) -> dict[str, str]:
-    return {"uuid": volume_id} if volume_id is not None else {}
+def _disk_record(disk: DiskBuild, sha256: str) -> DiskRecord:
+    return replace(DiskRecord.of(disk.plan), image="disk.img", sha256=sha256)

@@ -19,9 +19,9 @@ import typer
 
 from composer import __version__
 from composer.build import Events, Plan, build, plan
-from composer.disk.compose import disk_record
 from composer.errors import ComposerError
 from composer.layout.load import epoch_problem
+from composer.outputs.manifest import DiskRecord
 from composer.units import human_size
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -233,7 +233,7 @@ def _plan_data(the_plan: Plan) -> dict[str, Any]:
         } for p in the_plan.partitions],
     }
     if the_plan.disk is not None:
-        data["disk"] = disk_record(the_plan.disk.plan)
+        data["disk"] = DiskRecord.of(the_plan.disk.plan).to_obj()
     return data
 
 

@@ -11,13 +11,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from composer.content import ContentStore
 from composer.disk.assemble import (
     DiskPartitionSpec,
     DiskPlan,
-    PlannedPartition,
     RawBlobSpec,
     plan_disk,
     write_disk,
@@ -121,35 +119,6 @@ def flashing_outputs(image: Path, result: WriteResult, outputs: Sequence[Output]
                                     hint="install it (Debian package: zstd), or drop zst")
             compress_zstd(image, target)
     return list(names)
-
-
-def disk_record(plan: DiskPlan) -> dict[str, Any]:
-    return {
-        "table": plan.table.value,
-        "size": plan.disk_size,
-        "guid": str(plan.disk_guid) if plan.disk_guid else None,
-        "signature": f"0x{plan.mbr_signature:08x}" if plan.mbr_signature is not None else None,
-        "partitions": [_partition_record(plan, p) for p in plan.partitions],
-        "raw": [{"name": b.name, "offset": b.offset, "size": b.size} for b in plan.raw_blobs],
-        "free": [{"offset": o, "size": s} for o, s in plan.free],
-    }
-
-
-def _partition_record(plan: DiskPlan, p: PlannedPartition) -> dict[str, Any]:
-    record: dict[str, Any] = {"name": p.name, "number": p.number, "offset": p.offset,
-                              "size": p.size}
-    if plan.table is TableType.GPT:
-        record.update({
-            "type": str(p.type_guid), "partuuid": str(p.uuid),
-            # a hex string: these 64-bit values lose precision as JSON numbers in JavaScript
-            "attributes": f"0x{p.attributes:016x}"})
-    else:
-        # Linux names an MBR partition "<signature>-<number>", both in hex
-        # (block/partitions/msdos.c); root=PARTUUID= in a Raspberry Pi cmdline.txt uses it
-        record.update({"type": f"0x{p.mbr_type or 0:02x}",
-                       "partuuid": f"{plan.mbr_signature or 0:08x}-{p.number:02x}",
-                       "bootable": p.bootable})
-    return record
 
 
 def sfdisk_file(plan: DiskPlan, out: Path) -> str:

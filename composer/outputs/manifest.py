@@ -1,6 +1,8 @@
 """manifest.json (what every image holds) and SHA256SUMS (what `sha256sum -c` reads).
 
-File hashes are taken while the writers read the data, so no byte is read twice for them.
+The manifest is a tree of frozen records (`Manifest` down to `EntryRecord`), built once at the end
+of a build and written by `Manifest.to_json()`; `Manifest.from_json()` reads one back. File hashes
+are taken while the writers read the data, so no byte is read twice for them.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import io
 import json
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from composer import __version__
 from composer.content import ContentStore
+from composer.disk.assemble import DiskPlan, PlannedPartition, TableType
 from composer.errors import shown
 from composer.tree import Content, Entry, Kind
 
@@ -147,40 +151,12 @@ class _Hashing(io.RawIOBase):
         return n
 
 
-def entry_record(entry: Entry, store: HashingStore) -> dict[str, Any]:
-    # names are bytes: shown() writes any of them as valid UTF-8 (undecodable bytes and control
-    # characters as \xNN, a backslash as \\), the escaping the README documents
-    record: dict[str, Any] = {
-        "path": shown(entry.path),
-        "kind": entry.kind.value,
-        "mode": f"{entry.mode:04o}",
-        "uid": entry.uid,
-        "gid": entry.gid,
-        "mtime": entry.mtime_ns // 1_000_000_000,
-        "mtime_ns": entry.mtime_ns,
-    }
-    if entry.kind is Kind.FILE and entry.content is not None:
-        record["size"] = entry.size
-        record["sha256"] = store.digest(entry.content)
-    if entry.target is not None:
-        record["target"] = shown(entry.target)
-    if entry.kind in (Kind.CHAR, Kind.BLOCK):
-        record["rdev"] = list(entry.rdev)
-    if entry.xattrs:
-        record["xattrs"] = [shown(name) for name, _ in entry.xattrs]
-    return record
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def write_manifest(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(dumps(data) + "\n", encoding="utf-8")
 
 
 def dumps(data: Any) -> str:
@@ -287,5 +263,248 @@ def write_sha256sums(folder: Path, names: Iterable[str],
     (folder / "SHA256SUMS").write_text("".join(lines), encoding="utf-8")
 
 
-def manifest_header(layout_name: str, epoch: int) -> dict[str, Any]:
-    return {"composer": __version__, "layout": layout_name, "epoch": epoch, "partitions": {}}
+# ---------------------------------------------------------------------------------------------
+# The records of manifest.json. Each has to_obj() (the JSON object, keys sorted by dumps) and
+# from_obj() (its inverse, for readers of a manifest). A field that is None is left out of the
+# object, except the disk's `guid` and `signature`, which have always been shown as null for the
+# other table type.
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRecord:
+    """One file, folder, link or node of a partition, as its image holds it."""
+
+    path: str  # shown(): valid UTF-8, undecodable bytes and controls as \xNN (README "Names")
+    kind: str  # Kind.value
+    mode: str  # four octal digits
+    uid: int
+    gid: int
+    mtime: int  # seconds, the clamped time the image stores
+    mtime_ns: int
+    size: int | None = None  # regular files with data, with sha256
+    sha256: str | None = None
+    target: str | None = None  # symlinks and hard links
+    rdev: tuple[int, int] | None = None  # character and block devices: (major, minor)
+    xattrs: tuple[str, ...] = ()  # names only: values may be secrets or binary
+
+    @classmethod
+    def of(cls, entry: Entry, store: HashingStore) -> EntryRecord:
+        has_data = entry.kind is Kind.FILE and entry.content is not None
+        return cls(
+            path=shown(entry.path), kind=entry.kind.value, mode=f"{entry.mode:04o}",
+            uid=entry.uid, gid=entry.gid, mtime=entry.mtime_ns // 1_000_000_000,
+            mtime_ns=entry.mtime_ns,
+            size=entry.size if has_data else None,
+            sha256=store.digest(entry.content) if has_data else None,  # type: ignore[arg-type]
+            target=shown(entry.target) if entry.target is not None else None,
+            rdev=tuple(entry.rdev) if entry.kind in (Kind.CHAR, Kind.BLOCK) else None,
+            xattrs=tuple(shown(name) for name, _ in entry.xattrs))
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode,
+                               "uid": self.uid, "gid": self.gid, "mtime": self.mtime,
+                               "mtime_ns": self.mtime_ns}
+        if self.size is not None:
+            obj["size"] = self.size
+        if self.sha256 is not None:
+            obj["sha256"] = self.sha256
+        if self.target is not None:
+            obj["target"] = self.target
+        if self.rdev is not None:
+            obj["rdev"] = list(self.rdev)
+        if self.xattrs:
+            obj["xattrs"] = list(self.xattrs)
+        return obj
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> EntryRecord:
+        rdev = obj.get("rdev")
+        return cls(path=obj["path"], kind=obj["kind"], mode=obj["mode"], uid=obj["uid"],
+                   gid=obj["gid"], mtime=obj["mtime"], mtime_ns=obj["mtime_ns"],
+                   size=obj.get("size"), sha256=obj.get("sha256"), target=obj.get("target"),
+                   rdev=(rdev[0], rdev[1]) if rdev is not None else None,
+                   xattrs=tuple(obj.get("xattrs", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecord:
+    """One partition's image: its file, its size and digest, its volume ID and what it holds."""
+
+    fs: str
+    image: str  # the file name in the output folder
+    size: int
+    sha256: str
+    uuid: str | None  # the volume ID in its format's spelling; None for tar
+    entries: tuple[EntryRecord, ...]
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"fs": self.fs, "image": self.image, "size": self.size,
+                               "sha256": self.sha256,
+                               "entries": [e.to_obj() for e in self.entries]}
+        if self.uuid is not None:
+            obj["uuid"] = self.uuid
+        return obj
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> PartitionRecord:
+        return cls(fs=obj["fs"], image=obj["image"], size=obj["size"], sha256=obj["sha256"],
+                   uuid=obj.get("uuid"),
+                   entries=tuple(EntryRecord.from_obj(e) for e in obj["entries"]))
+
+
+@dataclass(frozen=True, slots=True)
+class DiskPartitionRecord:
+    """One partition table entry, with the fields its table type has."""
+
+    name: str
+    number: int  # the Linux partition number
+    offset: int
+    size: int
+    type: str  # a GPT type GUID, or an MBR type byte as 0xNN
+    # GPT: the partition GUID; MBR: "<signature>-<number>" in hex, as Linux names it
+    # (block/partitions/msdos.c) and root=PARTUUID= in a Raspberry Pi cmdline.txt uses it
+    partuuid: str
+    # a hex string: these 64-bit values lose precision as JSON numbers in JavaScript
+    attributes: str | None = None  # GPT only
+    bootable: bool | None = None  # MBR only
+
+    @classmethod
+    def of(cls, plan: DiskPlan, p: PlannedPartition) -> DiskPartitionRecord:
+        if plan.table is TableType.GPT:
+            return cls(name=p.name, number=p.number, offset=p.offset, size=p.size,
+                       type=str(p.type_guid), partuuid=str(p.uuid),
+                       attributes=f"0x{p.attributes:016x}")
+        return cls(name=p.name, number=p.number, offset=p.offset, size=p.size,
+                   type=f"0x{p.mbr_type or 0:02x}",
+                   partuuid=f"{plan.mbr_signature or 0:08x}-{p.number:02x}",
+                   bootable=p.bootable)
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"name": self.name, "number": self.number, "offset": self.offset,
+                               "size": self.size, "type": self.type, "partuuid": self.partuuid}
+        if self.attributes is not None:
+            obj["attributes"] = self.attributes
+        if self.bootable is not None:
+            obj["bootable"] = self.bootable
+        return obj
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> DiskPartitionRecord:
+        return cls(name=obj["name"], number=obj["number"], offset=obj["offset"],
+                   size=obj["size"], type=obj["type"], partuuid=obj["partuuid"],
+                   attributes=obj.get("attributes"), bootable=obj.get("bootable"))
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A raw blob (a bootloader) written at a fixed offset of the disk."""
+
+    name: str
+    offset: int
+    size: int
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"name": self.name, "offset": self.offset, "size": self.size}
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> RawRecord:
+        return cls(name=obj["name"], offset=obj["offset"], size=obj["size"])
+
+
+@dataclass(frozen=True, slots=True)
+class FreeRecord:
+    """A gap of the disk's usable area that no partition or blob covers."""
+
+    offset: int
+    size: int
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"offset": self.offset, "size": self.size}
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> FreeRecord:
+        return cls(offset=obj["offset"], size=obj["size"])
+
+
+@dataclass(frozen=True, slots=True)
+class DiskRecord:
+    """The disk image: its table and layout; `image` and `sha256` once it is written (`compose
+    plan --json` shows the record without them)."""
+
+    table: str  # TableType.value
+    size: int
+    guid: str | None  # GPT disk GUID (null on MBR)
+    signature: str | None  # MBR disk signature as 0xNNNNNNNN (null on GPT)
+    partitions: tuple[DiskPartitionRecord, ...]
+    raw: tuple[RawRecord, ...]
+    free: tuple[FreeRecord, ...]
+    image: str | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, plan: DiskPlan) -> DiskRecord:
+        return cls(
+            table=plan.table.value, size=plan.disk_size,
+            guid=str(plan.disk_guid) if plan.disk_guid else None,
+            signature=f"0x{plan.mbr_signature:08x}" if plan.mbr_signature is not None else None,
+            partitions=tuple(DiskPartitionRecord.of(plan, p) for p in plan.partitions),
+            raw=tuple(RawRecord(b.name, b.offset, b.size) for b in plan.raw_blobs),
+            free=tuple(FreeRecord(o, s) for o, s in plan.free))
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "table": self.table, "size": self.size, "guid": self.guid,
+            "signature": self.signature,
+            "partitions": [p.to_obj() for p in self.partitions],
+            "raw": [b.to_obj() for b in self.raw], "free": [f.to_obj() for f in self.free]}
+        if self.image is not None:
+            obj["image"] = self.image
+        if self.sha256 is not None:
+            obj["sha256"] = self.sha256
+        return obj
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> DiskRecord:
+        return cls(table=obj["table"], size=obj["size"], guid=obj["guid"],
+                   signature=obj["signature"],
+                   partitions=tuple(DiskPartitionRecord.from_obj(p) for p in obj["partitions"]),
+                   raw=tuple(RawRecord.from_obj(b) for b in obj["raw"]),
+                   free=tuple(FreeRecord.from_obj(f) for f in obj["free"]),
+                   image=obj.get("image"), sha256=obj.get("sha256"))
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """manifest.json: what a build wrote and what every image holds."""
+
+    layout: str
+    epoch: int
+    partitions: Mapping[str, PartitionRecord]  # by partition name
+    outputs: tuple[str, ...]  # every output file but manifest.json, report.txt, SHA256SUMS
+    disk: DiskRecord | None = None
+    composer: str = field(default=__version__)  # the version that wrote it
+
+    def to_obj(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "composer": self.composer, "layout": self.layout, "epoch": self.epoch,
+            "partitions": {name: p.to_obj() for name, p in self.partitions.items()},
+            "outputs": list(self.outputs)}
+        if self.disk is not None:
+            obj["disk"] = self.disk.to_obj()
+        return obj
+
+    def to_json(self) -> str:
+        return dumps(self.to_obj()) + "\n"
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> Manifest:
+        return cls(
+            composer=obj["composer"], layout=obj["layout"], epoch=obj["epoch"],
+            partitions={name: PartitionRecord.from_obj(p)
+                        for name, p in obj["partitions"].items()},
+            outputs=tuple(obj["outputs"]),
+            disk=DiskRecord.from_obj(obj["disk"]) if "disk" in obj else None)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        return cls.from_obj(json.loads(text))
