@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make a realistic synthetic snapshot of a Greengrass golden device (greengrass-facts.md §0).
+"""Make a realistic synthetic snapshot of a Greengrass golden device (docs/greengrass.md §0).
 
 It holds what a real one holds, including what must never ship: an encrypted SecretManager
 response in every copy of the configuration, the golden device's thing name, certificate and

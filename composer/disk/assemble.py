@@ -25,7 +25,7 @@ from composer.layout.model import TableType  # the layout's names are the disk's
 SECTOR = 512
 KIB = 1 << 10
 MIB = 1 << 20
-DEFAULT_ALIGN = MIB  # flashing-facts §1: 1 MiB, a multiple of 4 KiB blocks and erase groups
+DEFAULT_ALIGN = MIB  # docs/flashing.md §1: 1 MiB, a multiple of 4 KiB blocks and erase groups
 COPY_CHUNK = 4 * MIB
 # the namespace of derived disk GUIDs; callers should pass the project-wide one when it exists
 DISK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "composer:disk")

@@ -2,7 +2,7 @@
 
 Reference: UEFI Specification, chapter 5 "GUID Partition Table (GPT) Disk Layout" (header and
 entry tables, protective MBR); the attribute bits and type GUIDs below are from the UEFI spec, the
-UAPI Discoverable Partitions Specification (DPS) and man sfdisk (see flashing-facts.md §2-4).
+UAPI Discoverable Partitions Specification (DPS) and man sfdisk (see docs/flashing.md §2-4).
 Only 512-byte logical sectors are supported.
 
 The encoder is pure: `GptTable` in, `(byte offset, bytes)` regions out. Placement, overlap
@@ -96,7 +96,7 @@ ATTRIBUTE_NAMES: dict[str, Attr] = {
     "no-automount": Attr.NO_AUTOMOUNT,
 }
 
-# Partition type GUIDs by short name (flashing-facts §3; UAPI DPS; genimage shortcuts)
+# Partition type GUIDs by short name (docs/flashing.md §3; UAPI DPS; genimage shortcuts)
 _LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 TYPE_GUIDS: dict[str, uuid.UUID] = {name: uuid.UUID(guid) for name, guid in {
     "linux": _LINUX,

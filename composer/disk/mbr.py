@@ -1,6 +1,6 @@
 """MBR ("dos") partition table bytes: four primary entries in LBA 0.
 
-Reference: the classic IBM PC MBR layout as sfdisk writes it (flashing-facts.md §6): boot code
+Reference: the classic IBM PC MBR layout as sfdisk writes it (docs/flashing.md §6): boot code
 0-439, disk signature at 440 (u32 LE), four 16-byte entries from 446, `55 AA` at 510. CHS fields
 use the 255-head, 63-sector geometry sfdisk uses for image files, so tables match sfdisk's byte
 for byte; boot ROMs and Linux read only the LBA fields. Extended partitions are not supported.

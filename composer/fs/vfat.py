@@ -100,7 +100,7 @@ AUTO_SLACK = 0.10  # auto size: content + metadata + 10%
 # BPB fields pyfatfs leaves at 0 but mtools refuses ("zero number of heads or sectors")
 BPB_SEC_PER_TRK = 24
 BPB_NUM_HEADS = 26
-SECTORS_PER_TRACK = 63  # the 255x63 geometry sfdisk uses for images (flashing-facts §6)
+SECTORS_PER_TRACK = 63  # the 255x63 geometry sfdisk uses for images (docs/flashing.md §6)
 HEADS = 255
 FAT32_BACKUP_BOOT_SECTOR = 6
 # FSInfo sector (FAT32): free count and next-free hint, which pyfatfs never updates

@@ -1,6 +1,6 @@
 """The sfdisk script of a disk plan: `sfdisk DEVICE < disk.sfdisk` recreates the tables.
 
-Grammar: man sfdisk 2.38 "INPUT FORMATS" (flashing-facts.md §5). Every start and size is an
+Grammar: man sfdisk 2.38 "INPUT FORMATS" (docs/flashing.md §5). Every start and size is an
 exact sector count with no unit suffix (sfdisk aligns suffixed sizes and can shrink them), and
 every GUID and the MBR signature are written out (sfdisk picks random ones otherwise). sfdisk
 only writes tables, never partition contents.

@@ -1,6 +1,6 @@
 """Android sparse images (`.simg`) for fastboot, U-Boot fastboot and uuu.
 
-Format: AOSP `libsparse/sparse_format.h` (flashing-facts.md §9): a 28-byte file header, then
+Format: AOSP `libsparse/sparse_format.h` (docs/flashing.md §9): a 28-byte file header, then
 chunks with a 12-byte header each. Chunking policy, fixed so output depends on the bytes only:
 blocks outside the writer's extents become DONT_CARE; mapped blocks become RAW, or FILL when
 the whole block repeats one 4-byte value (if `fill` is on, the default). Mapped zeros stay

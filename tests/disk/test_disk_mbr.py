@@ -36,7 +36,7 @@ def test_bytes(tmp_path: Path, vfat_image: tuple[Path, WriteResult]) -> None:
     assert signature == 0x12345678
     assert parts == (MbrPart(True, 0x0C, 2048, 16384), MbrPart(False, 0x83, 18432, 32768),
                      MbrPart(False, 0x82, 51200, 4096), MbrPart(False, 0x0E, 55296, 8192))
-    # CHS as sfdisk writes it for LBA 2048 (flashing-facts §6)
+    # CHS as sfdisk writes it for LBA 2048 (docs/flashing.md §6)
     assert img.read_bytes()[446:451] == bytes([0x80, 0x20, 0x21, 0x00, 0x0C])
 
 

@@ -1,4 +1,4 @@
-"""Native ext4 image writer (pure Python + crc32c), see docs/ext4-facts.md.
+"""Native ext4 image writer (pure Python + crc32c), see docs/ext4.md.
 
 The profile is Debian 12's `mke2fs -t ext4 -O ^resize_inode`: 4 KiB blocks, 256-byte inodes,
 has_journal ext_attr dir_index filetype extent 64bit flex_bg sparse_super large_file huge_file

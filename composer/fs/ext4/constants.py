@@ -1,4 +1,4 @@
-"""On-disk constants of the ext4 profile we write (ext4-facts §0, §1.2, §2, §5, §6, §7).
+"""On-disk constants of the ext4 profile we write (docs/ext4.md §0, §1.2, §2, §5, §6, §7).
 
 The profile is Debian 12's `mke2fs -t ext4 -O ^resize_inode` with 4 KiB blocks and 256-byte
 inodes; nothing here is configurable on purpose, so every image has the same shape.

@@ -1,4 +1,4 @@
-"""Directories: linear blocks and htree (hashed) directories (ext4-facts §7).
+"""Directories: linear blocks and htree (hashed) directories (docs/ext4.md §7).
 
 A directory that fits in LINEAR_DIR_MAX_BLOCKS blocks is linear; a bigger one is an htree:
 block 0 is the dx_root, then the leaves in hash order, then (only when there are more leaves

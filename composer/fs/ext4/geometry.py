@@ -1,4 +1,4 @@
-"""Block-group geometry and the fixed metadata positions (ext4-facts §4.1, §12b)."""
+"""Block-group geometry and the fixed metadata positions (docs/ext4.md §4.1, §12b)."""
 
 from __future__ import annotations
 
