@@ -24,7 +24,7 @@ from composer.disk.compose import (
     write_layout_disk,
 )
 from composer.errors import ComposerError, raise_all
-from composer.fs.base import FsWriter, WriteRequest, WriteResult, writers
+from composer.fs.base import FsWriter, WriteRequest, WriteResult
 from composer.layout.load import epoch_problem, load_layout
 from composer.layout.model import Layout, Output, output_names
 from composer.outputs.manifest import (
@@ -36,6 +36,7 @@ from composer.outputs.manifest import (
     write_sha256sums,
 )
 from composer.publish import check_names, publish, staging
+from composer.registry import WRITERS, scan_source
 from composer.report import Report
 from composer.route import for_writer, route
 from composer.rules.assembly import Assembly
@@ -43,7 +44,7 @@ from composer.rules.docker import DockerRule
 from composer.rules.files import FilesRule
 from composer.rules.greengrass import GreengrassRule
 from composer.rules.systemd import SystemdRule
-from composer.sources import Scanned, scan_source
+from composer.sources import Scanned
 from composer.tree import DeviceTree, canonical_hardlinks
 
 # Every derived ID is uuid5(COMPOSER_NS, "<layout name>/<partition>/<purpose>")
@@ -194,7 +195,7 @@ def _prefetch(layout: Layout, asm: Assembly) -> None:
 
 def _plan_partitions(layout: Layout, routed: dict[str, tuple[Any, ...]],
                      epoch: int) -> list[PlannedPartition]:
-    available = writers()
+    available = WRITERS
     planned: list[PlannedPartition] = []
     errors: list[ComposerError] = []
     for part in layout.partitions:

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from composer.errors import ComposerError
 from composer.layout.model import Partition
-from composer.rules.assembly import Claim
 from composer.tree import DeviceTree, Entry, Kind, is_under, parent, relative, sort_key
+from composer.types import Claim
 
 
 def owner_of(path: str, partitions: Sequence[Partition]) -> Partition | None:

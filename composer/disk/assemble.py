@@ -19,8 +19,7 @@ from typing import BinaryIO
 
 from composer.disk import gpt, mbr
 from composer.errors import ComposerError, Loc, raise_all
-from composer.fs.base import WriteResult, merge_extents
-from composer.layout.model import TableType  # the layout's names are the disk's
+from composer.types import TableType, WriteResult, merge_extents
 
 SECTOR = 512
 KIB = 1 << 10

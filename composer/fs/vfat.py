@@ -58,7 +58,6 @@ from composer.fs.base import (
     WriteResult,
     merge_extents,
     no_progress,
-    register,
 )
 from composer.tree import Content, Entry, Kind, parent, sorted_entries
 
@@ -213,7 +212,6 @@ def _basename(path: str) -> str:
 # the writer
 
 
-@register
 class VfatWriter(FsWriter):
     fs = "vfat"
     options = {

@@ -20,9 +20,9 @@ import pytest
 
 from composer.content import ContentStore, DataSource
 from composer.errors import ComposerError
-from composer.fs import base
 from composer.fs.base import WriteRequest, WriteResult
 from composer.fs.vfat import VfatWriter
+from composer.registry import WRITERS, Format
 from composer.tree import Content, Entry, Kind, sorted_entries
 
 pytestmark = pytest.mark.skipif(
@@ -108,7 +108,7 @@ def read_back(img: Path, dest: Path) -> None:
 
 
 def test_registered() -> None:
-    assert base._REGISTRY["vfat"] is VfatWriter
+    assert WRITERS[Format.VFAT] is VfatWriter
     assert set(VfatWriter.options) == {"fat", "volume_id"}
 
 
