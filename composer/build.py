@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,7 +92,10 @@ class Events:
 
 def plan(layout_path: Path, epoch_override: int | None = None,
          events: Events | None = None) -> Plan:
-    """Everything up to writing: validate, scan sources, apply rules, route, check. Pure."""
+    """Everything up to writing: validate, scan sources, apply rules, route, check.
+
+    Reads the layout and the sources (metadata, and the few small files the rules edit); writes
+    nothing and changes nothing outside the Plan it returns, so a plan can be thrown away."""
     events = events or Events()
     layout = load_layout(layout_path)
     events.step("scanning sources")
@@ -105,15 +108,15 @@ def plan(layout_path: Path, epoch_override: int | None = None,
         for warning in source.warnings:
             asm.report.warn(warning)
     tree = _assemble(layout, asm)
-    routed, errors = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
-    raise_all(errors)
-    planned = _plan_partitions(layout, routed, epoch)
+    routing = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
+    raise_all(list(routing.errors))
+    planned = _plan_partitions(layout, routing.partitions, epoch)
     disk = None
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
         disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
                                 COMPOSER_NS, max_size=layout.max_image_size)
-    return Plan(layout, epoch, tree, planned, asm.report, store, disk)
+    return Plan(layout, epoch, routing.tree, planned, asm.report, store, disk)
 
 
 def _scan(layout: Layout) -> dict[str, Scanned]:
@@ -193,7 +196,7 @@ def _prefetch(layout: Layout, asm: Assembly) -> None:
     asm.read_small(wanted)
 
 
-def _plan_partitions(layout: Layout, routed: dict[str, tuple[Any, ...]],
+def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
                      epoch: int) -> list[PlannedPartition]:
     available = WRITERS
     planned: list[PlannedPartition] = []

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from composer.content import ContentStore
+from composer.content import ContentStore, read_full
 from composer.errors import ComposerError, shown
 from composer.fs.base import (
     FsWriter,
@@ -60,6 +60,7 @@ from composer.fs.base import (
     no_progress,
 )
 from composer.tree import Content, Entry, Kind, parent, sorted_entries
+from composer.units import align_up
 
 SECTOR = 512
 MIB = 1 << 20
@@ -242,7 +243,7 @@ class VfatWriter(FsWriter):
             return req.size
         fat = req.options.get("fat")
         size = {None: FAT16_MIN_SIZE, 12: 0, 16: FAT16_MIN_SIZE, 32: FAT32_MIN_SIZE}[fat]
-        size = max(MIB, _round_up(size, MIB))
+        size = max(MIB, align_up(size, MIB))
         entries = with_parents(req.entries, req.epoch)
         root_slots = _children_slots(entries)["/"]
         root_type = fat if fat in (12, 16) else 16 if fat is None else None
@@ -259,7 +260,7 @@ class VfatWriter(FsWriter):
                 if need * (1 + AUTO_SLACK) <= geo.clusters and _root_fits(entries, geo):
                     return size
                 data = need * geo.cluster_size * (1 + AUTO_SLACK)
-                size = max(size + MIB, _round_up(int(data) + geo.metadata_bytes, MIB))
+                size = max(size + MIB, align_up(int(data) + geo.metadata_bytes, MIB))
             else:
                 size += MIB
         raise ComposerError(f"{req.name}: no FAT size fits this content", loc=req.loc,
@@ -402,10 +403,6 @@ def _entry_problem(entry: Entry) -> str | None:
     return None
 
 
-def _round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
-
-
 def with_parents(entries: Sequence[Entry], epoch: int) -> list[Entry]:
     """The entries minus the root, plus any missing ancestor directory (stamped at the epoch)."""
     present = {e.path for e in entries}
@@ -526,22 +523,10 @@ def _write_file(fs: object, path: str, stream: BinaryIO | None, progress: Progre
     with fs.openbin(path, "w") as f:  # type: ignore[attr-defined]
         if stream is None:
             return
-        while chunk := _read_full(stream, CHUNK):
-            f.write(chunk)
-            progress(len(chunk))
-
-
-def _read_full(stream: BinaryIO, n: int) -> bytes:
-    """Up to n bytes, short only at the end (raw streams may return less per read)."""
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        part = stream.read(n - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
+        buffer = memoryview(bytearray(CHUNK))
+        while n := read_full(stream, buffer):
+            f.write(bytes(buffer[:n]))  # whole CHUNKs but the last: see CHUNK
+            progress(n)
 
 
 DosTime = tuple[int, int, int, int, int, int]  # what dos_time() returns
