@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from composer.errors import ComposerError, ComposerErrors
-from composer.fs.base import writers
 from composer.layout.load import load_layout
 from composer.layout.reference import BEGIN, END, render
 from composer.layout.settings import SETTINGS, WRITER_SECTIONS, Section, default, settings
+from composer.registry import WRITERS
 from tests.conftest import REPO, compose
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -130,9 +130,9 @@ def test_defaults_the_loader_fills_in_are_the_declared_ones(tmp_path: Path) -> N
     assert layout.partitions[0].disk.bootable is default(Section.PARTITION_DISK, "bootable")
 
 
-@pytest.mark.parametrize("fs", sorted(writers()))
+@pytest.mark.parametrize("fs", sorted(WRITERS))
 def test_writer_options_agree_with_the_declarations(fs: str) -> None:
-    writer = writers()[fs]
+    writer = WRITERS[fs]
     section = WRITER_SECTIONS.get(fs)
     declared = {s.key: s for s in settings(section)} if section is not None else {}
     for key, spec in writer.options.items():

@@ -285,7 +285,7 @@ def _host_holes(path: Path) -> list[tuple[int, int]]:
                                  ["--format=pax", "--sparse-version=0.1"]])
 def test_sparse_members_give_their_holes(tmp_path: Path, fmt: list[str]) -> None:
     from composer.content import ContentStore
-    from composer.sources import scan_source
+    from composer.registry import scan_source
 
     d = tmp_path / "d"
     d.mkdir()

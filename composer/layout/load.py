@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from composer.errors import ComposerError, Loc, raise_all
-from composer.fs.base import FsWriter, OptionType, writers
+from composer.fs.base import FsWriter, OptionType
 from composer.fs.ext4.inode import TIME_MAX
 from composer.layout.model import (
+    KNOWN_DIRS,
     MANIFEST,
     REPORT,
     RESERVED_STEMS,
@@ -41,7 +42,7 @@ from composer.layout.model import (
 )
 from composer.layout.settings import Section, Setting, default, keys, required, writer_settings
 from composer.layout.yamlload import Node, load_yaml
-from composer.rules.greengrass import KNOWN_DIRS
+from composer.registry import WRITERS
 from composer.tree import norm
 from composer.units import GiB, MiB, SizeError, TiB, human_size, parse_size
 
@@ -329,7 +330,7 @@ class _Checker:
         docker = self.docker(top["docker"]) if "docker" in top else None
         files = self.files(top.get("files"))
         disk = self.disk(top["disk"]) if "disk" in top else None
-        self.disk_partitions(partitions, "disk" in top, available=writers())
+        self.disk_partitions(partitions, "disk" in top, available=WRITERS)
         outputs = self.outputs(top.get("outputs"), has_disk="disk" in top)
         self.output_names(partitions, "disk" in top, outputs)
         return Layout(self.path, version or 1, name or "", epoch, sources, tuple(partitions),
@@ -415,7 +416,7 @@ class _Checker:
         if not node.is_list or not node.value:
             self.fail(node, "partitions", "expected a non-empty list of partitions")
             return []
-        available = writers()
+        available = WRITERS
         result: list[Partition] = []
         names: dict[str, Loc] = {}
         mounts: dict[str, Loc] = {}
@@ -497,9 +498,9 @@ class _Checker:
         return DiskPlacement(kind, offset, attributes, bootable, partuuid, raw[keys[0]].loc)
 
     def _unknown_fs(self, node: Node, path: str, available: Mapping[str, type[FsWriter]]) -> None:
-        close = difflib.get_close_matches(str(node.value), sorted(available), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else \
-            f"one of: {', '.join(sorted(available))}"
+        names = sorted(str(fs) for fs in available)  # the enum's values, not its members
+        close = difflib.get_close_matches(str(node.value), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(names)}"
         self.fail(node, path, f"unknown file system {node.value!r}", hint)
 
     def uuid(self, node: Node | None, path: str) -> uuid.UUID | None:

@@ -17,8 +17,14 @@ from typing import Any
 from composer.disk.gpt import ATTRIBUTE_NAMES
 from composer.disk.mbr import TYPE_BYTES
 from composer.fs.base import OptionType
-from composer.layout.model import IdentityPolicy, Output, SecretsPolicy, TableType
-from composer.rules.greengrass import DEFAULT_KEEP, KNOWN_DIRS
+from composer.layout.model import (
+    DEFAULT_KEEP,
+    KNOWN_DIRS,
+    IdentityPolicy,
+    Output,
+    SecretsPolicy,
+    TableType,
+)
 from composer.units import GiB, MiB
 
 

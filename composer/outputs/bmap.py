@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from composer.fs.base import WriteResult
+from composer.types import WriteResult
 
 BMAP_VERSION = "2.0"
 BLOCK_SIZE = 4096

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from composer.errors import ComposerError
-from composer.fs.base import WriteResult
 from composer.outputs.bmap import block_ranges
 from composer.structs import Layout
+from composer.types import WriteResult
 
 SPARSE_MAGIC = 0xED26FF3A
 MAJOR_VERSION = 1

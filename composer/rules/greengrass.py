@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from composer.layout.model import Greengrass, IdentityPolicy, SecretsPolicy
-from composer.rules.assembly import Assembly, Claim
+from composer.layout.model import KNOWN_DIRS, Greengrass, IdentityPolicy, SecretsPolicy
+from composer.rules.assembly import Assembly
 from composer.rules.tlog import (
     Key,
     drop_lines,
@@ -27,10 +27,8 @@ from composer.rules.tlog import (
 )
 from composer.rules.yamlcut import YamlCutError, cut, keys
 from composer.tree import Content, Entry, Kind, is_under, norm
+from composer.types import Claim
 
-KNOWN_DIRS = ("alts", "bin", "cli_ipc_info", "config", "deployments", "logs", "packages",
-              "plugins", "telemetry", "work")
-DEFAULT_KEEP = ("alts", "config", "packages")
 EPHEMERAL_DIRS = ("deployments", "logs", "telemetry", "work")  # may hold the thing name
 SEARCH_LIMIT = 64 << 20  # bytes of one kept log or work file searched for the thing name
 TLOGS = ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~")  # the nucleus's order

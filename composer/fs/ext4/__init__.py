@@ -20,7 +20,6 @@ from composer.fs.base import (
     WriteRequest,
     WriteResult,
     no_progress,
-    register,
 )
 from composer.fs.ext4.constants import BLOCK_SIZE, JOURNAL_MIN_BLOCKS
 from composer.fs.ext4.planner import (
@@ -38,7 +37,6 @@ from composer.fs.ext4.writer import write_image
 LABEL_MAX = 16  # s_volume_name
 
 
-@register
 class Ext4Writer(FsWriter):
     fs = "ext4"
     options = {

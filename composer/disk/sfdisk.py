@@ -11,9 +11,10 @@ such plans the script says so in a comment, and `first-lba` keeps partitions whe
 
 from __future__ import annotations
 
-from composer.disk.assemble import SECTOR, DiskPlan, PlannedPartition, TableType
+from composer.disk.assemble import SECTOR, DiskPlan, PlannedPartition
 from composer.disk.gpt import Attr
 from composer.errors import ComposerError
+from composer.types import TableType
 
 # man sfdisk --part-attrs: names for bits 0-2; bits 48-63 are written as GUID:<bit>
 _ATTR_NAMES = {
