@@ -1,0 +1,77 @@
+"""Issue 8, points 4, 5, 6, 7 and 9: ext4 images through what a device's life does to them.
+
+`tune2fs -U random`, `resize2fs` (shrink, offline and online grow), kernel read-write use as
+root, small size types; judged by e2fsck -fn (output parsed), debugfs, dumpe2fs and the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from composer.tree import Content, Entry, Kind
+
+if TYPE_CHECKING:
+    from tests.fs.conftest import Ext4Harness
+
+MIB = 1 << 20
+GIB = 1 << 30
+NS = 1_000_000_000
+T = 1_600_000_000 * NS
+
+
+def d(path: str) -> Entry:
+    return Entry(path, Kind.DIR, 0o755, 0, 0, T)
+
+
+def f(path: str, data: bytes) -> Entry:
+    return Entry(path, Kind.FILE, 0o644, 0, 0, T, content=Content.of_bytes(data))
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
+    return dst
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), capture_output=True, text=True)
+
+
+# ------------------------------------------------------------------ point 4: htree slack
+
+
+def _dx_counts(ext4: Ext4Harness, img: Path, directory: bytes) -> list[tuple[int, int]]:
+    """(count, limit) of every htree index block of `directory`, as debugfs prints them."""
+    body = ext4.debugfs(img, [b"htree " + directory])[0][1].decode()
+    counts = [int(c) for c in re.findall(r"Number of entries \(count\): (\d+)", body)]
+    limits = [int(v) for v in re.findall(r"Number of entries \(limit\): (\d+)", body)]
+    assert counts and len(counts) == len(limits), body[:2000]
+    return list(zip(counts, limits, strict=True))
+
+
+def test_tune2fs_new_uuid_keeps_a_two_level_htree_valid(ext4: Ext4Harness) -> None:
+    """Index blocks written full (count == limit) are left with stale checksums by
+    `tune2fs -U` (it wants `e2fsck -D` for them), and the kernel then fails the directory
+    with EBADMSG. Every index block must keep a free slot."""
+    n = 60000
+    names = [f"a-rather-long-file-name-to-fill-leaves-{i:07d}" for i in range(n)]
+    entries = [d("/"), d("/d")] + [f(f"/d/{name}", b"") for name in names]
+    built = ext4.build(entries)
+    body = ext4.debugfs(built.path, [b"htree /d"])[0][1].decode()
+    assert "Indirect levels: 1" in body
+    counts = _dx_counts(ext4, built.path, b"/d")
+    assert len(counts) >= 3 and all(c < limit for c, limit in counts), counts
+    img = _copy(built.path, ext4.workdir / "tune2fs-u.img")
+    proc = _run("tune2fs", "-U", "random", str(img))
+    assert proc.returncode == 0 and "e2fsck -fD" not in proc.stdout + proc.stderr, \
+        proc.stdout + proc.stderr
+    ext4.fsck(img)  # no "fails checksum" / problems after the UUID change
+    if ext4.can_mount() is None:  # the kernel verifies every index block it walks
+        with ext4.mounted(img) as mnt:
+            assert sorted(os.listdir(mnt / "d")) == sorted(names)
+            for i in (0, 777, 31337, n - 1):
+                assert (mnt / "d" / names[i]).stat().st_size == 0
+    img.unlink()
