@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from composer.tree import Content, Entry, Kind
 
 if TYPE_CHECKING:
@@ -75,3 +77,41 @@ def test_tune2fs_new_uuid_keeps_a_two_level_htree_valid(ext4: Ext4Harness) -> No
             for i in (0, 777, 31337, n - 1):
                 assert (mnt / "d" / names[i]).stat().st_size == 0
     img.unlink()
+
+
+# ------------------------------------------------------- point 5: flex_bg placement
+
+
+def _group_tables(img: Path) -> list[str]:
+    """dumpe2fs's per-group placement lines (group ranges, bitmaps, inode tables), checksums
+    and flags stripped: what mke2fs's allocator decided."""
+    out = _run("dumpe2fs", str(img)).stdout
+    keep = [ln for ln in out.splitlines()
+            if ln.startswith("Group ") or re.search(r"(bitmap|Inode table) at", ln)]
+    return [re.sub(r"(,)? csum 0x[0-9a-f]+.*$", "", ln) for ln in keep]
+
+
+@pytest.mark.parametrize("size", [4 * GIB, 17 * GIB])
+def test_shrinks_with_resize2fs_and_places_tables_like_mke2fs(ext4: Ext4Harness,
+                                                              size: int) -> None:
+    """All tables at the disk start ran into group 2 at 17 GiB, and `resize2fs -M` failed
+    with ENOSPC on every image of 4 GiB or more. Tables per flex group of 16, where mke2fs
+    puts them: the same dumpe2fs placement as `mke2fs -O ^resize_inode`, and the shrink works."""
+    entries = [d("/"), d("/etc")] + [f(f"/etc/f{i:02d}", bytes([65 + i]) * (i * 3001))
+                                     for i in range(20)]
+    built = ext4.build(entries, size=size)
+    ref = ext4.workdir / "mke2fs-flex.img"
+    ref.unlink(missing_ok=True)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^resize_inode", "-b", "4096",
+                    str(ref), str(size // 1024) + "k"], check=True)
+    ours = _group_tables(built.path)
+    assert len(ours) > 3 * (size // (128 * MIB))
+    assert ours == _group_tables(ref)
+    ref.unlink()
+    proc = _run("resize2fs", "-M", str(built.path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = re.search(r"is now (\d+) \(4k\) blocks long", proc.stdout)
+    assert m and int(m.group(1)) * 4096 < size // 8, proc.stdout
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, entries)
+    built.path.unlink()
