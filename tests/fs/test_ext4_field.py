@@ -115,3 +115,45 @@ def test_shrinks_with_resize2fs_and_places_tables_like_mke2fs(ext4: Ext4Harness,
     ext4.fsck(built.path)
     ext4.assert_tree(built.path, entries)
     built.path.unlink()
+
+
+# ------------------------------------------------------------------ point 7: headroom 0
+
+
+def _free_and_reserved(img: Path) -> tuple[int, int, int]:
+    out = _run("dumpe2fs", "-h", str(img)).stdout
+    value = {k: int(re.search(rf"^{k}:\s+(\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+             for k in ("Block count", "Free blocks", "Reserved block count")}
+    return value["Block count"], value["Free blocks"], value["Reserved block count"]
+
+
+@pytest.mark.parametrize("payload", [10 * MIB + 700_000, 40 * MIB + 4096])
+def test_headroom_zero_leaves_room_to_write(ext4: Ext4Harness, payload: int) -> None:
+    """`headroom: 0` sized the image to its content: free blocks fell below what the kernel
+    keeps back (s_r_blocks_count, then 2 % up to 4096 blocks even from root), so root could not
+    create a file. Now root creates one and writes a block; e2fsck stays clean."""
+    entries = [d("/"), d("/data"), f("/data/blob", b"\1" * payload)]
+    built = ext4.build(entries, options={"headroom": 0})
+    blocks, free, reserved = _free_and_reserved(built.path)
+    assert free >= reserved + min(blocks // 50, 4096) + 1, (blocks, free, reserved)
+    reason = ext4.can_mount()
+    if reason:
+        pytest.skip(reason)
+    mnt = ext4.workdir / "headroom0"
+    mnt.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", str(built.path), str(mnt)], check=True)
+    try:
+        data = bytes(range(256)) * 16  # one 4 KiB block
+        with open(mnt / "data" / "written-by-root", "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        (mnt / "new-dir").mkdir()
+        (mnt / "new-dir" / "small").write_bytes(b"x" * 100)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    ext4.fsck(built.path)
+    got = ext4.debugfs(built.path, [b"dump /data/written-by-root " +
+                                    str(ext4.workdir / "wbr").encode()])
+    assert got and (ext4.workdir / "wbr").read_bytes() == data
+    built.path.unlink()

@@ -576,6 +576,24 @@ def inodes_for(prep: Prepared, opts: Options, nblocks: int) -> int:
     return max(nblocks * BLOCK_SIZE // INODE_RATIO, wanted)
 
 
+# blocks root needs to create and write a small file: a data block, a directory leaf and an
+# htree index block, an extent block, an xattr block, with room to spare
+WRITE_MARGIN_BLOCKS = 16
+
+
+def kernel_reserved_blocks(nblocks: int) -> int:
+    """Blocks the kernel keeps back even from root (ext4_calculate_resv_clusters: 2 % of
+    the file system, at most 4096), for unwritten-extent conversion."""
+    return min(nblocks // 50, 4096)
+
+
+def writable_minimum(geo: Geometry, opts: Options) -> int:
+    """Free blocks an auto-sized image keeps whatever the headroom, so the kernel lets even a
+    non-root user write a little (free above s_r_blocks_count and the kernel's own reserve)."""
+    reserved = int(geo.nblocks * opts.reserved_pct / 100)
+    return reserved + kernel_reserved_blocks(geo.nblocks) + WRITE_MARGIN_BLOCKS
+
+
 def plan_fixed(prep: Prepared, opts: Options, size: int) -> Plan:
     """Plan an image of `size` bytes; NoSpace when it does not fit."""
     try:
@@ -606,7 +624,7 @@ def plan_auto(prep: Prepared, opts: Options, headroom_pct: float | None = None) 
             n += MIB_BLOCKS  # a dropped tail group or too few inodes: grow and retry
             continue
         used = estimate_used(prep, geo, opts)
-        want = round_mib(used * (1 + headroom / 100))
+        want = round_mib(max(used * (1 + headroom / 100), used + writable_minimum(geo, opts)))
         if want > n:
             n = want
             continue
