@@ -157,3 +157,79 @@ def test_headroom_zero_leaves_room_to_write(ext4: Ext4Harness, payload: int) -> 
                                     str(ext4.workdir / "wbr").encode()])
     assert got and (ext4.workdir / "wbr").read_bytes() == data
     built.path.unlink()
+
+
+# -------------------------------------------------------------------- point 9: growth
+
+CAP_SYS_RESOURCE = 24
+
+
+def _online_resize_reason(ext4: Ext4Harness) -> str | None:
+    """None when the kernel may grow a mounted image here, else why not."""
+    reason = ext4.can_mount()
+    if reason:
+        return reason
+    status = Path("/proc/self/status").read_text()
+    m = re.search(r"^CapEff:\s*([0-9a-f]+)$", status, re.M)
+    if not m or not int(m.group(1), 16) >> CAP_SYS_RESOURCE & 1:
+        return "online resize (EXT4_IOC_RESIZE_FS) needs CAP_SYS_RESOURCE, which this " \
+               "process lacks"
+    return None
+
+
+def _growth_entries() -> list[Entry]:
+    return [d("/"), d("/etc"), d("/many")] + \
+        [f(f"/etc/f{i:02d}", bytes([97 + i]) * (i * 40_000 + 7)) for i in range(20)] + \
+        [f(f"/many/entry-{i:05d}", b"%d" % i) for i in range(3000)]
+
+
+@pytest.mark.parametrize("grown", [512 * MIB, 12 * GIB])  # same GDT block / more GDT blocks
+def test_offline_resize2fs_grow(ext4: Ext4Harness, grown: int) -> None:
+    entries = _growth_entries()
+    built = ext4.build(entries, size=256 * MIB)
+    os.truncate(built.path, grown)
+    proc = _run("resize2fs", str(built.path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    blocks, _, _ = _free_and_reserved(built.path)
+    assert blocks == grown // 4096
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, entries)
+    built.path.unlink()
+
+
+@pytest.mark.parametrize("grown", [512 * MIB, 12 * GIB])
+def test_online_grow_of_a_mounted_image(ext4: Ext4Harness, grown: int) -> None:
+    """What systemd-growfs and the GPT grow-file-system attribute do: EXT4_IOC_RESIZE_FS on
+    the mounted file system. Without resize_inode (no reserved GDT blocks) the kernel converts
+    to meta_bg when the descriptor table must grow."""
+    reason = _online_resize_reason(ext4)
+    if reason:
+        pytest.skip(reason)
+    entries = _growth_entries()
+    built = ext4.build(entries, size=256 * MIB)
+    mnt = ext4.workdir / "online"
+    mnt.mkdir(exist_ok=True)
+    loop = subprocess.run(["losetup", "-f", "--show", str(built.path)], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    try:
+        subprocess.run(["mount", loop, str(mnt)], check=True)
+        try:
+            os.truncate(built.path, grown)
+            subprocess.run(["losetup", "-c", loop], check=True)
+            proc = _run("resize2fs", loop)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            st = os.statvfs(mnt)
+            assert st.f_blocks * st.f_frsize > grown * 0.9
+            (mnt / "etc" / "after-grow").write_bytes(b"g" * 10_000)
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=True)
+    ext4.fsck(built.path)
+    got = ext4.read_tree(built.path, same_times=False)
+    assert got.pop("/etc/after-grow").data == b"g" * 10_000
+    want = ext4.expected(entries)
+    assert sorted(got) == sorted(want)
+    for path in ("/etc/f19", "/many/entry-02999"):
+        assert got[path].data == want[path].data
+    built.path.unlink()
