@@ -139,7 +139,9 @@ SETTINGS: tuple[Setting, ...] = (
             default="mke2fs's size for the file system size", example="16MiB",
             option=OptionType.SIZE_OR_NONE),
     Setting(_S.EXT4, "headroom", "number 0-50", "percent of free space added to an `auto` "
-            "size", default="10", example="20", option=OptionType.PERCENT),
+            "size; even at 0 an `auto` size keeps free blocks above the `reserved` ones and the "
+            "kernel's own reserve (2 %, at most 4096 blocks) plus 16, so the mounted image stays "
+            "writable", default="10", example="20", option=OptionType.PERCENT),
     Setting(_S.EXT4, "block_size", "integer", "file-system block size in bytes",
             default="as mke2fs: 1024 below 512 MiB, else 4096", example="4096",
             option=OptionType.INT, choices=(1024, 2048, 4096)),

@@ -17,7 +17,7 @@ MAX_INODES_PER_GROUP = 8 * BLOCK_SIZE  # the inode bitmap is one block too
 DESC_SIZE = 64  # 64bit feature: 64-byte group descriptors
 DESCS_PER_BLOCK = BLOCK_SIZE // DESC_SIZE
 SECTORS_PER_BLOCK = BLOCK_SIZE // 512  # i_blocks counts 512-byte sectors (§5.5)
-LOG_GROUPS_PER_FLEX = 4  # 16 groups per flex group, like mke2fs (only an allocator hint)
+LOG_GROUPS_PER_FLEX = 4  # 16 groups per flex group, like mke2fs: their tables sit together
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024

@@ -50,6 +50,20 @@ class Geometry:
         return min(BLOCKS_PER_GROUP, self.nblocks - group * BLOCKS_PER_GROUP)
 
     @property
+    def blocks_per_group(self) -> int:
+        return BLOCKS_PER_GROUP
+
+    @property
+    def first_data_block(self) -> int:
+        return 0
+
+    def group_first(self, group: int) -> int:
+        return group * BLOCKS_PER_GROUP
+
+    def group_last(self, group: int) -> int:
+        return min(self.group_first(group) + BLOCKS_PER_GROUP, self.nblocks) - 1
+
+    @property
     def super_groups(self) -> tuple[int, ...]:
         return tuple(g for g in range(self.groups) if has_super(g))
 
