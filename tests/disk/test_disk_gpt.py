@@ -22,6 +22,7 @@ from composer.disk.assemble import (
     write_disk,
 )
 from composer.fs.base import WriteResult
+from tests.conftest import need
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -105,11 +106,11 @@ def test_partition_image_copied_and_holes_kept(tmp_path: Path,
     # holes stay holes: the file allocates about what was mapped, not 46 MiB
     mapped_bytes = sum(length for _, length in result.extents)
     assert os.stat(img).st_blocks * 512 <= mapped_bytes + 256 * KIB
-    if shutil.which("fsck.vfat"):
-        part = tmp_path / "p1.vfat"
-        part.write_bytes(data[efi.offset:efi.offset + vres.size])
-        done = subprocess.run(["fsck.vfat", "-n", str(part)], capture_output=True, text=True)
-        assert done.returncode == 0 and "files," in done.stdout.splitlines()[-1], done.stdout
+    need("fsck.vfat")
+    part = tmp_path / "p1.vfat"
+    part.write_bytes(data[efi.offset:efi.offset + vres.size])
+    done = subprocess.run(["fsck.vfat", "-n", str(part)], capture_output=True, text=True)
+    assert done.returncode == 0 and "files," in done.stdout.splitlines()[-1], done.stdout
 
 
 def test_reproducible(tmp_path: Path, vfat_image: tuple[Path, WriteResult]) -> None:
