@@ -106,7 +106,7 @@ class Listed:
     link: str | None
 
 
-_GNU_LINE = re.compile(r"^(\S{10})\S? (\d+)/(\d+) +(\d+|\d+,\s*\d+) (\S+ \S+) (.*)$")
+_GNU_LINE = re.compile(r"^(\S{10})\S? (\d+)/(\d+) +(\d+|\d+,\s*\d+) (\S+ \S+) +(.*)$")
 
 
 def gnu_tar_list(path: Path) -> list[Listed]:
@@ -119,7 +119,7 @@ def gnu_tar_list(path: Path) -> list[Listed]:
             .splitlines()]
 
 
-_BSD_LINE = re.compile(r"^(\S{10})\S? +\d+ (\d+) +(\d+) +(\d+|\d+,\s*\d+) (\S+ +\S+ +\S+) (.*)$")
+_BSD_LINE = re.compile(r"^(\S{10})\S? +\d+ (\d+) +(\d+) +(\d+|\d+,\s*\d+) (\S+ +\S+ +\S+) +(.*)$")
 
 
 def bsdtar_list(path: Path) -> list[Listed]:
@@ -163,15 +163,17 @@ def sfdisk_json(image: Path) -> dict[str, object]:
     return json.loads(done.stdout)["partitiontable"]  # type: ignore[no-any-return]
 
 
-def sfdisk_free(image: Path) -> list[tuple[int, int]]:
-    """(start sector, sectors) of each free region `sfdisk -F` reports."""
-    need("sfdisk")
-    done = subprocess.run(["sfdisk", "-F", str(image)], capture_output=True, text=True,
-                          env=dict(os.environ, LC_ALL="C"))
-    assert done.returncode == 0, done.stderr
-    rows = []
-    for line in done.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[0].isdigit() and fields[1].isdigit():
-            rows.append((int(fields[0]), int(fields[2])))
-    return rows
+def gpt_free(table: dict[str, object]) -> list[tuple[int, int]]:
+    """(first sector, sectors) of every gap between firstlba and lastlba that no partition of
+    `sfdisk --json` covers (sfdisk -F hides gaps smaller than its 1 MiB grain)."""
+    spans = sorted((int(p["start"]), int(p["size"]))  # type: ignore[index]
+                   for p in table["partitions"])  # type: ignore[attr-defined]
+    gaps, at = [], int(table["firstlba"])  # type: ignore[call-overload]
+    for start, size in spans:
+        if start > at:
+            gaps.append((at, start - at))
+        at = max(at, start + size)
+    last = int(table["lastlba"])  # type: ignore[call-overload]
+    if last + 1 > at:
+        gaps.append((at, last + 1 - at))
+    return gaps

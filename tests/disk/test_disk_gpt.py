@@ -17,7 +17,6 @@ from composer.disk.assemble import (
     DiskPlan,
     RawBlobSpec,
     TableType,
-    derive_guid,
     plan_disk,
     write_disk,
 )
@@ -59,8 +58,10 @@ def test_plan_places_aligned_and_derives_guids() -> None:
         ("rootfs-b", 3, 25 * MIB, 16 * MIB), ("data", 4, 41 * MIB, 4 * MIB)]
     # auto size: last end (45 MiB) + 33 backup sectors, rounded up to 1 MiB
     assert plan.disk_size == 46 * MIB
-    assert plan.disk_guid == uuid.uuid5(derive_guid.__defaults__[0], "demo/disk")  # type: ignore
-    assert plan.partitions[0].uuid == derive_guid("demo", "partition/efi")
+    # written out, not derive_guid: uuid5 of "<seed>/<purpose>" in the disk module's namespace
+    disk_ns = uuid.uuid5(uuid.NAMESPACE_URL, "composer:disk")
+    assert plan.disk_guid == uuid.uuid5(disk_ns, "demo/disk")
+    assert plan.partitions[0].uuid == uuid.uuid5(disk_ns, "demo/partition/efi")
     assert plan.partitions[3].uuid == PINNED
     assert plan.free == ((17 * KIB, MIB - 17 * KIB), (45 * MIB, MIB - 33 * 512))
     other = plan_disk("gpt", specs(), seed="other")
