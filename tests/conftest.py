@@ -23,7 +23,7 @@ ENVIRONMENT_FACTS = {
     "no-loop-devices": "no loop devices or loop partition nodes (a container without /dev/loop*)",
     "no-holes": "the host file system of the temporary folder does not report holes",
     "no-acls": "the host file system of the temporary folder does not take POSIX ACLs",
-    "uid-cannot-read": "an unprivileged uid cannot read the checkout or the Python install",
+    "uid-cannot-read": "an unprivileged uid cannot read the checkout or the Python installation",
 }
 
 
