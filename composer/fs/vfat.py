@@ -38,6 +38,7 @@ mapped too). Free clusters are holes.
 from __future__ import annotations
 
 import calendar
+import logging
 import math
 import re
 import struct
@@ -61,6 +62,8 @@ from composer.fs.base import (
 )
 from composer.tree import Content, Entry, Kind, parent, sorted_entries
 from composer.units import align_up
+
+log = logging.getLogger(__name__)
 
 SECTOR = 512
 MIB = 1 << 20
@@ -270,6 +273,8 @@ class VfatWriter(FsWriter):
               progress: Progress = no_progress) -> WriteResult:
         size = self.resolve_size(req)
         geo = self._geometry_or_raise(req, size)
+        log.debug("%s: FAT%d, %d clusters of %d bytes, %d sectors per FAT", req.name, geo.fat,
+                  geo.clusters, geo.cluster_size, geo.fat_sectors)
         out.touch(exist_ok=False)  # mkfs opens with "rb+": the file must exist
         _mkfs(out, size, req)
         _fix_label_entry(out, geo, req)
