@@ -20,7 +20,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # them few; greengrass is the long one: about 1,000 mutants)
 GROUPS='
 greengrass|composer/rules/greengrass.py|tests/test_pinned_rules.py tests/test_recheck_greengrass.py tests/test_greengrass_field.py
-tlog|composer/rules/tlog.py|tests/test_units.py tests/test_yaml_cut.py tests/test_greengrass_field.py::test_tlog_read_as_the_nucleus_reads_it
+tlog|composer/rules/tlog.py|tests/test_tlog_strict.py tests/test_units.py tests/test_yaml_cut.py tests/test_greengrass_field.py::test_tlog_read_as_the_nucleus_reads_it
 tree|composer/tree.py|tests/test_pinned_sources.py tests/test_units.py
 archive|composer/sources/archive.py|tests/test_pinned_sources.py tests/test_sources_archives.py tests/test_errors.py
 ext4csum|composer/fs/ext4/csum.py|tests/fs/test_ext4.py::test_crc_matches_mke2fs tests/fs/test_ext4.py::test_superblock_facts tests/fs/test_ext4.py::test_kitchen_sink_is_clean_and_reads_back
