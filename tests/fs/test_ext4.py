@@ -23,7 +23,7 @@ from composer.fs.ext4 import Ext4Writer
 from composer.fs.ext4.csum import crc, fs_seed
 from composer.fs.ext4.dirhash import dx_hash
 from composer.tree import Content, Entry, Kind
-from tests.flashkit import mapped_blocks, used_blocks
+from tests.flashkit import fs_block_size, mapped_blocks, used_blocks
 
 if TYPE_CHECKING:
     from tests.fs.conftest import Ext4Harness
@@ -124,7 +124,7 @@ def kitchen_sink() -> list[Entry]:
 
 def test_registered() -> None:
     assert base.writers()["ext4"] is Ext4Writer
-    assert set(Ext4Writer.options) == {"inodes", "reserved", "journal", "headroom"}
+    assert set(Ext4Writer.options) == {"inodes", "reserved", "journal", "headroom", "block_size"}
 
 
 def test_kitchen_sink_is_clean_and_reads_back(ext4: Ext4Harness) -> None:
@@ -147,8 +147,12 @@ def test_kitchen_sink_mounted(ext4: Ext4Harness) -> None:
     ext4.assert_mounted_tree(built.path, entries)
 
 
-def test_superblock_facts(ext4: Ext4Harness) -> None:
-    built = ext4.build([d("/"), f("/a", b"a")], label="my-label")
+@pytest.mark.parametrize("size, block_size, journal", [
+    (64 * MIB, 1024, "4096k"),  # mke2fs's "small" type: 1 KiB blocks, 4096 journal blocks
+    (600 * MIB, 4096, "16M"),
+])
+def test_superblock_facts(ext4: Ext4Harness, size: int, block_size: int, journal: str) -> None:
+    built = ext4.build([d("/"), f("/a", b"a")], label="my-label", size=size)
     out = subprocess.run(["dumpe2fs", "-h", str(built.path)], capture_output=True,
                          text=True).stdout
     features = set(re.search(r"Filesystem features:\s+(.*)", out).group(1).split())
@@ -158,8 +162,9 @@ def test_superblock_facts(ext4: Ext4Harness) -> None:
     assert "signed_directory_hash" in out
     assert re.search(r"Filesystem volume name:\s+my-label", out)
     assert re.search(rf"Filesystem UUID:\s+{EXT4_UUID}", out)
-    assert re.search(r"Inode size:\s+256", out) and re.search(r"Block size:\s+4096", out)
-    assert re.search(r"Total journal size:\s+4096k", out)
+    assert re.search(r"Inode size:\s+256", out)
+    assert re.search(rf"Block size:\s+{block_size}$", out, re.M)
+    assert re.search(rf"Total journal size:\s+{journal}$", out, re.M)
     for field in ("Filesystem created", "Last write time", "Last checked"):
         assert re.search(rf"{field}:\s+Tue Nov 14 22:13:20 2023", out), field
     hash_seed = re.search(r"Directory Hash Seed:\s+(\S+)", out).group(1)
@@ -250,7 +255,7 @@ def test_sparse_output_and_block_map(ext4: Ext4Harness) -> None:
     ext4.assert_tree(out, entries)
     assert res.size == out.stat().st_size == 64 * MIB
     # the map is exactly the blocks dumpe2fs reads as in use from the bitmaps
-    assert mapped_blocks(res.extents) == used_blocks(out)
+    assert mapped_blocks(res.extents, fs_block_size(out)) == used_blocks(out)
     assert sum(seen) < 2 * MIB  # progress counts bytes written: metadata + non-zero data
     assert out.stat().st_blocks * 512 < 4 * MIB  # the zero MiBs were not written
     # everything outside the reported extents reads as zero
@@ -375,7 +380,7 @@ def test_errors(ext4: Ext4Harness, case: str, kw: dict[str, object], pattern: st
 
 def test_htree_10000_files(ext4: Ext4Harness) -> None:
     entries = [d("/"), d("/big")] + [f(f"/big/entry-{i:06d}.conf", b"") for i in range(10000)]
-    built = ext4.build(entries)
+    built = ext4.build(entries, options={"block_size": 4096})
     ext4.fsck(built.path)
     out = ext4.debugfs(built.path, [b"htree /big", b"ls -p /big"])
     assert "Indirect levels: 0" in out[0][1].decode()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from composer.tree import Content, Entry, Kind
+from tests.flashkit import fs_block_size
 
 if TYPE_CHECKING:
     from tests.fs.conftest import Ext4Harness
@@ -191,7 +192,7 @@ def test_offline_resize2fs_grow(ext4: Ext4Harness, grown: int) -> None:
     proc = _run("resize2fs", str(built.path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     blocks, _, _ = _free_and_reserved(built.path)
-    assert blocks == grown // 4096
+    assert blocks == grown // fs_block_size(built.path)
     ext4.fsck(built.path)
     ext4.assert_tree(built.path, entries)
     built.path.unlink()
