@@ -234,3 +234,140 @@ def test_online_grow_of_a_mounted_image(ext4: Ext4Harness, grown: int) -> None:
     for path in ("/etc/f19", "/many/entry-02999"):
         assert got[path].data == want[path].data
     built.path.unlink()
+
+
+# ----------------------------------------------------- point 6: mke2fs size types, block size
+
+
+def _header(img: Path) -> dict[str, str]:
+    out = _run("dumpe2fs", "-h", str(img)).stdout
+    fields = dict(re.findall(r"^([A-Za-z][^:\n]*):\s+(.*)$", out, re.M))
+    keep = ("Block size", "Block count", "Inode count", "Inodes per group", "Inode size",
+            "Reserved block count", "First block", "Blocks per group", "Flex block group size")
+    head = {k: fields.get(k, "") for k in keep}
+    head["journal"] = fields.get("Total journal size", "none")
+    head["features"] = " ".join(sorted(fields.get("Filesystem features", "").split()))
+    return head
+
+
+def _mke2fs(img: Path, size: int, *extra: str) -> Path:
+    img.unlink(missing_ok=True)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^resize_inode", *extra, str(img),
+                    f"{size // 1024}k"], check=True, capture_output=True)
+    return img
+
+
+SMALL_TREE = [d("/"), d("/etc"), f("/etc/hostname", b"device\n"),
+              f("/etc/blob", bytes(range(256)) * 700), f("/zeros", bytes(5000))]
+
+
+@pytest.mark.parametrize("size", [1 * MIB, 2 * MIB, 4 * MIB, 64 * MIB, 700 * MIB])
+def test_defaults_follow_mke2fs_size_types(ext4: Ext4Harness, size: int) -> None:
+    """1-4 MiB partitions failed with the default journal; composer had one inode ratio.
+    Defaults now match `mke2fs -t ext4 -O ^resize_inode` of the same size: block size, inode
+    count, reserved blocks, journal (none below 2048 blocks), and where the tables go."""
+    built = ext4.build(SMALL_TREE, size=size)
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, SMALL_TREE)
+    ref = _mke2fs(ext4.workdir / "mke2fs-type.img", size)
+    ours, theirs = _header(built.path), _header(ref)
+    assert ours == theirs
+    assert ours["Block size"] == ("1024" if size < 512 * MIB else "4096")
+    assert (ours["journal"] == "none") == (size < 2 * MIB)
+    assert _group_tables(built.path) == _group_tables(ref)
+    ref.unlink()
+    built.path.unlink()
+
+
+@pytest.mark.parametrize("block_size", [1024, 2048, 4096])
+def test_block_size_option_matches_mke2fs_b(ext4: Ext4Harness, block_size: int) -> None:
+    size = 300 * MIB
+    built = ext4.build(SMALL_TREE, size=size, options={"block_size": block_size})
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, SMALL_TREE)
+    ref = _mke2fs(ext4.workdir / "mke2fs-b.img", size, "-b", str(block_size))
+    assert _header(built.path) == _header(ref)
+    assert _group_tables(built.path) == _group_tables(ref)
+    ref.unlink()
+    built.path.unlink()
+
+
+def test_auto_size_picks_the_block_size_of_its_size_type(ext4: Ext4Harness) -> None:
+    """size: auto decides the size type from the size the image comes out at, as mke2fs
+    would for that size; building again at the resolved size gives the same bytes."""
+    built = ext4.build(SMALL_TREE)
+    head = _header(built.path)
+    assert built.result.size < 3 * MIB and head["Block size"] == "1024"
+    assert int(head["Inode count"]) == built.result.size // 8192  # floppy: one per 8 KiB
+    fresh = ext4.build(SMALL_TREE, size=built.result.size)  # a new writer plans it afresh
+    assert fresh.path.read_bytes() == built.path.read_bytes()
+    big = [d("/"), f("/big", b"\x01" * (600 * MIB))]
+    built_big = ext4.build(big, options={"headroom": 0})
+    assert _header(built_big.path)["Block size"] == "4096"
+    ext4.fsck(built_big.path)
+    built_big.path.unlink()
+
+
+def test_kernel_reads_a_1k_block_image_byte_exact(ext4: Ext4Harness) -> None:
+    from tests.fs.test_ext4 import kitchen_sink
+
+    # without the 4095-byte symlink target and the 3 KiB of xattrs that need 4 KiB blocks
+    # (with them the default falls back to 4 KiB blocks: a 1 KiB block cannot hold them)
+    entries = [e for e in kitchen_sink() if e.path not in ("/home/user/longest", "/etc/xattrs")]
+    built = ext4.build(entries, size=64 * MIB)
+    assert _header(built.path)["Block size"] == "1024"
+    ext4.fsck(built.path)
+    ext4.assert_tree(built.path, entries)
+    whole = ext4.build(kitchen_sink(), size=64 * MIB)  # default falls back to 4 KiB blocks
+    assert _header(whole.path)["Block size"] == "4096"
+    ext4.fsck(whole.path)
+    reason = ext4.can_mount()
+    if reason:
+        pytest.skip(reason)
+    ext4.assert_mounted_tree(built.path, entries)
+
+
+@pytest.mark.parametrize("block_size", [1024, 2048])
+def test_small_blocks_flashed_onto_used_storage(ext4: Ext4Harness, tmp_path: Path,
+                                                block_size: int) -> None:
+    """bmaptool and simg2img onto a device full of 0xAA: every allocated block of a 1 or
+    2 KiB-block image is in the 4 KiB-block .bmap/.simg, so no file reads stale bytes."""
+    from composer.outputs.bmap import write_bmap
+    from composer.outputs.simg import write_simg
+    from tests.flashkit import Tool, flash, flash_reason
+
+    entries = [d("/"), d("/d"), f("/zeros", bytes(3 * 4096 + 1024)),
+               f("/d/mixed", b"m" * 1500 + bytes(9000) + b"n" * 700)] + \
+        [f(f"/d/f{i:03d}", bytes([i % 7]) * (i * 97)) for i in range(120)]
+    built = ext4.build(entries, size=8 * MIB, options={"block_size": block_size})
+    assert _header(built.path)["Block size"] == str(block_size)
+    write_bmap(built.path, built.result, built.path.with_suffix(".bmap"))
+    write_simg(built.path, built.result, built.path.with_suffix(".simg"))
+    reason = flash_reason()
+    if reason:
+        pytest.skip(reason)
+    for tool in Tool:
+        device = flash(tool, built.path, built.result.size, tmp_path / f"device-{tool}")
+        ext4.fsck(device)
+        ext4.assert_tree(device, entries)
+        device.unlink()
+
+
+def test_too_small_names_what_would_fit(ext4: Ext4Harness) -> None:
+    entries = [d("/"), f("/payload", b"\x07" * (2 * MIB + 300_000))]
+    errors = ext4.writer.check(ext4.request(entries, size=3 * MIB))
+    assert len(errors) == 1, errors
+    assert "needs at least" in errors[0].message and "1024-byte blocks" in errors[0].message
+    assert errors[0].hint is not None and "journal: none" in errors[0].hint
+    built = ext4.build(entries, size=3 * MIB, options={"journal": "none"})
+    ext4.fsck(built.path)
+    # many small files: 4 KiB blocks waste most of each block, 1 KiB blocks fit them
+    small_files = [d("/"), d("/s")] + [f(f"/s/{i:04d}", b"%d" % i * 30) for i in range(3000)]
+    errors = ext4.writer.check(ext4.request(small_files, size=8 * MIB,
+                                            options={"block_size": 4096}))
+    assert len(errors) == 1 and errors[0].hint is not None
+    assert "block_size: 1024" in errors[0].hint
+    built = ext4.build(small_files, size=8 * MIB, options={"block_size": 1024})
+    ext4.fsck(built.path)
+    errors = ext4.writer.check(ext4.request(entries, options={"block_size": 1000}))
+    assert len(errors) == 1 and "1024, 2048 or 4096" in (errors[0].hint or "")
