@@ -371,3 +371,31 @@ def test_too_small_names_what_would_fit(ext4: Ext4Harness) -> None:
     ext4.fsck(built.path)
     errors = ext4.writer.check(ext4.request(entries, options={"block_size": 1000}))
     assert len(errors) == 1 and "1024, 2048 or 4096" in (errors[0].hint or "")
+
+
+def test_block_size_layout_key(ext4: Ext4Harness, tmp_path: Path) -> None:
+    """`block_size` in the layout: used by ext4, refused with a hint when not 1/2/4 KiB, and
+    unknown to vfat."""
+    from tests.conftest import compose
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "hello").write_bytes(b"hello\n")
+
+    def layout(extra: str) -> str:
+        return ("version: 1\nname: bs\nepoch: 1700000000\nsources: {s: src}\npartitions:\n"
+                f"  - {{name: root, fs: ext4, mount: /, size: 600MiB, block_size: 2048}}\n"
+                f"{extra}files:\n  - {{from: \"s:/\", to: /}}\n")
+
+    (tmp_path / "ok.yaml").write_text(layout(""))
+    done = compose("build", "ok.yaml", "-o", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    img = tmp_path / "out" / "root.img"
+    assert _header(img)["Block size"] == "2048"  # 600 MiB alone would give 4096
+    ext4.fsck(img)
+    bad = layout("  - {name: boot, fs: vfat, mount: /boot, size: 8MiB, block_size: 1024}\n")
+    (tmp_path / "bad.yaml").write_text(bad.replace("block_size: 2048", "block_size: 1000"))
+    done = compose("build", "bad.yaml", "-o", "out2", cwd=tmp_path)
+    assert done.returncode == 1 and not (tmp_path / "out2").exists()
+    assert "partitions[0].block_size: 1000 is not one of 1024, 2048, 4096" in done.stderr
+    assert "hint: block size in bytes" in done.stderr
+    assert "partitions[1].block_size: unknown key 'block_size'" in done.stderr
