@@ -55,14 +55,16 @@ def _dx_counts(ext4: Ext4Harness, img: Path, directory: bytes) -> list[tuple[int
     return list(zip(counts, limits, strict=True))
 
 
-def test_tune2fs_new_uuid_keeps_a_two_level_htree_valid(ext4: Ext4Harness) -> None:
+@pytest.mark.parametrize("block_size", [1024, 4096])
+def test_tune2fs_new_uuid_keeps_a_two_level_htree_valid(ext4: Ext4Harness,
+                                                        block_size: int) -> None:
     """Index blocks written full (count == limit) are left with stale checksums by
     `tune2fs -U` (it wants `e2fsck -D` for them), and the kernel then fails the directory
     with EBADMSG. Every index block must keep a free slot."""
     n = 60000
     names = [f"a-rather-long-file-name-to-fill-leaves-{i:07d}" for i in range(n)]
     entries = [d("/"), d("/d")] + [f(f"/d/{name}", b"") for name in names]
-    built = ext4.build(entries)
+    built = ext4.build(entries, options={"block_size": block_size})
     body = ext4.debugfs(built.path, [b"htree /d"])[0][1].decode()
     assert "Indirect levels: 1" in body
     counts = _dx_counts(ext4, built.path, b"/d")
