@@ -540,7 +540,8 @@ class _Checker:
         else:
             value = self.uuid(node, path)
         if spec.choices and value is not None and value not in spec.choices:
-            self.fail(node, path, f"{value!r} is not one of {', '.join(map(str, spec.choices))}")
+            self.fail(node, path, f"{value!r} is not one of {', '.join(map(str, spec.choices))}",
+                      f"{spec.help}")
         return value
 
     def greengrass(self, node: Node) -> Greengrass | None:
