@@ -145,15 +145,12 @@ SETTINGS: tuple[Setting, ...] = (
             "size; even at 0 an `auto` size keeps free blocks above the `reserved` ones and the "
             "kernel's own reserve (2 %, at most 4096 blocks) plus 16, so the mounted image stays "
             "writable", default="10", example="20", option=OptionType.PERCENT),
-    Setting(_S.EXT4, "block_size", "integer", "file-system block size in bytes, 1024, 2048 or "
-            "4096. mke2fs's size types come from /etc/mke2fs.conf; 4096 is also taken when the "
-            "content needs it (a symlink target or xattrs longer than a 1 KiB block holds). For "
-            "`size: auto` the type is that of the size the image comes out at: planned with 4 KiB "
-            "blocks, and when that is below 512 MiB planned again with 1 KiB blocks; should that "
-            "come to 512 MiB or more, the image is 512 MiB with 4 KiB blocks, so a build at the "
-            "resolved size gives the same bytes",
-            default="as mke2fs: 1024 below 512 MiB, else 4096", example="4096",
-            option=OptionType.INT, choices=(1024, 2048, 4096)),
+    Setting(_S.EXT4, "block_size", "integer", "file-system block size in bytes: 1024, 2048 or "
+            "4096",
+            default="as mke2fs for the size type (/etc/mke2fs.conf): 1024 below 512 MiB, else "
+            "4096; 4096 also when the content needs it (a symlink target or xattrs longer than a "
+            "1 KiB block holds); for `size: auto`, the type of the size the image comes out at",
+            example="4096", option=OptionType.INT, choices=(1024, 2048, 4096)),
     Setting(_S.VFAT, "fat", "integer", "FAT type; a size pyfatfs cannot format with it is an "
             "error", default="12 below 4.1 MiB, 32 from 512 MiB, else 16", example="32",
             option=OptionType.INT, choices=(12, 16, 32)),

@@ -175,8 +175,8 @@ def _online_resize_reason(ext4: Ext4Harness) -> str | None:
     status = Path("/proc/self/status").read_text()
     m = re.search(r"^CapEff:\s*([0-9a-f]+)$", status, re.M)
     if not m or not int(m.group(1), 16) >> CAP_SYS_RESOURCE & 1:
-        return "online resize (EXT4_IOC_RESIZE_FS) needs CAP_SYS_RESOURCE, which this " \
-               "process lacks"
+        return "environment fact [no-cap-sys-resource]: online resize (EXT4_IOC_RESIZE_FS) " \
+               "needs CAP_SYS_RESOURCE, which this process lacks"
     return None
 
 
@@ -399,5 +399,5 @@ def test_block_size_layout_key(ext4: Ext4Harness, tmp_path: Path) -> None:
     done = compose("build", "bad.yaml", "-o", "out2", cwd=tmp_path)
     assert done.returncode == 1 and not (tmp_path / "out2").exists()
     assert "partitions[0].block_size: 1000 is not one of 1024, 2048, 4096" in done.stderr
-    assert "hint: block size in bytes" in done.stderr
+    assert "hint: file-system block size in bytes: 1024, 2048 or 4096" in done.stderr
     assert "partitions[1].block_size: unknown key 'block_size'" in done.stderr
