@@ -44,17 +44,11 @@ LABEL_MAX = 16  # s_volume_name
 class Ext4Writer(FsWriter):
     fs = "ext4"
     options = {
-        "inodes": OptionSpec(OptionType.INT, "number of inodes (default: mke2fs's for the "
-                             "size type, at least the entries plus headroom)"),
-        "reserved": OptionSpec(OptionType.PERCENT, "blocks reserved for root, in percent "
-                               "(default 5)"),
-        "journal": OptionSpec(OptionType.SIZE_OR_NONE, "journal size, or none (default: "
-                              "mke2fs's size for the file system size)"),
-        "headroom": OptionSpec(OptionType.PERCENT, "free space added to an auto-sized image, "
-                               "in percent of the used blocks (default 10)"),
-        "block_size": OptionSpec(OptionType.INT, "block size in bytes (default: mke2fs's for "
-                                 "the size type: 1024 below 512 MiB, else 4096)",
-                                 choices=BLOCK_SIZES),
+        "inodes": OptionSpec(OptionType.INT),
+        "reserved": OptionSpec(OptionType.PERCENT),
+        "journal": OptionSpec(OptionType.SIZE_OR_NONE),
+        "headroom": OptionSpec(OptionType.PERCENT),
+        "block_size": OptionSpec(OptionType.INT, choices=BLOCK_SIZES),
     }
 
     def __init__(self) -> None:
