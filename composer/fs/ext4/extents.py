@@ -74,14 +74,15 @@ def tree_block_count(n_extents: int, block_size: int) -> int:
     return total
 
 
-def _header(entries: int, maximum: int, depth: int) -> bytes:
-    return EXTENT_HEADER.pack(eh_magic=EXTENT_MAGIC, eh_entries=entries, eh_max=maximum,
-                              eh_depth=depth)
-
-
-# extents and index entries are packed per entry: the compiled structs, every field in order
+# headers, extents and index entries are packed per file and per entry: compiled once, with
+# every field but eh_generation and ei_unused (zero), in declaration order
+_HEADER = EXTENT_HEADER.packer("eh_magic", "eh_entries", "eh_max", "eh_depth")
 _EXTENT = EXTENT.packer("ee_block", "ee_len", "ee_start_hi", "ee_start_lo")
 _INDEX = EXTENT_INDEX.packer("ei_block", "ei_leaf_lo", "ei_leaf_hi")
+
+
+def _header(entries: int, maximum: int, depth: int) -> bytes:
+    return _HEADER.pack(EXTENT_MAGIC, entries, maximum, depth)
 
 
 def _leaf_entry(e: Extent) -> bytes:
