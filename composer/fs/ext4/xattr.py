@@ -28,8 +28,18 @@ IBODY_SPACE = INODE_SIZE - GOOD_OLD_INODE_SIZE - EXTRA_ISIZE - XATTR_IBODY_HEADE
 IBODY_OFFSET = INODE.offset("ibody_xattrs")  # 0xA0: GOOD_OLD_INODE_SIZE + EXTRA_ISIZE
 if IBODY_OFFSET != GOOD_OLD_INODE_SIZE + EXTRA_ISIZE:
     raise ValueError("the INODE declaration disagrees with i_extra_isize")
+# packed per inode or per entry: compiled once for the fields composer sets (the rest are zero)
 _ENTRY = XATTR_ENTRY.packer("e_name_len", "e_name_index", "e_value_offs", "e_value_size",
                             "e_hash")
+_IBODY_HEADER = XATTR_IBODY_HEADER.packer("h_magic")
+_BLOCK_HEADER = XATTR_BLOCK_HEADER.packer("h_magic", "h_refcount", "h_blocks", "h_hash")
+_ACL_HEADER = EXT4_ACL_HEADER.packer("a_version")
+_ACL_ENTRY = EXT4_ACL_ENTRY.packer("e_tag", "e_perm", "e_id")
+_ACL_ENTRY_SHORT = EXT4_ACL_ENTRY_SHORT.packer("e_tag", "e_perm")
+# the xattr form, read per entry (every field: compiled as declared)
+_ACL_XATTR_HEADER = acl.ACL_HEADER.packer("a_version")
+_ACL_XATTR_ENTRY = acl.ACL_ENTRY.packer("e_tag", "e_perm", "e_id")
+_ACL_ID_TAGS = (acl.USER, acl.GROUP)
 
 # Exact names first (the ACLs are stored with an empty name), then prefixes. Other system.*
 # names have no kernel handler (system.data is the inline-data marker), so they are refused.
@@ -71,19 +81,19 @@ class Xattr:
 
 def acl_to_disk(value: bytes) -> bytes:
     """Convert a POSIX ACL from the xattr form (v2, 8-byte entries) to the ext4 form (v1)."""
-    if len(value) < acl.ACL_HEADER.size or (len(value) - acl.ACL_HEADER.size) % acl.ACL_ENTRY.size:
+    first, step = _ACL_XATTR_HEADER.size, _ACL_XATTR_ENTRY.size
+    if len(value) < first or (len(value) - first) % step:
         raise XattrError("is not a POSIX ACL (bad length)")
-    version = acl.ACL_HEADER.unpack(value)["a_version"]
+    (version,) = _ACL_XATTR_HEADER.unpack_from(value)
     if version != acl.XATTR_VERSION:
         raise XattrError(f"is not a POSIX ACL (version {version}, expected {acl.XATTR_VERSION})")
-    out = bytearray(EXT4_ACL_HEADER.pack(a_version=_ACL_EXT4_VERSION))
-    for off in range(acl.ACL_HEADER.size, len(value), acl.ACL_ENTRY.size):
-        entry = acl.ACL_ENTRY.unpack(value, off)
-        tag, perm = entry["e_tag"], entry["e_perm"]
+    out = bytearray(_ACL_HEADER.pack(_ACL_EXT4_VERSION))
+    for off in range(first, len(value), step):
+        tag, perm, ident = _ACL_XATTR_ENTRY.unpack_from(value, off)
         if tag in _ACL_SHORT_TAGS:
-            out += EXT4_ACL_ENTRY_SHORT.pack(e_tag=tag, e_perm=perm)
-        elif tag in (acl.USER, acl.GROUP):
-            out += EXT4_ACL_ENTRY.pack(e_tag=tag, e_perm=perm, e_id=entry["e_id"])
+            out += _ACL_ENTRY_SHORT.pack(tag, perm)
+        elif tag in _ACL_ID_TAGS:
+            out += _ACL_ENTRY.pack(tag, perm, ident)
         else:
             raise XattrError(f"is not a POSIX ACL (unknown tag {tag:#x})")
     return bytes(out)
@@ -170,7 +180,7 @@ def ibody_area(xattrs: tuple[Xattr, ...]) -> bytes:
     area = bytearray(INODE_SIZE - IBODY_OFFSET)
     if not xattrs:
         return bytes(area)
-    XATTR_IBODY_HEADER.pack_into(area, 0, h_magic=XATTR_MAGIC)
+    _IBODY_HEADER.pack_into(area, 0, XATTR_MAGIC)
     # e_hash 0 in the inode body: what both the kernel and e2fsprogs write
     first = XATTR_IBODY_HEADER.size
     _pack_entries(xattrs, area, first, len(area), first, with_hash=False)
@@ -188,7 +198,7 @@ def xattr_block(xattrs: tuple[Xattr, ...], block_nr: int, csum_seed: int,
             h = 0
             break
         h = ((h << 16) ^ (h >> 16) ^ eh) & _M
-    XATTR_BLOCK_HEADER.pack_into(blk, 0, h_magic=XATTR_MAGIC, h_refcount=1, h_blocks=1, h_hash=h)
+    _BLOCK_HEADER.pack_into(blk, 0, XATTR_MAGIC, 1, 1, h)  # refcount 1, one block
     # the checksum is keyed by the physical block number, not by the inode (§3); it covers
     # the whole block with a zero h_checksum
     c = crc(crc(csum_seed, block_nr.to_bytes(8, "little")), blk)
