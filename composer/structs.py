@@ -8,9 +8,11 @@ A declaration is what the public source shows as a table, in its order, with its
 The size the source gives is checked when the module is imported (a real error, not an assert
 that `python -O` drops), so a mistyped format fails every test instead of writing bad tables.
 `pack(**fields)` and `unpack(data)` serve writers and readers with the same declaration;
-fields left out of `pack` are zero (reserved fields, and the checksums patched in afterwards at
-`offset(name)`). Hot loops use `pack_values(*values)`, the compiled `struct.Struct.pack` in
-field order, and build no mapping per call.
+fields left out of `pack` are zero (reserved fields, and the checksums `patch`ed in
+afterwards). Hot loops use `pack_values(*values)`, the compiled `struct.Struct.pack` in
+field order, or `packer(*names)`: a `struct.Struct` compiled once for the named fields alone
+(zero bytes over the others), so a loop sets a few fields of a big structure by name at the
+cost of one `pack_into` and builds no mapping per call.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Struct:
     compiled: struct.Struct = field(init=False, repr=False, compare=False)
     _offsets: Mapping[str, int] = field(init=False, repr=False, compare=False)
     _zeros: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+    _one_field: Mapping[str, tuple[int, struct.Struct]] = field(init=False, repr=False,
+                                                                compare=False)
 
     def __post_init__(self) -> None:
         if self.byte_order not in ("<", ">"):
@@ -52,6 +56,9 @@ class Struct:
             at += struct.calcsize(self.byte_order + fmt)
         object.__setattr__(self, "compiled", compiled)
         object.__setattr__(self, "_offsets", offsets)
+        object.__setattr__(self, "_one_field", {
+            name: (offsets[name], struct.Struct(self.byte_order + fmt))
+            for name, fmt in self.fields})
         object.__setattr__(self, "_zeros", tuple(_ZERO_BY_KIND.get(fmt[-1], 0)
                                                  for _, fmt in self.fields))
 
@@ -65,6 +72,24 @@ class Struct:
     def pack_values(self, *values: Any) -> bytes:
         """The bytes for every field's value in declaration order (for hot loops)."""
         return self.compiled.pack(*values)
+
+    def patch(self, buffer: bytearray | memoryview, offset: int, name: str, value: Any) -> None:
+        """Write one field of the structure that starts at `offset` of `buffer`, and nothing
+        else (a checksum, computed over the bytes packed before it)."""
+        at, one = self._one_field[name]
+        one.pack_into(buffer, offset + at, value)
+
+    def packer(self, *names: str) -> struct.Struct:
+        """The structure compiled for `names` (in declaration order) with pad bytes, which pack
+        as zeros, over every other field: `.pack_into(buffer, offset, *values_of_names)`."""
+        unknown = set(names) - self._offsets.keys()
+        if unknown:
+            raise TypeError(f"{self.name} has no field {', '.join(sorted(unknown))}")
+        wanted = set(names)
+        if tuple(name for name, _ in self.fields if name in wanted) != names:
+            raise ValueError(f"{self.name}: name the fields once each, in declaration order")
+        return struct.Struct(self.byte_order + "".join(
+            fmt if name in wanted else f"{self.field_size(name)}x" for name, fmt in self.fields))
 
     def unpack(self, data: bytes | bytearray | memoryview, offset: int = 0) -> dict[str, Any]:
         """The named field values at `offset` of `data`."""

@@ -58,6 +58,27 @@ def test_pack_names_fields_and_zeroes_the_rest() -> None:
         layout.pack(nn=1)
 
 
+def test_packer_sets_named_fields_and_zeroes_the_rest() -> None:
+    layout = Struct("t", "spec", 12, "<", (("magic", "4s"), ("reserved", "I"), ("n", "I")))
+    buf = bytearray(b"\xff" * 14)
+    layout.packer("magic", "n").pack_into(buf, 1, b"ABCD", 7)
+    assert buf == b"\xff" + layout.pack(magic=b"ABCD", n=7) + b"\xff"
+    assert layout.packer("n").pack(9) == layout.pack(n=9)
+    with pytest.raises(ValueError, match="declaration order"):
+        layout.packer("n", "magic")
+    with pytest.raises(ValueError, match="declaration order"):
+        layout.packer("n", "n")
+    with pytest.raises(TypeError, match="no field nn"):
+        layout.packer("nn")
+
+
+def test_patch_writes_one_field_only() -> None:
+    layout = Struct("t", "spec", 12, ">", (("magic", "4s"), ("reserved", "I"), ("n", "I")))
+    buf = bytearray(b"\xff" * 14)
+    layout.patch(buf, 1, "n", 0x01020304)
+    assert buf == b"\xff" * 9 + b"\x01\x02\x03\x04" + b"\xff"
+
+
 def test_every_declaration_names_its_source() -> None:
     declared = _declared()
     names = {name.rsplit(".", 1)[1] for name, _ in declared}

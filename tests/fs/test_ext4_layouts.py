@@ -56,7 +56,8 @@ def _composer_image(harness: Ext4Harness) -> Path:
     entries.append(Entry("/data", Kind.FILE, 0o644, 0, 0, t,
                          content=Content.of_bytes(bytes(range(256)) * 64),
                          xattrs=(("user.big", b"v" * 300),)))
-    built = harness.build(entries, size=64 << 20, label="layouts")
+    # 64 MiB would get 1 KiB blocks (mke2fs's "small" type): the readers here assume BS
+    built = harness.build(entries, size=64 << 20, label="layouts", options={"block_size": BS})
     harness.fsck(built.path)
     return built.path
 

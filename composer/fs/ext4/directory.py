@@ -7,7 +7,6 @@ than the root can index) the interior nodes, like e2fsck's rehash lays them out.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,8 +18,21 @@ from composer.fs.ext4.constants import (
 )
 from composer.fs.ext4.csum import crc
 from composer.fs.ext4.dirhash import dx_hash
+from composer.fs.ext4.layouts import (
+    DIR_ENTRY,
+    DIR_TAIL,
+    DX_ENTRY,
+    DX_NODE,
+    DX_ROOT,
+    DX_TAIL,
+)
+from composer.structs import Struct
 
-_DIRENT = struct.Struct("<IHBB")
+_DIRENT = DIR_ENTRY.packer("inode", "rec_len", "name_len", "file_type")
+# the tail ends every leaf block: an unused entry of 12 bytes, "file type" 0xDE, the checksum
+_TAIL = DIR_TAIL.packer("det_rec_len", "det_reserved_ft", "det_checksum")
+_DX_ENTRY = DX_ENTRY.packer("hash", "block")
+_NAME_AT = DIR_ENTRY.size  # the name follows the fixed part
 # Index blocks are never written full (count == limit): tune2fs, which rewrites every checksum
 # when it changes the UUID, takes a full index block for one without room for its dx_tail and
 # leaves it to `e2fsck -D` (stale checksum, EBADMSG from the kernel). One free slot, as the
@@ -28,11 +40,13 @@ _DIRENT = struct.Struct("<IHBB")
 
 
 def dx_root_limit(block_size: int) -> int:
-    return (block_size - 32 - 8) // 8  # after ".", "..", dx_root_info; 8-byte dx_tail: 507
+    # dx_entries from the count/limit pair (after ".", ".." and dx_root_info) up to the dx_tail
+    return (block_size - DX_ROOT.offset("limit") - DX_TAIL.size) // DX_ENTRY.size  # 507
 
 
 def dx_node_limit(block_size: int) -> int:
-    return (block_size - 8 - 8) // 8  # after the fake dirent; 8-byte dx_tail: 510
+    # dx_entries from the count/limit pair (after the fake dirent) up to the dx_tail
+    return (block_size - DX_NODE.offset("limit") - DX_TAIL.size) // DX_ENTRY.size  # 510
 
 
 def dx_root_fill(block_size: int) -> int:
@@ -41,7 +55,7 @@ def dx_root_fill(block_size: int) -> int:
 
 def dx_node_fill(block_size: int) -> int:
     return dx_node_limit(block_size) - 1
-DOT_SIZE = 12  # "." and ".." entries, each 8 + 4
+DOT_SIZE = DIR_ENTRY.size + 4  # "." and "..": the entry and its name padded to 4 bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +66,7 @@ class Dirent:
 
     @property
     def size(self) -> int:
-        return (8 + len(self.name) + 3) & ~3
+        return (_NAME_AT + len(self.name) + 3) & ~3
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +137,7 @@ def plan_dir(entries: Sequence[Dirent], hash_seed: tuple[int, int, int, int],
 
 def _dirent(blk: bytearray, off: int, ino: int, rec_len: int, name: bytes, ftype: int) -> None:
     _DIRENT.pack_into(blk, off, ino, rec_len, len(name), ftype)
-    blk[off + 8:off + 8 + len(name)] = name
+    blk[off + _NAME_AT:off + _NAME_AT + len(name)] = name
 
 
 def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: int,
@@ -142,31 +156,27 @@ def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: i
         _dirent(blk, pos, e.ino, e.size, e.name, e.ftype)
         last = pos
         pos += e.size
-    if last < 0:  # an empty block: one unused entry spanning it
-        _DIRENT.pack_into(blk, 0, 0, space, 0, 0)
-    else:
-        struct.pack_into("<H", blk, last + 4, space - last)
-    # ext2_dir_entry_tail: inode 0, rec_len 12, name_len 0, type 0xDE, crc of the block before
-    _DIRENT.pack_into(blk, space, 0, DIRENT_TAIL_SIZE, 0, 0xDE)
-    struct.pack_into("<I", blk, block_size - 4, crc(seed, memoryview(blk)[:space]))
+    # the last entry (or, in an empty block, one unused entry) spans the rest of the block
+    DIR_ENTRY.patch(blk, max(last, 0), "rec_len", space - max(last, 0))
+    _TAIL.pack_into(blk, space, DIRENT_TAIL_SIZE, 0xDE, crc(seed, memoryview(blk)[:space]))
     return bytes(blk)
 
 
-def _dx_csum(blk: bytearray, count_off: int, limit: int, seed: int) -> None:
-    """dx_tail checksum: crc over the header+entries in use, dt_reserved, then 4 zero bytes."""
-    (count,) = struct.unpack_from("<H", blk, count_off + 2)
-    tail = count_off + 8 * limit
-    c = crc(seed, memoryview(blk)[:count_off + 8 * count])
-    c = crc(c, memoryview(blk)[tail:tail + 4])
+def _dx_csum(blk: bytearray, limit_at: int, limit: int, count: int, seed: int) -> None:
+    """dx_tail checksum: crc over the header and the entries in use (the count/limit pair
+    takes the place of the first entry's hash), dt_reserved, then a zero dt_checksum."""
+    tail = limit_at + DX_ENTRY.size * limit
+    c = crc(seed, memoryview(blk)[:limit_at + DX_ENTRY.size * count])
+    c = crc(c, memoryview(blk)[tail:tail + DX_TAIL.offset("dt_checksum")])
     c = crc(c, b"\0\0\0\0")
-    struct.pack_into("<I", blk, tail + 4, c)
+    DX_TAIL.patch(blk, tail, "dt_checksum", c)
 
 
-def _dx_entries(blk: bytearray, at: int, limit: int, targets: Sequence[tuple[int, int]]) -> None:
-    """limit/count/block header then (hash, block) pairs; targets = (hash, logical block)."""
-    struct.pack_into("<HHI", blk, at, limit, len(targets), targets[0][1])
-    for i, (h, b) in enumerate(targets[1:], 1):
-        struct.pack_into("<II", blk, at + 8 * i, h, b)
+def _dx_entries(blk: bytearray, layout: Struct, targets: Sequence[tuple[int, int]]) -> None:
+    """The (hash, block) pairs after the first target (whose block the fixed part holds);
+    targets = (hash, logical block)."""
+    for i, (h, b) in enumerate(targets[1:]):
+        _DX_ENTRY.pack_into(blk, layout.size + DX_ENTRY.size * i, h, b)
 
 
 def build_blocks(layout: DirLayout, ino: int, parent: int, seed: int) -> bytes:
@@ -184,28 +194,34 @@ def build_blocks(layout: DirLayout, ino: int, parent: int, seed: int) -> bytes:
     n_leaves = len(layout.leaves)
     leaf_targets = [(layout.leaf_hashes[i], 1 + i) for i in range(n_leaves)]
     nodes = layout.nodes
-    root = bytearray(bs)
-    _dirent(root, 0, ino, DOT_SIZE, b".", FT_DIR)
-    _dirent(root, DOT_SIZE, parent, bs - DOT_SIZE, b"..", FT_DIR)
-    # dx_root_info: reserved_zero, hash_version, info_length 8, indirect_levels, unused_flags
-    struct.pack_into("<IBBBB", root, 0x18, 0, HASH_HALF_MD4, 8, 1 if nodes else 0, 0)
     node_blocks = []
+    root_targets = leaf_targets
     if nodes:
         root_targets = []
         fill, limit = dx_node_fill(bs), dx_node_limit(bs)
         for n in range(nodes):
             chunk = leaf_targets[n * fill:(n + 1) * fill]
             node = bytearray(bs)
-            # fake dirent covering the block: inode 0, rec_len = block size
-            _DIRENT.pack_into(node, 0, 0, bs, 0, 0)
-            _dx_entries(node, 8, limit, chunk)
-            _dx_csum(node, 8, limit, seed)
+            # the fake dirent: inode 0 over the whole block, so linear readers skip it
+            DX_NODE.pack_into(node, 0, fake_rec_len=bs, limit=limit, count=len(chunk),
+                              block=chunk[0][1])
+            _dx_entries(node, DX_NODE, chunk)
+            _dx_csum(node, DX_NODE.offset("limit"), limit, len(chunk), seed)
             node_blocks.append(bytes(node))
             root_targets.append((chunk[0][0], 1 + n_leaves + n))
-        _dx_entries(root, 0x20, dx_root_limit(bs), root_targets)
-    else:
-        _dx_entries(root, 0x20, dx_root_limit(bs), leaf_targets)
-    _dx_csum(root, 0x20, dx_root_limit(bs), seed)
+    root = bytearray(bs)
+    limit = dx_root_limit(bs)
+    DX_ROOT.pack_into(
+        root, 0,
+        dot_inode=ino, dot_rec_len=DOT_SIZE, dot_name_len=1, dot_file_type=FT_DIR,
+        dot_name=b".",
+        # ".." spans the rest of the block: to a linear reader the index is free space
+        dotdot_inode=parent, dotdot_rec_len=bs - DOT_SIZE, dotdot_name_len=2,
+        dotdot_file_type=FT_DIR, dotdot_name=b"..",
+        hash_version=HASH_HALF_MD4, info_length=8, indirect_levels=1 if nodes else 0,
+        limit=limit, count=len(root_targets), block=root_targets[0][1])
+    _dx_entries(root, DX_ROOT, root_targets)
+    _dx_csum(root, DX_ROOT.offset("limit"), limit, len(root_targets), seed)
     out.append(bytes(root))
     for start, end in layout.leaves:
         out.append(_leaf_block(layout.entries[start:end], None, seed, bs))

@@ -6,17 +6,18 @@ depth only as large as needed, which is what e2fsck's "could be narrower/shorter
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from composer.fs.ext4.constants import EXTENT_MAGIC, EXTENT_MAX_LEN, EXTENTS_IN_INODE
 from composer.fs.ext4.csum import crc
+from composer.fs.ext4.layouts import EXTENT, EXTENT_HEADER, EXTENT_INDEX, EXTENT_TAIL
 
 Run = tuple[int, int]  # (first physical block, number of blocks)
 
 
 def extents_per_block(block_size: int) -> int:
-    return (block_size - 12) // 12  # 12-byte header, 12-byte entries, 4-byte tail: 340 at 4 KiB
+    # a header, then entries, then a tail: 340 at 4 KiB
+    return (block_size - EXTENT_HEADER.size - EXTENT_TAIL.size) // EXTENT.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +74,23 @@ def tree_block_count(n_extents: int, block_size: int) -> int:
     return total
 
 
+# headers, extents and index entries are packed per file and per entry: compiled once, with
+# every field but eh_generation and ei_unused (zero), in declaration order
+_HEADER = EXTENT_HEADER.packer("eh_magic", "eh_entries", "eh_max", "eh_depth")
+_EXTENT = EXTENT.packer("ee_block", "ee_len", "ee_start_hi", "ee_start_lo")
+_INDEX = EXTENT_INDEX.packer("ei_block", "ei_leaf_lo", "ei_leaf_hi")
+
+
 def _header(entries: int, maximum: int, depth: int) -> bytes:
-    return struct.pack("<HHHHI", EXTENT_MAGIC, entries, maximum, depth, 0)
+    return _HEADER.pack(EXTENT_MAGIC, entries, maximum, depth)
 
 
 def _leaf_entry(e: Extent) -> bytes:
-    return struct.pack("<IHHI", e.lblk, e.length, e.pblk >> 32, e.pblk & 0xFFFFFFFF)
+    return _EXTENT.pack(e.lblk, e.length, e.pblk >> 32, e.pblk & 0xFFFFFFFF)
 
 
 def _index_entry(lblk: int, child: int) -> bytes:
-    return struct.pack("<IIHH", lblk, child & 0xFFFFFFFF, child >> 32, 0)
+    return _INDEX.pack(lblk, child & 0xFFFFFFFF, child >> 32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +112,16 @@ def build_tree(extents: tuple[Extent, ...], tree_blocks: tuple[int, ...],
     items = [(e.lblk, _leaf_entry(e)) for e in extents]
     depth = 0
     per_block = extents_per_block(block_size)
-    tail = 12 + 12 * per_block
+    tail = EXTENT_HEADER.size + EXTENT.size * per_block
     while len(items) > EXTENTS_IN_INODE:
         parents = []
         for i in range(0, len(items), per_block):
             chunk = items[i:i + per_block]
             blk = bytearray(block_size)
-            blk[0:12] = _header(len(chunk), per_block, depth)
-            blk[12:12 + 12 * len(chunk)] = b"".join(entry for _, entry in chunk)
-            struct.pack_into("<I", blk, tail, crc(ino_seed, memoryview(blk)[:tail]))
+            blk[:EXTENT_HEADER.size] = _header(len(chunk), per_block, depth)
+            entries = b"".join(entry for _, entry in chunk)
+            blk[EXTENT_HEADER.size:EXTENT_HEADER.size + len(entries)] = entries
+            EXTENT_TAIL.patch(blk, tail, "et_checksum", crc(ino_seed, memoryview(blk)[:tail]))
             pblk = next(free)
             blocks.append((pblk, bytes(blk)))
             # an index entry's ei_block must equal its child's first logical block

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from composer.fs.ext4.constants import EXTRA_ISIZE, INODE_SIZE
 from composer.fs.ext4.csum import crc, inode_seed
+from composer.fs.ext4.layouts import INODE
 
 _M = 0xFFFFFFFF
 _NS = 1_000_000_000
@@ -16,13 +16,13 @@ _NS = 1_000_000_000
 TIME_MIN = -(1 << 31)
 TIME_MAX = 3 * (1 << 32) + (1 << 31) - 1
 
-# base inode: mode, uid, size_lo, atime, ctime, mtime, dtime, gid, links, blocks_lo, flags,
-# version; then i_block (60 bytes) at 0x28
-_BASE = struct.Struct("<HHIIIIIHHIII")
-# 0x64: generation, file_acl_lo, size_high, faddr, blocks_hi, file_acl_hi, uid_hi, gid_hi,
-# checksum_lo, reserved; 0x80: extra_isize, checksum_hi, ctime/mtime/atime extra, crtime,
-# crtime_extra, version_hi, projid
-_TAIL = struct.Struct("<IIIIHHHHHHHHIIIIIII")
+# every field composer sets; the others (dtime, version, generation, faddr, projid, ...) and the
+# checksum halves, patched in after the crc over the rest, are zero
+_INODE = INODE.packer(
+    "i_mode", "i_uid", "i_size_lo", "i_atime", "i_ctime", "i_mtime", "i_gid", "i_links_count",
+    "i_blocks_lo", "i_flags", "i_block", "i_file_acl_lo", "i_size_high", "l_i_blocks_hi",
+    "l_i_file_acl_high", "l_i_uid_high", "l_i_gid_high", "i_extra_isize", "i_ctime_extra",
+    "i_mtime_extra", "i_atime_extra", "i_crtime", "i_crtime_extra", "ibody_xattrs")
 
 
 def encode_time(ns: int) -> tuple[int, int]:
@@ -45,20 +45,18 @@ class InodeData:
     i_block: bytes  # 60 bytes
     time_ns: int  # atime = ctime = mtime = crtime
     file_acl: int = 0
-    xattr_area: bytes = b""  # 96 bytes from 0xA0 when there are in-inode xattrs
+    xattr_area: bytes = b""  # ibody_xattrs (96 bytes) when there are in-inode xattrs
 
 
 def pack_inode(buf: bytearray, off: int, ino: int, d: InodeData, csum_seed: int) -> None:
-    """Write the inode at buf[off:off+256] (which must be zero) and its checksum."""
+    """Write the inode at buf[off:off+256] and its checksum."""
     t, t_extra = encode_time(d.time_ns)
-    _BASE.pack_into(buf, off, d.st_mode, d.uid & 0xFFFF, d.size & _M, t, t, t, 0,
-                    d.gid & 0xFFFF, d.links, d.sectors & _M, d.flags, 0)
-    buf[off + 0x28:off + 0x64] = d.i_block
-    _TAIL.pack_into(buf, off + 0x64, 0, d.file_acl & _M, d.size >> 32, 0,
-                    (d.sectors >> 32) & 0xFFFF, d.file_acl >> 32, d.uid >> 16, d.gid >> 16,
-                    0, 0, EXTRA_ISIZE, 0, t_extra, t_extra, t_extra, t, t_extra, 0, 0)
-    if d.xattr_area:
-        buf[off + 0xA0:off + INODE_SIZE] = d.xattr_area
+    _INODE.pack_into(
+        buf, off,
+        d.st_mode, d.uid & 0xFFFF, d.size & _M, t, t, t, d.gid & 0xFFFF, d.links,
+        d.sectors & _M, d.flags, d.i_block, d.file_acl & _M, d.size >> 32,
+        (d.sectors >> 32) & 0xFFFF, d.file_acl >> 32, d.uid >> 16, d.gid >> 16, EXTRA_ISIZE,
+        t_extra, t_extra, t_extra, t, t_extra, d.xattr_area)
     c = crc(inode_seed(csum_seed, ino), memoryview(buf)[off:off + INODE_SIZE])
-    struct.pack_into("<H", buf, off + 0x7C, c & 0xFFFF)
-    struct.pack_into("<H", buf, off + 0x82, c >> 16)
+    INODE.patch(buf, off, "l_i_checksum_lo", c & 0xFFFF)
+    INODE.patch(buf, off, "i_checksum_hi", c >> 16)

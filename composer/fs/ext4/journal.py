@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import struct
-
 from composer.fs.ext4.constants import JBD2_MAGIC, JBD2_SUPERBLOCK_V2, NO_JOURNAL_BELOW_BLOCKS
+from composer.fs.ext4.layouts import JOURNAL_SUPERBLOCK
 
 # ext2fs_default_journal_size: (fs blocks below, journal blocks)
 _DEFAULT_SIZES = (
@@ -27,9 +26,12 @@ def default_journal_blocks(fs_blocks: int) -> int:
 def journal_superblock(nblocks: int, uuid_bytes: bytes, block_size: int) -> bytes:
     """The first journal block: a clean, empty V2 journal (s_start 0: nothing to replay)."""
     blk = bytearray(block_size)
-    # h_magic, h_blocktype, h_sequence, s_blocksize, s_maxlen, s_first, s_sequence, s_start
-    struct.pack_into(">8I", blk, 0, JBD2_MAGIC, JBD2_SUPERBLOCK_V2, 0, block_size, nblocks, 1, 1,
-                     0)
-    blk[0x30:0x40] = uuid_bytes  # mke2fs copies the file system UUID
-    struct.pack_into(">I", blk, 0x40, 1)  # s_nr_users
+    JOURNAL_SUPERBLOCK.pack_into(
+        blk, 0,
+        h_magic=JBD2_MAGIC, h_blocktype=JBD2_SUPERBLOCK_V2, h_sequence=0,
+        s_blocksize=block_size, s_maxlen=nblocks,
+        s_first=1,  # the first log block, right after this one
+        s_sequence=1, s_start=0,
+        s_uuid=uuid_bytes,  # mke2fs copies the file system UUID
+        s_nr_users=1)
     return bytes(blk)

@@ -3,11 +3,14 @@
 Field names and order are those of e2fsprogs `lib/ext2fs/ext2_fs.h`, `ext3_extents.h` and
 `kernel-jbd.h` (the kernel's `fs/ext4/ext4.h` and `include/linux/jbd2.h` agree), documented at
 <https://www.kernel.org/doc/html/latest/filesystems/ext4/>. Everything is little-endian except
-the journal, which is big-endian. The sizes are those of the profile composer writes: 4 KiB
-blocks, 256-byte inodes, 64-byte group descriptors (64bit), metadata_csum tails.
+the journal, which is big-endian. The sizes are those of the profile composer writes: 256-byte
+inodes, 64-byte group descriptors (64bit), metadata_csum tails; structures that fill a block
+(extent tree blocks, directory and htree blocks, xattr blocks) are declared by their fixed parts,
+the same at 1, 2 and 4 KiB.
 
-Declared here for readers and writers alike; the writer modules still pack positionally and
-move to these declarations one by one.
+Declared here for readers and writers alike: the writer modules (superblock.py, inode.py,
+extents.py, directory.py, xattr.py, journal.py) pack every structure through these
+declarations, by name or, in loops run per inode or entry, through `Struct.packer`.
 """
 
 from __future__ import annotations
@@ -284,6 +287,18 @@ XATTR_ENTRY = Struct("ext2_ext_attr_entry (without the name)",
                          ("e_value_size", "I"),
                          ("e_hash", "I"),
                      ))
+
+# POSIX ACLs on disk: a version 1 header, then entries; those of the owner, owning group, mask
+# and other carry no id (the short form). The xattr form is composer/acl.py's.
+EXT4_ACL_HEADER = Struct("ext4_acl_header", "kernel fs/ext4/acl.h", 4, "<", (
+    ("a_version", "I"),  # 1
+))
+EXT4_ACL_ENTRY = Struct("ext4_acl_entry", "kernel fs/ext4/acl.h", 8, "<", (
+    ("e_tag", "H"), ("e_perm", "H"), ("e_id", "I"),
+))
+EXT4_ACL_ENTRY_SHORT = Struct("ext4_acl_entry_short", "kernel fs/ext4/acl.h", 4, "<", (
+    ("e_tag", "H"), ("e_perm", "H"),
+))
 
 JOURNAL_SUPERBLOCK = Struct("jbd2 journal superblock (v2)",
                             "e2fsprogs lib/ext2fs/kernel-jbd.h journal_superblock_t; kernel "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from composer.fs.ext4.constants import (
@@ -26,9 +25,9 @@ from composer.fs.ext4.constants import (
     LOG_GROUPS_PER_FLEX,
     REV_DYNAMIC,
     STATE_VALID,
-    SUPERBLOCK_SIZE,
 )
 from composer.fs.ext4.csum import crc
+from composer.fs.ext4.layouts import GROUP_DESC, SUPERBLOCK
 
 _M = 0xFFFFFFFF
 
@@ -51,39 +50,77 @@ class SuperFields:
     journal_size: int
 
 
+def _le32(*words: int) -> bytes:
+    """Little-endian u32 words, for the byte-array fields that hold them (s_hash_seed)."""
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
 def pack_superblock(f: SuperFields, group: int = 0) -> bytes:
     """The 1024-byte superblock; backups (group > 0) have s_state 0 like mke2fs writes them."""
-    sb = bytearray(SUPERBLOCK_SIZE)
     t = f.time & _M
-    compat = FEATURE_COMPAT | (COMPAT_HAS_JOURNAL if f.journal_i_block is not None else 0)
+    hi = (f.time >> 32) & 0xFF
+    journal = f.journal_i_block is not None
     log_block = f.block_size.bit_length() - 11  # s_log_block_size: 1024 << log
     per_group = 8 * f.block_size
-    struct.pack_into(
-        "<IIIIIIIIIIIIIHHHHHHIIIIHHIHHIII", sb, 0,
-        f.inodes_count, f.blocks_count & _M, f.r_blocks_count & _M, f.free_blocks & _M,
-        f.free_inodes, f.first_data_block, log_block, log_block, per_group, per_group,
-        f.ipg, 0, t,  # s_mtime 0 (never mounted), s_wtime
-        0, 0xFFFF, EXT4_MAGIC, STATE_VALID if group == 0 else 0, ERRORS_CONTINUE, 0,
-        t, 0, 0, REV_DYNAMIC,  # lastcheck, checkinterval, creator_os Linux, rev
-        0, 0, FIRST_INO, INODE_SIZE, group, compat, FEATURE_INCOMPAT, FEATURE_RO_COMPAT)
-    sb[0x68:0x78] = f.uuid
-    sb[0x78:0x88] = f.label.ljust(16, b"\0")
-    if f.journal_i_block is not None:
-        struct.pack_into("<I", sb, 0xE0, JOURNAL_INO)
-    struct.pack_into("<4IBBH", sb, 0xEC, *f.hash_seed, HASH_HALF_MD4,
-                     JNL_BACKUP_BLOCKS if f.journal_i_block is not None else 0, DESC_SIZE)
-    struct.pack_into("<II", sb, 0x100, DEFAULT_MOUNT_OPTS, 0)
-    struct.pack_into("<I", sb, 0x108, t)  # s_mkfs_time
-    if f.journal_i_block is not None:
-        # s_jnl_blocks: i_block[0..14], then i_size_high, i_size
-        sb[0x10C:0x148] = f.journal_i_block
-        struct.pack_into("<II", sb, 0x148, f.journal_size >> 32, f.journal_size & _M)
-    struct.pack_into("<IIIHHI", sb, 0x150, f.blocks_count >> 32, f.r_blocks_count >> 32,
-                     f.free_blocks >> 32, EXTRA_ISIZE, EXTRA_ISIZE, FLAG_SIGNED_HASH)
-    struct.pack_into("<BB", sb, 0x174, LOG_GROUPS_PER_FLEX, CHECKSUM_TYPE_CRC32C)
-    hi = (f.time >> 32) & 0xFF
-    struct.pack_into("<BBBB", sb, 0x274, hi, 0, hi, hi)  # wtime_hi, mtime_hi, mkfs_hi, lastcheck
-    struct.pack_into("<I", sb, 0x3FC, crc(_M, memoryview(sb)[:0x3FC]))
+    sb = bytearray(SUPERBLOCK.pack(
+        s_inodes_count=f.inodes_count,
+        s_blocks_count_lo=f.blocks_count & _M,
+        s_r_blocks_count_lo=f.r_blocks_count & _M,
+        s_free_blocks_count_lo=f.free_blocks & _M,
+        s_free_inodes_count=f.free_inodes,
+        s_first_data_block=f.first_data_block,
+        s_log_block_size=log_block,
+        s_log_cluster_size=log_block,
+        s_blocks_per_group=per_group,
+        s_clusters_per_group=per_group,
+        s_inodes_per_group=f.ipg,
+        s_mtime=0,  # never mounted
+        s_wtime=t,
+        s_mnt_count=0,
+        s_max_mnt_count=0xFFFF,
+        s_magic=EXT4_MAGIC,
+        s_state=STATE_VALID if group == 0 else 0,
+        s_errors=ERRORS_CONTINUE,
+        s_lastcheck=t,
+        s_checkinterval=0,
+        s_creator_os=0,  # Linux
+        s_rev_level=REV_DYNAMIC,
+        s_def_resuid=0,
+        s_def_resgid=0,
+        s_first_ino=FIRST_INO,
+        s_inode_size=INODE_SIZE,
+        s_block_group_nr=group,
+        s_feature_compat=FEATURE_COMPAT | (COMPAT_HAS_JOURNAL if journal else 0),
+        s_feature_incompat=FEATURE_INCOMPAT,
+        s_feature_ro_compat=FEATURE_RO_COMPAT,
+        s_uuid=f.uuid,
+        s_volume_name=f.label,  # zero-padded to 16 bytes
+        s_journal_inum=JOURNAL_INO if journal else 0,
+        s_hash_seed=_le32(*f.hash_seed),
+        s_def_hash_version=HASH_HALF_MD4,
+        s_jnl_backup_type=JNL_BACKUP_BLOCKS if journal else 0,
+        s_desc_size=DESC_SIZE,
+        s_default_mount_opts=DEFAULT_MOUNT_OPTS,
+        s_first_meta_bg=0,
+        s_mkfs_time=t,
+        # the journal inode's i_block[0..14], then its i_size_high and i_size
+        s_jnl_blocks=(f.journal_i_block + _le32(f.journal_size >> 32, f.journal_size & _M)
+                      if f.journal_i_block is not None else b""),
+        s_blocks_count_hi=f.blocks_count >> 32,
+        s_r_blocks_count_hi=f.r_blocks_count >> 32,
+        s_free_blocks_hi=f.free_blocks >> 32,
+        s_min_extra_isize=EXTRA_ISIZE,
+        s_want_extra_isize=EXTRA_ISIZE,
+        s_flags=FLAG_SIGNED_HASH,
+        s_log_groups_per_flex=LOG_GROUPS_PER_FLEX,
+        s_checksum_type=CHECKSUM_TYPE_CRC32C,
+        s_wtime_hi=hi,
+        s_mtime_hi=0,
+        s_mkfs_time_hi=hi,
+        s_lastcheck_hi=hi,
+    ))
+    at = SUPERBLOCK.offset("s_checksum")
+    SUPERBLOCK.patch(sb, 0, "s_checksum", crc(_M, memoryview(sb)[:at]))
     return bytes(sb)
 
 
@@ -100,15 +137,24 @@ class GroupDesc:
     inode_bitmap_csum: int
 
 
+# every field but the reserved ones and bg_checksum (patched in after the crc over the rest)
+_DESC = GROUP_DESC.packer(
+    "bg_block_bitmap_lo", "bg_inode_bitmap_lo", "bg_inode_table_lo",
+    "bg_free_blocks_count_lo", "bg_free_inodes_count_lo", "bg_used_dirs_count_lo", "bg_flags",
+    "bg_block_bitmap_csum_lo", "bg_inode_bitmap_csum_lo", "bg_itable_unused_lo",
+    "bg_block_bitmap_hi", "bg_inode_bitmap_hi", "bg_inode_table_hi",
+    "bg_free_blocks_count_hi", "bg_free_inodes_count_hi", "bg_used_dirs_count_hi",
+    "bg_itable_unused_hi", "bg_block_bitmap_csum_hi", "bg_inode_bitmap_csum_hi")
+
+
 def pack_desc(buf: bytearray, off: int, group: int, d: GroupDesc, csum_seed: int) -> None:
-    struct.pack_into(
-        "<IIIHHHHIHHHHIIIHHHHIHHI", buf, off,
+    _DESC.pack_into(
+        buf, off,
         d.block_bitmap & _M, d.inode_bitmap & _M, d.inode_table & _M,
         d.free_blocks & 0xFFFF, d.free_inodes & 0xFFFF, d.used_dirs & 0xFFFF, BG_ITABLE_ZEROED,
-        0, d.block_bitmap_csum & 0xFFFF, d.inode_bitmap_csum & 0xFFFF,
-        d.itable_unused & 0xFFFF, 0,
+        d.block_bitmap_csum & 0xFFFF, d.inode_bitmap_csum & 0xFFFF, d.itable_unused & 0xFFFF,
         d.block_bitmap >> 32, d.inode_bitmap >> 32, d.inode_table >> 32,
-        d.free_blocks >> 16, d.free_inodes >> 16, d.used_dirs >> 16, d.itable_unused >> 16,
-        0, d.block_bitmap_csum >> 16, d.inode_bitmap_csum >> 16, 0)
-    c = crc(crc(csum_seed, struct.pack("<I", group)), memoryview(buf)[off:off + DESC_SIZE])
-    struct.pack_into("<H", buf, off + 0x1E, c & 0xFFFF)
+        d.free_blocks >> 16, d.free_inodes >> 16, d.used_dirs >> 16,
+        d.itable_unused >> 16, d.block_bitmap_csum >> 16, d.inode_bitmap_csum >> 16)
+    c = crc(crc(csum_seed, group.to_bytes(4, "little")), memoryview(buf)[off:off + DESC_SIZE])
+    GROUP_DESC.patch(buf, off, "bg_checksum", c & 0xFFFF)

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from composer.content import CHUNK, ContentStore
+from composer.content import CHUNK, ContentStore, read_full
 from composer.errors import ComposerError
 from composer.fs.base import Progress, WriteRequest, WriteResult, merge_extents
 from composer.fs.ext4 import xattr as xa
@@ -370,7 +370,7 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
         pos = 0
         while pos < content.size:
             want = min(CHUNK, content.size - pos)
-            got = _read_full(stream, view[:want])
+            got = read_full(stream, view[:want])
             if got < want:
                 raise ComposerError(
                     f"{content.source or 'inline'}:{content.member}: ended after {pos + got} of "
@@ -410,22 +410,6 @@ def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[
             start = off
     if start >= 0:
         yield start, n
-
-
-def _read_full(stream: object, view: memoryview) -> int:
-    got = 0
-    readinto = getattr(stream, "readinto", None)
-    while got < len(view):
-        if readinto is not None:
-            n = readinto(view[got:])
-        else:
-            data = stream.read(len(view) - got)  # type: ignore[attr-defined]
-            n = len(data)
-            view[got:got + n] = data
-        if not n:
-            break
-        got += n
-    return got
 
 
 class _FileMap:

@@ -5,28 +5,50 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from composer import acl
 from composer.fs.ext4.constants import EXTRA_ISIZE, GOOD_OLD_INODE_SIZE, INODE_SIZE
 from composer.fs.ext4.csum import crc
+from composer.fs.ext4.layouts import (
+    EXT4_ACL_ENTRY,
+    EXT4_ACL_ENTRY_SHORT,
+    EXT4_ACL_HEADER,
+    INODE,
+    XATTR_BLOCK_HEADER,
+    XATTR_ENTRY,
+    XATTR_IBODY_HEADER,
+)
 
 _M = 0xFFFFFFFF
 XATTR_MAGIC = 0xEA020000
-ENTRY_HEADER = 16  # e_name_len, e_name_index, e_value_offs, e_value_inum, e_value_size, e_hash
-BLOCK_HEADER = 32  # h_magic, h_refcount, h_blocks, h_hash, h_checksum, h_reserved[3]
+ENTRY_HEADER = XATTR_ENTRY.size  # the entry before its name
+BLOCK_HEADER = XATTR_BLOCK_HEADER.size
 TERMINATOR = 4  # the entry list ends with a zero u32
 # in-inode area: after the 128-byte base inode and i_extra_isize, minus the 4-byte magic
-IBODY_SPACE = INODE_SIZE - GOOD_OLD_INODE_SIZE - EXTRA_ISIZE - 4  # 92
-IBODY_OFFSET = GOOD_OLD_INODE_SIZE + EXTRA_ISIZE  # 0xA0
+IBODY_SPACE = INODE_SIZE - GOOD_OLD_INODE_SIZE - EXTRA_ISIZE - XATTR_IBODY_HEADER.size  # 92
+IBODY_OFFSET = INODE.offset("ibody_xattrs")  # 0xA0: GOOD_OLD_INODE_SIZE + EXTRA_ISIZE
+if IBODY_OFFSET != GOOD_OLD_INODE_SIZE + EXTRA_ISIZE:
+    raise ValueError("the INODE declaration disagrees with i_extra_isize")
+# packed per inode or per entry: compiled once for the fields composer sets (the rest are zero)
+_ENTRY = XATTR_ENTRY.packer("e_name_len", "e_name_index", "e_value_offs", "e_value_size",
+                            "e_hash")
+_IBODY_HEADER = XATTR_IBODY_HEADER.packer("h_magic")
+_BLOCK_HEADER = XATTR_BLOCK_HEADER.packer("h_magic", "h_refcount", "h_blocks", "h_hash")
+_ACL_HEADER = EXT4_ACL_HEADER.packer("a_version")
+_ACL_ENTRY = EXT4_ACL_ENTRY.packer("e_tag", "e_perm", "e_id")
+_ACL_ENTRY_SHORT = EXT4_ACL_ENTRY_SHORT.packer("e_tag", "e_perm")
+# the xattr form, read per entry (every field: compiled as declared)
+_ACL_XATTR_HEADER = acl.ACL_HEADER.packer("a_version")
+_ACL_XATTR_ENTRY = acl.ACL_ENTRY.packer("e_tag", "e_perm", "e_id")
+_ACL_ID_TAGS = (acl.USER, acl.GROUP)
 
 # Exact names first (the ACLs are stored with an empty name), then prefixes. Other system.*
 # names have no kernel handler (system.data is the inline-data marker), so they are refused.
-_EXACT = {"system.posix_acl_access": 2, "system.posix_acl_default": 3}
+_EXACT = {acl.ACCESS_XATTR: 2, acl.DEFAULT_XATTR: 3}
 _PREFIXES = (("user.", 1), ("trusted.", 4), ("security.", 6))
 
-# POSIX ACL tags (linux/posix_acl.h): entries of these tags carry no id on disk
-ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 1, 2, 4, 8, 0x10, 0x20
-_ACL_SHORT_TAGS = (ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER)
-_ACL_XATTR_VERSION = 2  # the form getxattr/setxattr use
-_ACL_EXT4_VERSION = 1  # the ext4 on-disk form
+# POSIX ACL entries of these tags carry no id on disk (kernel fs/ext4/acl.c ext4_acl_to_disk)
+_ACL_SHORT_TAGS = (acl.USER_OBJ, acl.GROUP_OBJ, acl.MASK, acl.OTHER)
+_ACL_EXT4_VERSION = 1  # the ext4 on-disk form; the xattr form is acl.XATTR_VERSION
 
 
 class XattrError(ValueError):
@@ -59,18 +81,19 @@ class Xattr:
 
 def acl_to_disk(value: bytes) -> bytes:
     """Convert a POSIX ACL from the xattr form (v2, 8-byte entries) to the ext4 form (v1)."""
-    if len(value) < 4 or (len(value) - 4) % 8:
+    first, step = _ACL_XATTR_HEADER.size, _ACL_XATTR_ENTRY.size
+    if len(value) < first or (len(value) - first) % step:
         raise XattrError("is not a POSIX ACL (bad length)")
-    (version,) = struct.unpack_from("<I", value, 0)
-    if version != _ACL_XATTR_VERSION:
-        raise XattrError(f"is not a POSIX ACL (version {version}, expected 2)")
-    out = bytearray(struct.pack("<I", _ACL_EXT4_VERSION))
-    for off in range(4, len(value), 8):
-        tag, perm, ident = struct.unpack_from("<HHI", value, off)
+    (version,) = _ACL_XATTR_HEADER.unpack_from(value)
+    if version != acl.XATTR_VERSION:
+        raise XattrError(f"is not a POSIX ACL (version {version}, expected {acl.XATTR_VERSION})")
+    out = bytearray(_ACL_HEADER.pack(_ACL_EXT4_VERSION))
+    for off in range(first, len(value), step):
+        tag, perm, ident = _ACL_XATTR_ENTRY.unpack_from(value, off)
         if tag in _ACL_SHORT_TAGS:
-            out += struct.pack("<HH", tag, perm)
-        elif tag in (ACL_USER, ACL_GROUP):
-            out += struct.pack("<HHI", tag, perm, ident)
+            out += _ACL_ENTRY_SHORT.pack(tag, perm)
+        elif tag in _ACL_ID_TAGS:
+            out += _ACL_ENTRY.pack(tag, perm, ident)
         else:
             raise XattrError(f"is not a POSIX ACL (unknown tag {tag:#x})")
     return bytes(out)
@@ -146,7 +169,7 @@ def _pack_entries(xattrs: tuple[Xattr, ...], area: bytearray, entries_at: int, e
             offs = 0
         h = entry_hash(x) if with_hash else 0
         hashes.append(h)
-        struct.pack_into("<BBHIII", area, pos, len(x.name), x.index, offs, 0, len(x.value), h)
+        _ENTRY.pack_into(area, pos, len(x.name), x.index, offs, len(x.value), h)
         area[pos + ENTRY_HEADER:pos + ENTRY_HEADER + len(x.name)] = x.name
         pos += x.entry_size
     return hashes
@@ -157,9 +180,10 @@ def ibody_area(xattrs: tuple[Xattr, ...]) -> bytes:
     area = bytearray(INODE_SIZE - IBODY_OFFSET)
     if not xattrs:
         return bytes(area)
-    struct.pack_into("<I", area, 0, XATTR_MAGIC)
+    _IBODY_HEADER.pack_into(area, 0, XATTR_MAGIC)
     # e_hash 0 in the inode body: what both the kernel and e2fsprogs write
-    _pack_entries(xattrs, area, 4, len(area), 4, with_hash=False)
+    first = XATTR_IBODY_HEADER.size
+    _pack_entries(xattrs, area, first, len(area), first, with_hash=False)
     return bytes(area)
 
 
@@ -174,7 +198,9 @@ def xattr_block(xattrs: tuple[Xattr, ...], block_nr: int, csum_seed: int,
             h = 0
             break
         h = ((h << 16) ^ (h >> 16) ^ eh) & _M
-    struct.pack_into("<IIII", blk, 0, XATTR_MAGIC, 1, 1, h)
-    # the checksum is keyed by the physical block number, not by the inode (§3)
-    struct.pack_into("<I", blk, 0x10, crc(crc(csum_seed, struct.pack("<Q", block_nr)), blk))
+    _BLOCK_HEADER.pack_into(blk, 0, XATTR_MAGIC, 1, 1, h)  # refcount 1, one block
+    # the checksum is keyed by the physical block number, not by the inode (§3); it covers
+    # the whole block with a zero h_checksum
+    c = crc(crc(csum_seed, block_nr.to_bytes(8, "little")), blk)
+    XATTR_BLOCK_HEADER.patch(blk, 0, "h_checksum", c)
     return bytes(blk)
