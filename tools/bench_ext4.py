@@ -72,8 +72,17 @@ def main() -> None:
         t2 = time.perf_counter()
         ref = args.work / "mke2fs.img"
         ref.unlink(missing_ok=True)
-        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^resize_inode", "-b", "4096",
-                        "-d", str(src), str(ref), str(size // 1024) + "k"], check=True,
+        # the inode count and block size our writer chose (s_inodes_count, s_log_block_size;
+        # it raises the count to fit the entries), so both tools make the same shape
+        with ours.open("rb") as image:
+            image.seek(1024)
+            super_block = image.read(28)
+        inodes = int.from_bytes(super_block[0:4], "little")
+        block_size = 1024 << int.from_bytes(super_block[24:28], "little")
+        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-O", "^resize_inode", "-b",
+                        str(block_size), "-N", str(inodes), "-d", str(src), str(ref),
+                        str(size // 1024) + "k"],
+                       check=True,
                        env=dict(os.environ, E2FSPROGS_FAKE_TIME="1700000000"), capture_output=True)
         t3 = time.perf_counter()
         fsck(ours)
