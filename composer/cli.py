@@ -21,7 +21,7 @@ from composer import __version__
 from composer.build import Events, Plan, build, plan
 from composer.errors import ComposerError
 from composer.layout.load import epoch_problem
-from composer.outputs.manifest import DiskRecord
+from composer.outputs.manifest import DiskRecord, EpochOrigin
 from composer.units import human_size
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -107,6 +107,11 @@ def _epoch(option: str | None) -> int | None:
     return _epoch_value("SOURCE_DATE_EPOCH=", env)
 
 
+def _epoch_origin(option: str | None) -> EpochOrigin:
+    """Which of the two overrides _epoch took (when it took one)."""
+    return EpochOrigin.OPTION if option is not None else EpochOrigin.ENVIRONMENT
+
+
 def _epoch_value(name: str, text: str) -> int:
     if re.fullmatch(r"-[0-9]{1,30}", text):
         raise ComposerError(f"{name}{text} is before 1970",
@@ -154,7 +159,8 @@ def build_command(
     _set_globals(quiet, debug)
     events = _CliEvents()
     try:
-        the_plan = plan(layout, _epoch(source_date_epoch), events)
+        the_plan = plan(layout, _epoch(source_date_epoch), events,
+                        _epoch_origin(source_date_epoch))
         result = build(the_plan, out, events)
     finally:
         events.close()
