@@ -243,6 +243,84 @@ def _plan_data(the_plan: Plan) -> dict[str, Any]:
     return data
 
 
+# ------------------------------------------------------------------ checks of finished builds
+# (composer/check; README "Checking builds"). Exit codes: 0 same/ok, 1 differences, 2 bad
+# arguments.
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable, on stdout")]
+
+
+def _bad_argument(message: str) -> typer.Exit:
+    typer.echo(f"compose: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@app.command("verify")
+def verify_command(
+    folder: Annotated[Path, typer.Argument(help="a build folder", metavar="DIR")],
+    deep: Annotated[bool, typer.Option("--deep", help="also every file inside the images")] =
+    False,
+    device: Annotated[Path | None, typer.Option(
+        "--device", help="a flashed block device or a dump of one, compared over the mapped "
+        "ranges of disk.bmap", show_default=False)] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check DIR against its SHA256SUMS and manifest (and a flashed device)."""
+    from composer.check.verify import verify
+
+    _set_globals(quiet, debug)
+    if not folder.is_dir():
+        raise _bad_argument(f"{folder} is not a folder")
+    if device is not None and not device.exists():
+        raise _bad_argument(f"--device {device} does not exist")
+    report = verify(folder, deep, device)
+    if as_json:
+        typer.echo(json.dumps(report.to_obj(), indent=2, sort_keys=True))
+    else:
+        for image, why in report.not_checked:
+            typer.echo(f"not checked: {image}: {why}")
+        for finding in report.findings:
+            typer.echo(f"DIFFERS {finding}")
+        if report.more:
+            typer.echo(f"... and {report.more} more differences")
+        _say(f"{folder}: {'ok' if report.ok else 'DIFFERS'} ({len(report.checked)} checked"
+             f"{f', {len(report.not_checked)} not checked' if report.not_checked else ''})")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("diff")
+def diff_command(
+    a: Annotated[Path, typer.Argument(help="a build folder or manifest.json", metavar="A")],
+    b: Annotated[Path, typer.Argument(help="a build folder or manifest.json", metavar="B")],
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """What differs between two builds: inputs, partitions, entries, disk, output files."""
+    from composer.check.diff import diff_sides, load_side
+
+    _set_globals(quiet, debug)
+    for side in (a, b):
+        if not side.exists():
+            raise _bad_argument(f"{side} does not exist")
+    try:
+        sides = load_side(a), load_side(b)
+    except ComposerError as exc:
+        raise _bad_argument(exc.render()) from None
+    changes = diff_sides(*sides)
+    if as_json:
+        typer.echo(json.dumps({"identical": not changes,
+                               "changes": [c.to_obj() for c in changes]},
+                              indent=2, sort_keys=True))
+    else:
+        for change in changes:
+            typer.echo(str(change))
+        _say(f"{a} and {b}: {'identical' if not changes else f'{len(changes)} differences'}")
+    raise typer.Exit(1 if changes else 0)
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM, raised in the main thread so every `finally` and cleanup runs.
 

@@ -32,7 +32,7 @@ from composer.tree import Content, Kind
 def provenance(layout_path: Path, scanned: Mapping[str, Scanned], store: HashingStore,
                origin: EpochOrigin) -> ProvenanceRecord:
     """`store` is the build's HashingStore, holding the digests of what the writers read."""
-    _hash_unread(scanned.values(), store)
+    hash_contents(scanned.values(), store)
     return ProvenanceRecord(
         layout_file=layout_path.name, layout_sha256=layout_sha256(layout_path),
         sources={name: _record(s, store) for name, s in sorted(scanned.items())},
@@ -43,7 +43,7 @@ def current_record(name: str, path: Path) -> SourceRecord:
     """What a source holds now, to compare with a recorded build (reads it in full)."""
     scanned = scan_source(name, path)
     store = HashingStore(ContentStore({name: scanned.data}))
-    _hash_unread([scanned], store)
+    hash_contents([scanned], store)
     return _record(scanned, store)
 
 
@@ -59,7 +59,7 @@ def _record(scanned: Scanned, store: HashingStore) -> SourceRecord:
     return SourceRecord(kind.value, tree_digest(scanned.entries.values(), store.digest))
 
 
-def _hash_unread(sources: Iterable[Scanned], store: HashingStore) -> None:
+def hash_contents(sources: Iterable[Scanned], store: HashingStore) -> None:
     """Hash every content no writer read, in one stream (one pass over each archive)."""
     wanted: dict[Content, None] = {}
     for scanned in sources:
