@@ -317,7 +317,7 @@ def diff_command(
     else:
         for change in changes:
             typer.echo(str(change))
-        _say(f"{a} and {b}: {'identical' if not changes else f'{len(changes)} differences'}")
+        _say(f"{a} and {b}: {'identical' if not changes else f'{len(changes)} difference(s)'}")
     raise typer.Exit(1 if changes else 0)
 
 

@@ -98,14 +98,30 @@ def _entry_fields(where: str, x: EntryRecord, y: EntryRecord,
         if before == after:
             continue
         if name == "mtime" and epochs is not None and \
-                (x.mtime_ns, y.mtime_ns) == (epochs[0] * 10**9, epochs[1] * 10**9):
-            continue  # it follows the epoch
+                follows_epoch(x.mtime_ns, y.mtime_ns, epochs):
+            continue
         changes.append(Change(Scope.ENTRY, where, name, _one(before), _one(after)))
     if x.target != y.target:
         # a hard link's target names its group (composer links to the group's first path)
         name = "hardlink group" if Kind.HARDLINK.value in (x.kind, y.kind) else "link target"
         changes.append(Change(Scope.ENTRY, where, name, x.target, y.target))
     return changes
+
+
+def follows_epoch(a_ns: int, b_ns: int, epochs: tuple[int, int]) -> bool:
+    """Whether one source time s gives both mtimes, each clamped to its build's epoch
+    (min(s, epoch), README "Time, IDs and determinism"): then the epoch alone changed it."""
+    low, high = 0, None  # the times s can be: low <= s <= high (None: unbounded)
+    for mtime, epoch in ((a_ns, epochs[0] * 10**9), (b_ns, epochs[1] * 10**9)):
+        if mtime > epoch:
+            return False  # not clamped: not this build's doing
+        if mtime < epoch:
+            if mtime < low or (high is not None and mtime > high):
+                return False
+            low = high = mtime
+        else:
+            low = max(low, mtime)
+    return high is None or low <= high
 
 
 def _one(values: tuple[Any, ...]) -> Any:
@@ -151,8 +167,10 @@ def _flat_diff(prefix: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
 
 def _partition(name: str, a: PartitionRecord, b: PartitionRecord,
                epochs: tuple[int, int] | None) -> list[Change]:
+    # a tar image's size is its byte count, as telling as its sha256: left to the entries
+    fields = ("fs", "image", "uuid") if "tar" in (a.fs, b.fs) else ("fs", "image", "size", "uuid")
     changes = [Change(Scope.PARTITION, name, f, getattr(a, f), getattr(b, f))
-               for f in ("fs", "image", "size", "uuid") if getattr(a, f) != getattr(b, f)]
+               for f in fields if getattr(a, f) != getattr(b, f)]
     entries = entry_changes(name, a.entries, b.entries, epochs)
     changes += entries
     if a.sha256 != b.sha256 and not changes and epochs is None:
