@@ -321,6 +321,57 @@ def diff_command(
     raise typer.Exit(1 if changes else 0)
 
 
+@app.command("reproduce")
+def reproduce_command(
+    target: Annotated[Path, typer.Argument(
+        help="a layout file (build it twice) or a build folder (rebuild it from its recorded "
+        "inputs)", metavar="LAYOUT|DIR")],
+    layout: Annotated[Path | None, typer.Option(
+        "--layout", help="with DIR: the layout it was built from (default: the recorded file "
+        "name, in the current folder)", show_default=False)] = None,
+    keep: Annotated[Path | None, typer.Option(
+        "--keep", help="build in this new folder and leave the builds there",
+        show_default=False)] = None,
+    source_date_epoch: EpochOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Build twice under other TZ, umask, locale, paths and member order; compare every byte."""
+    from composer.check.reproduce import reproduce_folder, reproduce_layout
+
+    _set_globals(quiet, debug)
+    if keep is not None and keep.exists():
+        raise _bad_argument(f"--keep {keep} exists already; give a new folder")
+    if target.is_dir():
+        if source_date_epoch is not None:
+            raise _bad_argument("--source-date-epoch goes with a LAYOUT; a build folder "
+                                "records its epoch")
+        report = reproduce_folder(target, layout, keep)
+    elif target.is_file():
+        if layout is not None:
+            raise _bad_argument("--layout goes with a build folder DIR")
+        _epoch(source_date_epoch)  # a bad value is an error before two builds fail on it
+        epoch_args = ("--source-date-epoch", source_date_epoch) if source_date_epoch else ()
+        report = reproduce_layout(target, epoch_args, keep)
+    else:
+        raise _bad_argument(f"{target} is neither a layout file nor a build folder")
+    if as_json:
+        typer.echo(json.dumps(report.to_obj(), indent=2, sort_keys=True))
+    else:
+        for line in report.conditions + report.notes:
+            _say(f"compose: {line}")
+        for name, side in report.missing:
+            typer.echo(f"DIFFERS {name}: missing from the {side} build")
+        for name in report.differing:
+            typer.echo(f"DIFFERS {name}")
+        for change in report.changes:
+            typer.echo(f"  {change}")
+        _say(f"{target}: {'reproducible' if report.identical else 'NOT reproducible'} "
+             f"({len(report.compared)} outputs compared)")
+    raise typer.Exit(0 if report.identical else 1)
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM, raised in the main thread so every `finally` and cleanup runs.
 
