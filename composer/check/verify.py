@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +18,8 @@ from typing import BinaryIO
 from composer.check.diff import entry_changes, read_sha256sums
 from composer.check.provenance import hash_contents
 from composer.content import ContentStore
-from composer.errors import ComposerError
+from composer.errors import ComposerError, shown
+from composer.fs.vfat_reader import read_vfat
 from composer.outputs.bmap_reader import Bmap, BmapRange, read_bmap
 from composer.outputs.manifest import EntryRecord, HashingStore, Manifest, image_sha256
 from composer.sources.archive import scan_archive
@@ -226,19 +227,19 @@ def _place(manifest: Manifest, offset: int) -> str:
 
 def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
     for name, part in manifest.partitions.items():
-        if part.fs != "tar":
+        if part.fs not in DEEP_READERS:
             report.not_checked.append((part.image, f"{part.fs}: composer has no reader for "
                                        f"{part.fs} images yet; only the image's sha256 was "
                                        "checked"))
             continue
+        wanted, read = DEEP_READERS[part.fs]
         try:
-            records = tar_records(folder / part.image)
+            records = read(folder / part.image)
         except ComposerError as exc:
             report.add(part.image, exc.message)
             continue
-        # tar holds no sockets (README "Outputs"): the manifest lists them, the tar cannot
-        wanted = [e for e in part.entries if e.kind != Kind.SOCKET.value]
-        for change in entry_changes(name, wanted, records):
+        for change in entry_changes(name, [wanted(e) for e in part.entries
+                                           if wanted(e) is not None], records):
             what = (f"{change.field}: the manifest says {change.a}, the image holds {change.b}"
                     if change.field not in ("added", "removed") else
                     "is in the image but not in the manifest" if change.field == "added" else
@@ -247,9 +248,36 @@ def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
         report.checked.append(f"{part.image}: {len(records)} entries")
 
 
+def _tar_view(record: EntryRecord) -> EntryRecord | None:
+    """What a tar partition holds of a manifest entry: all of it, but sockets (README
+    "Outputs": no tar format holds them)."""
+    return None if record.kind == Kind.SOCKET.value else record
+
+
+def _fat_view(record: EntryRecord) -> EntryRecord | None:
+    """What FAT holds of a manifest entry: path, kind and content (composer/fs/vfat.py)."""
+    return EntryRecord(path=record.path, kind=record.kind, mode="", uid=0, gid=0, mtime=0,
+                       mtime_ns=0, size=record.size, sha256=record.sha256)
+
+
+def fat_records(path: Path) -> list[EntryRecord]:
+    """The manifest records of what a FAT image holds, as _fat_view shows them."""
+    return [EntryRecord(path=shown(e.path), kind=Kind.DIR.value if e.is_dir else
+                        Kind.FILE.value, mode="", uid=0, gid=0, mtime=0, mtime_ns=0,
+                        size=e.size, sha256=e.sha256) for e in read_vfat(path)]
+
+
 def tar_records(path: Path) -> list[EntryRecord]:
     """The manifest records of what a tar image holds, read as a source is (libarchive)."""
     scanned = scan_archive(path.name, path)
     store = HashingStore(ContentStore({scanned.name: scanned.data}))
     hash_contents([scanned], store)
     return [EntryRecord.of(e, store) for e in scanned.entries.values()]
+
+
+# The file systems --deep reads: how a manifest entry looks in one, and the reader.
+DEEP_READERS: dict[str, tuple[Callable[[EntryRecord], EntryRecord | None],
+                              Callable[[Path], list[EntryRecord]]]] = {
+    "tar": (_tar_view, tar_records),
+    "vfat": (_fat_view, fat_records),
+}
