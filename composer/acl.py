@@ -8,13 +8,19 @@ are turned into this form and travel with the other xattrs.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
+
+from composer.structs import Layout
 
 ACCESS_XATTR = "system.posix_acl_access"
 DEFAULT_XATTR = "system.posix_acl_default"
 XATTR_VERSION = 2
 NO_ID = 0xFFFFFFFF
+
+ACL_HEADER = Layout("posix_acl_xattr_header", "linux include/uapi/linux/posix_acl_xattr.h", 4,
+                    "<", (("a_version", "I"),))
+ACL_ENTRY = Layout("posix_acl_xattr_entry", "linux include/uapi/linux/posix_acl_xattr.h", 8,
+                   "<", (("e_tag", "H"), ("e_perm", "H"), ("e_id", "I")))
 
 # tags of the xattr form (linux/posix_acl.h)
 USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -42,16 +48,15 @@ def acl_xattr(entries: Iterable[tuple[int, int, int] | tuple[int, int, int, str]
     if not any(tag in (USER, GROUP, MASK) for tag, _, _ in items):
         return None
     items.sort(key=lambda item: (item[0], item[2]))
-    return struct.pack("<I", XATTR_VERSION) + b"".join(
-        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in items)
+    return ACL_HEADER.pack(a_version=XATTR_VERSION) + b"".join(
+        ACL_ENTRY.pack(e_tag=tag, e_perm=perm, e_id=ident) for tag, perm, ident in items)
 
 
 def mask_bits(value: bytes) -> int | None:
     """The mask entry's permissions of an xattr-form ACL (None without a mask)."""
-    for offset in range(4, len(value) - 7, 8):
-        tag, perm, _ = struct.unpack_from("<HHI", value, offset)
-        if tag == MASK:
-            return int(perm)
+    for entry in _entries(value):
+        if entry["e_tag"] == MASK:
+            return int(entry["e_perm"])
     return None
 
 
@@ -61,8 +66,15 @@ _TO_LIBARCHIVE = {xtag: tag for tag, (xtag, _) in _FROM_LIBARCHIVE.items()}
 def acl_entries(value: bytes) -> list[tuple[int, int, int]]:
     """The xattr form back as libarchive entries (tag, perm, id; -1 where no id applies)."""
     found = []
-    for offset in range(4, len(value) - 7, 8):
-        tag, perm, ident = struct.unpack_from("<HHI", value, offset)
+    for entry in _entries(value):
+        tag, ident = entry["e_tag"], entry["e_id"]
         if tag in _TO_LIBARCHIVE:
-            found.append((_TO_LIBARCHIVE[tag], perm & 0o7, -1 if ident == NO_ID else ident))
+            found.append((_TO_LIBARCHIVE[tag], entry["e_perm"] & 0o7,
+                          -1 if ident == NO_ID else ident))
     return found
+
+
+def _entries(value: bytes) -> Iterable[dict[str, int]]:
+    """The entries after the header; a partial entry at the end is ignored."""
+    for offset in range(ACL_HEADER.size, len(value) - ACL_ENTRY.size + 1, ACL_ENTRY.size):
+        yield ACL_ENTRY.unpack(value, offset)

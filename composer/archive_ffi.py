@@ -9,11 +9,13 @@ through libarchive-c's own ffi helper.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ctypes import POINTER, c_char_p, c_int, c_int64, c_size_t, c_void_p
 
 from libarchive import ffi
+from libarchive.read import new_archive_read
 
 from composer.errors import ComposerError
 
@@ -49,6 +51,20 @@ def read_xattrs(entry_p: int) -> tuple[tuple[str, bytes], ...]:
 def add_xattrs(entry_p: int, xattrs: tuple[tuple[str, bytes], ...]) -> None:
     for name, data in xattrs:
         xattr_add(entry_p, name.encode("utf-8", "surrogateescape"), data, len(data))
+
+@contextmanager
+def open_archive(path: str, block_size: int | None = None) -> Iterator[int]:
+    """An archive opened for reading, as libarchive's pointer (what the functions here take).
+
+    libarchive-c's `file_reader` keeps the pointer in a private attribute of its ArchiveRead and
+    ignores `block_size` (it reads st_blksize); this opens the file the same way through
+    libarchive-c's public `new_archive_read` and ffi, with the block size given (default: the
+    file's st_blksize, as file_reader)."""
+    with new_archive_read() as archive_p:
+        size = block_size if block_size is not None else os.stat(path).st_blksize
+        ffi.read_open_filename_w(archive_p, path, size)
+        yield archive_p
+
 
 # archive_entry_update_link_utf8 (what libarchive-c's `linkpath` setter uses) picks symlink or
 # hard link from flags set by earlier calls, so set each kind of link explicitly. Names are set

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +25,7 @@ from composer.disk.compose import (
     write_layout_disk,
 )
 from composer.errors import ComposerError, raise_all
-from composer.fs.base import FsWriter, WriteRequest, WriteResult, writers
+from composer.fs.base import FsWriter, WriteRequest, WriteResult
 from composer.layout.load import epoch_problem, load_layout
 from composer.layout.model import Layout, Output, output_names
 from composer.outputs.manifest import (
@@ -39,6 +39,7 @@ from composer.outputs.manifest import (
     write_sha256sums,
 )
 from composer.publish import check_names, publish, staging
+from composer.registry import WRITERS, scan_source
 from composer.report import Report
 from composer.route import for_writer, route
 from composer.rules.assembly import Assembly
@@ -46,7 +47,7 @@ from composer.rules.docker import DockerRule
 from composer.rules.files import FilesRule
 from composer.rules.greengrass import GreengrassRule
 from composer.rules.systemd import SystemdRule
-from composer.sources import Scanned, scan_source
+from composer.sources import Scanned
 from composer.tree import DeviceTree, canonical_hardlinks
 
 # Every derived ID is uuid5(COMPOSER_NS, "<layout name>/<partition>/<purpose>")
@@ -97,7 +98,10 @@ class Events:
 def plan(layout_path: Path, epoch_override: int | None = None,
          events: Events | None = None,
          override_origin: EpochOrigin = EpochOrigin.OPTION) -> Plan:
-    """Everything up to writing: validate, scan sources, apply rules, route, check. Pure."""
+    """Everything up to writing: validate, scan sources, apply rules, route, check.
+
+    Reads the layout and the sources (metadata, and the few small files the rules edit); writes
+    nothing and changes nothing outside the Plan it returns, so a plan can be thrown away."""
     events = events or Events()
     layout = load_layout(layout_path)
     events.step("scanning sources")
@@ -110,15 +114,15 @@ def plan(layout_path: Path, epoch_override: int | None = None,
         for warning in source.warnings:
             asm.report.warn(warning)
     tree = _assemble(layout, asm)
-    routed, errors = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
-    raise_all(errors)
-    planned = _plan_partitions(layout, routed, epoch)
+    routing = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
+    raise_all(list(routing.errors))
+    planned = _plan_partitions(layout, routing.partitions, epoch)
     disk = None
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
         disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
                                 COMPOSER_NS, max_size=layout.max_image_size)
-    return Plan(layout, epoch, tree, planned, asm.report, store, disk, scanned, origin)
+    return Plan(layout, epoch, routing.tree, planned, asm.report, store, disk, scanned, origin)
 
 
 def _scan(layout: Layout) -> dict[str, Scanned]:
@@ -199,9 +203,9 @@ def _prefetch(layout: Layout, asm: Assembly) -> None:
     asm.read_small(wanted)
 
 
-def _plan_partitions(layout: Layout, routed: dict[str, tuple[Any, ...]],
+def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
                      epoch: int) -> list[PlannedPartition]:
-    available = writers()
+    available = WRITERS
     planned: list[PlannedPartition] = []
     errors: list[ComposerError] = []
     for part in layout.partitions:

@@ -425,17 +425,14 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _click_module() -> Any:
-    # typer 0.16+ vendors click as typer._click; older typer uses click itself
-    try:
-        from typer._click import exceptions
-    except ImportError:
-        from click import exceptions
-    return exceptions
-
-
 def _click_errors() -> type[Exception]:
-    return _click_module().ClickException  # type: ignore[no-any-return]
+    """click's base class of command-line errors (usage, bad option, no such file).
+
+    typer re-exports only some of click's exceptions; `BadParameter` is one, and it derives from
+    click's `ClickException` whichever click typer uses (its own copy since typer 0.16, the click
+    package before), so the base class is found through it rather than through a private module.
+    """
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
 
 
 if __name__ == "__main__":

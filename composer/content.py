@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import BinaryIO
 
 from composer.errors import ComposerError, shown
@@ -45,6 +46,15 @@ class ContentStore:
                  spill_dir: Path | None = None) -> None:
         self._sources = dict(sources or {})
         self._spill_dir = spill_dir
+
+    @property
+    def sources(self) -> Mapping[str, DataSource]:
+        return MappingProxyType(self._sources)
+
+    @property
+    def spill_dir(self) -> Path | None:
+        """Where stream_sorted() keeps members it read ahead (None: the system's temp folder)."""
+        return self._spill_dir
 
     def spilling_into(self, folder: Path) -> ContentStore:
         """The same sources, spilling out-of-order archive members into `folder`."""
@@ -107,6 +117,24 @@ class ContentStore:
     def _checked(it: Iterator[tuple[Content, BinaryIO]]) -> Iterator[tuple[Content, BinaryIO]]:
         for content, stream in it:
             yield content, _SizeCheckedStream(content, stream)
+
+
+def read_full(stream: BinaryIO, view: memoryview) -> int:
+    """Fill `view` from `stream`; short only at the end (raw streams may return less per read).
+    Returns the number of bytes read."""
+    got = 0
+    readinto = getattr(stream, "readinto", None)
+    while got < len(view):
+        if readinto is not None:
+            n = readinto(view[got:]) or 0
+        else:
+            data = stream.read(len(view) - got)
+            n = len(data)
+            view[got:got + n] = data
+        if not n:
+            break
+        got += n
+    return got
 
 
 class _SizeCheckedStream(io.RawIOBase):

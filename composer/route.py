@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from composer.errors import ComposerError
 from composer.layout.model import Partition
-from composer.rules.assembly import Claim
 from composer.tree import DeviceTree, Entry, Kind, is_under, parent, relative, sort_key
+from composer.types import Claim
 
 
 def owner_of(path: str, partitions: Sequence[Partition]) -> Partition | None:
@@ -19,14 +19,23 @@ def owner_of(path: str, partitions: Sequence[Partition]) -> Partition | None:
     return best
 
 
-def route(tree: DeviceTree, partitions: Sequence[Partition], epoch_ns: int,
-          claims: Mapping[str, Claim]) -> tuple[dict[str, tuple[Entry, ...]], list[ComposerError]]:
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What route() found; the tree it was given is left as it was."""
+
+    tree: DeviceTree  # the device tree with every mount point (a folder at the epoch if absent)
+    partitions: Mapping[str, tuple[Entry, ...]]  # by name: sorted, paths relative to the mount
+    errors: tuple[ComposerError, ...]
+
+
+def route(given: DeviceTree, partitions: Sequence[Partition], epoch_ns: int,
+          claims: Mapping[str, Claim]) -> Routing:
     """Entries of each partition, sorted, with paths relative to its mount ("/" = its root)."""
     errors: list[ComposerError] = []
     uncovered: dict[Claim, list[str]] = {}
-    for part in partitions:
-        if part.mount not in tree:
-            tree.put(Entry(part.mount, Kind.DIR, 0o755, 0, 0, epoch_ns))
+    missing = [Entry(m, Kind.DIR, 0o755, 0, 0, epoch_ns)
+               for m in dict.fromkeys(p.mount for p in partitions) if m not in given]
+    tree = DeviceTree([*given.entries(), *missing]) if missing else given
     mounts = {p.mount for p in partitions}
     routed: dict[str, list[Entry]] = {p.name: [] for p in partitions}
     owners: dict[str, Partition] = {}
@@ -51,10 +60,9 @@ def route(tree: DeviceTree, partitions: Sequence[Partition], epoch_ns: int,
                 routed[parent_part.name].append(replace(entry, path=rel))
     errors += [_uncovered(claim, paths) for claim, paths in uncovered.items()]
     errors += _hardlinks(tree, owners)
-    result = {}
-    for name, entries in routed.items():
-        result[name] = tuple(sorted(entries, key=lambda e: sort_key(e.path)))
-    return result, errors
+    result = {name: tuple(sorted(entries, key=lambda e: sort_key(e.path)))
+              for name, entries in routed.items()}
+    return Routing(tree, result, tuple(errors))
 
 
 def _not_folders(tree: DeviceTree, entries: list[Entry], mounts: set[str],

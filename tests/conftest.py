@@ -15,6 +15,65 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
 
+# What CI cannot change on its machine, and so the only reasons a test may skip there (CI runs as
+# root with every judge installed: .ci/run). A skip names one of these with env_skip(); any other
+# skip under CI=... is turned into a failure (pytest_runtest_makereport below).
+ENVIRONMENT_FACTS = {
+    "no-vfat-driver": "the kernel has no vfat driver (a container shares the host's kernel)",
+    "no-loop-devices": "no loop devices or loop partition nodes (a container without /dev/loop*)",
+    "no-holes": "the host file system of the temporary folder does not report holes",
+    "no-acls": "the host file system of the temporary folder does not take POSIX ACLs",
+    "uid-cannot-read": "an unprivileged uid cannot read the checkout or the Python installation",
+}
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def need(*tools: str) -> None:
+    """A judge the test cannot do without: skipped with the tool's name on a developer machine,
+    a failure in CI (which installs every judge)."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    reason = f"needs {', '.join(missing)} (see .ci/run)"
+    if in_ci():
+        pytest.fail(f"{reason}: CI must install every judge")
+    pytest.skip(reason)
+
+
+def need_root(why: str) -> None:
+    """Root, which CI has: a skip elsewhere, a failure in CI."""
+    if os.geteuid() != 0:
+        if in_ci():
+            pytest.fail(f"needs root ({why}): CI runs as root")
+        pytest.skip(f"needs root ({why})")
+
+
+def env_skip(fact: str, detail: str) -> None:
+    """Skip for one of ENVIRONMENT_FACTS, the only skips CI accepts."""
+    assert fact in ENVIRONMENT_FACTS, fact
+    pytest.skip(f"environment fact [{fact}]: {detail}")
+
+
+def _allowed_in_ci(reason: str) -> bool:
+    return any(f"environment fact [{fact}]" in reason for fact in ENVIRONMENT_FACTS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under CI a skip is a failure unless it names an environment fact: a judge that is
+    missing, or a test that cannot run, must not pass as green."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not _allowed_in_ci(reason):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must run every test: {reason}"
+
 
 def make_golden(out: Path, *args: str) -> Path:
     subprocess.run([sys.executable, str(TOOLS / "make_golden.py"), str(out), *args], check=True)

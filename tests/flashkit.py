@@ -40,7 +40,7 @@ def flash_reason() -> str | None:
         if not shutil.which(tool):
             return f"needs {tool}"
     if not Path("/dev/loop-control").exists():
-        return "no loop devices"
+        return "environment fact [no-loop-devices]: no /dev/loop-control"
     return None
 
 

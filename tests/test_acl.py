@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, acl_xattr, mask_bits
-from tests.conftest import compose
+from tests.conftest import compose, env_skip
 
 NEEDS = [t for t in ("setfacl", "getfacl", "tar") if shutil.which(t) is None]
 
@@ -45,7 +45,7 @@ def _tree(root: Path) -> bool:
 def test_folder_and_archive_give_the_same_image(tmp_path: Path) -> None:
     src = tmp_path / "src"
     if not _tree(src):
-        pytest.skip("this file system does not take ACLs")
+        env_skip("no-acls", "this file system does not take ACLs")
     assert os.getxattr(src / "f", ACCESS_XATTR)
     subprocess.run(["tar", "--acls", "--xattrs", "--numeric-owner", "-cf",
                     str(tmp_path / "src.tar"), "-C", str(src), "."], check=True)
@@ -70,7 +70,7 @@ def test_folder_and_archive_give_the_same_image(tmp_path: Path) -> None:
 def test_kernel_reads_the_acls(tmp_path: Path) -> None:
     src = tmp_path / "src"
     if not _tree(src):
-        pytest.skip("this file system does not take ACLs")
+        env_skip("no-acls", "this file system does not take ACLs")
     subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-cf",
                     str(tmp_path / "src.tar"), "-C", str(src), "."], check=True)
     (tmp_path / "l.yaml").write_text(
@@ -95,7 +95,7 @@ def test_kernel_reads_the_acls(tmp_path: Path) -> None:
 def test_acl_with_names_only_is_an_error(tmp_path: Path) -> None:
     src = tmp_path / "src"
     if not _tree(src):
-        pytest.skip("this file system does not take ACLs")
+        env_skip("no-acls", "this file system does not take ACLs")
     subprocess.run(["setfacl", "-m", "u:root:r", str(src / "f")], check=True)  # a named user
     subprocess.run(["tar", "--acls", "-cf", str(tmp_path / "src.tar"), "-C", str(src), "."],
                    check=True)  # no --xattrs: GNU tar then stores names only
@@ -115,7 +115,7 @@ def test_acl_with_names_only_is_an_error(tmp_path: Path) -> None:
 def test_tar_partition_acls_are_restored_by_gnu_tar_and_bsdtar(tmp_path: Path) -> None:
     src = tmp_path / "src"
     if not _tree(src):
-        pytest.skip("this file system does not take ACLs")
+        env_skip("no-acls", "this file system does not take ACLs")
     (tmp_path / "l.yaml").write_text(
         "version: 1\nname: acl\nepoch: 1700000000\nsources:\n  s: src/\npartitions:\n"
         "  - {name: root, fs: tar, mount: /}\nfiles:\n  - {from: \"s:/\", to: /}\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, compose, copy_layouts, make_golden
+from tests.conftest import REPO, compose, copy_layouts, env_skip, make_golden
 from tests.readback import published, sha256_of
 
 
@@ -92,7 +92,7 @@ def test_another_user_builds_the_same_bytes(tmp_path: Path) -> None:
                      f"PYTHONPATH={REPO}", f"HOME={base}", sys.executable]
         probe = subprocess.run([*as_nobody, "-c", "import composer"], capture_output=True)
         if probe.returncode != 0:
-            pytest.skip("user 65534 cannot read this Python or checkout")
+            env_skip("uid-cannot-read", "user 65534 cannot read this Python or checkout")
         layout = _project(base / "p", shuffle=None)
         for path in (base / "p", *(base / "p").rglob("*")):
             os.chmod(path, 0o755 if path.is_dir() else 0o644)

@@ -189,7 +189,7 @@ def _can_loop() -> str | None:
     if os.geteuid() != 0:
         return "needs root for loop devices"
     if not Path("/dev/loop-control").exists():
-        return "no /dev/loop-control"
+        return "environment fact [no-loop-devices]: no /dev/loop-control"
     return None
 
 

@@ -65,11 +65,9 @@ def test_empty_archive(tmp_path: Path, make: str) -> None:
 def _plan_as_nobody(folder: Path) -> tuple[int, str]:
     """Run the whole plan as uid 65534 in a forked child (the interpreter itself may live where
     that user cannot read, so no exec)."""
+    import composer.registry  # noqa: F401 - import every writer while still root
     from composer.build import plan
     from composer.errors import ComposerError
-    from composer.fs.base import writers
-
-    writers()  # import every writer while still root
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import compose
+from tests.conftest import compose, env_skip
 from tests.fs.conftest import Ext4Harness
 
 NEEDS = [t for t in ("tar", "bsdtar", "cpio", "bsdcpio", "zip", "unzip", "debugfs")
@@ -285,7 +285,7 @@ def _host_holes(path: Path) -> list[tuple[int, int]]:
                                  ["--format=pax", "--sparse-version=0.1"]])
 def test_sparse_members_give_their_holes(tmp_path: Path, fmt: list[str]) -> None:
     from composer.content import ContentStore
-    from composer.sources import scan_source
+    from composer.registry import scan_source
 
     d = tmp_path / "d"
     d.mkdir()
@@ -301,7 +301,7 @@ def test_sparse_members_give_their_holes(tmp_path: Path, fmt: list[str]) -> None
     (d / "dense").write_bytes(b"\0" * 8192 + b"x")
     holes = _host_holes(f)
     if not holes:
-        pytest.skip("the host file system does not keep holes")
+        env_skip("no-holes", "the host file system does not keep holes")
     archive = tmp_path / "s.tar"
     subprocess.run(["tar", "--sparse", *fmt, "-cf", str(archive), "-C", str(d), "."],
                    check=True)

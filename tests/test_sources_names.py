@@ -172,7 +172,7 @@ def test_vfat_refuses_a_name_that_is_not_utf8(tmp_path: Path) -> None:
 
 def _store_of(folder: Path) -> tuple[object, object]:
     from composer.content import ContentStore
-    from composer.sources import scan_source
+    from composer.registry import scan_source
 
     scanned = scan_source("s", folder)
     return scanned, ContentStore({"s": scanned.data})

@@ -36,7 +36,7 @@ def test_excludes_work_like_gitignore() -> None:
 
 
 def test_recipe_hash_matches_the_nucleus() -> None:
-    # values from greengrass-facts.md §3, computed by the nucleus' own algorithm
+    # values from docs/greengrass.md §3, computed by the nucleus' own algorithm
     assert component_hash("aws.greengrass.Nucleus") == "89r1-ak7xPauDt4O7EG03sSXVUO8ysdHTk-YdF0NAAc"
     assert component_hash("aws.greengrass.nucleus") == "Q0IzWTIfnpwaJUNYrcFTc_eZNqDB4S266WiO2U1kRAo"
 

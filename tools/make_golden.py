@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make a realistic synthetic snapshot of a Greengrass golden device (greengrass-facts.md §0).
+"""Make a realistic synthetic snapshot of a Greengrass golden device (docs/greengrass.md §0).
 
 It holds what a real one holds, including what must never ship: an encrypted SecretManager
 response in every copy of the configuration, the golden device's thing name, certificate and
@@ -34,16 +34,20 @@ Output is deterministic for the same arguments.
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import random
 import sys
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from composer.fs.tar import write_tar  # noqa: E402
+# Only the snapshot's vocabulary and the two documented Greengrass hashes come from composer; the
+# archive itself is written by Python's tarfile, not by composer's tar writer (the code under test)
 from composer.rules.greengrass import component_hash, recipe_digest  # noqa: E402
 from composer.tree import Content, Entry, Kind  # noqa: E402
 
@@ -597,14 +601,84 @@ def make(out: Path, shuffle: int | None, layers: int, files_per_layer: int,
     app(s)
     items = s.entries
     if shuffle is not None:
-        # hard links must follow their target in any valid archive; keep them last
-        items = [i for i in items if i[0].kind is not Kind.HARDLINK]
-        random.Random(shuffle).shuffle(items)
-        items += [i for i in s.entries if i[0].kind is Kind.HARDLINK]
+        items = _shuffled(items, random.Random(shuffle))
     # tar cannot hold sockets (GNU tar skips them too), so a snapshot archive has no ipc.socket
     items = [i for i in items if i[0].kind is not Kind.SOCKET]
-    filter_name = "gzip" if out.name.endswith(".gz") else None
-    write_tar(out, ((e, _stream(d)) for e, d in items), filter_name)
+    write_snapshot(out, items)
+
+
+def _shuffled(items: list[tuple[Entry, object]], rng: random.Random) -> list[tuple[Entry, object]]:
+    """Another member order giving the same tree. A hard link must follow the member that holds
+    its data, so each link group is turned around instead: its sorted-last name holds the data
+    and the other names link to it, as an archive made in another directory order would have it
+    (the canonical order of the output must not depend on which name came first)."""
+    by_path = {entry.path: (entry, data) for entry, data in items}
+    groups: dict[str, list[str]] = {}
+    for entry, _ in items:
+        if entry.kind is Kind.HARDLINK and entry.target is not None:
+            groups.setdefault(entry.target, [entry.target]).append(entry.path)
+    turned: dict[str, tuple[Entry, object]] = {}
+    links: list[tuple[Entry, object]] = []
+    for target, names in groups.items():
+        file, data = by_path[target]
+        holder = max(names)
+        turned[holder] = (replace(file, path=holder), data)
+        for name in names:
+            if name != holder:
+                links.append((replace(by_path[name][0], path=name, kind=Kind.HARDLINK,
+                                      target=holder, content=None), None))
+    grouped = {name for names in groups.values() for name in names}
+    rest = [turned.get(entry.path, (entry, data)) for entry, data in items
+            if entry.path not in grouped or entry.path in turned]
+    rng.shuffle(rest)
+    return rest + links
+
+
+def write_snapshot(out: Path, items: list[tuple[Entry, object]]) -> None:
+    """A pax archive (gzip-compressed for .gz) as GNU tar --xattrs --numeric-owner would write
+    it, by Python's tarfile; the gzip header carries no name and no time, so equal arguments
+    give equal bytes."""
+    with open(out, "wb") as raw:
+        packed: BinaryIO = raw
+        if out.name.endswith(".gz"):
+            packed = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,  # type: ignore[assignment]
+                                   compresslevel=6)
+        with tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT,
+                          encoding="utf-8") as tar:
+            for entry, data in items:
+                stream = _stream(data)
+                tar.addfile(_tarinfo(entry), stream)
+        if packed is not raw:
+            packed.close()
+
+
+_TYPES = {Kind.FILE: tarfile.REGTYPE, Kind.DIR: tarfile.DIRTYPE, Kind.SYMLINK: tarfile.SYMTYPE,
+          Kind.HARDLINK: tarfile.LNKTYPE, Kind.CHAR: tarfile.CHRTYPE,
+          Kind.BLOCK: tarfile.BLKTYPE, Kind.FIFO: tarfile.FIFOTYPE}
+
+
+def _tarinfo(entry: Entry) -> tarfile.TarInfo:
+    info = tarfile.TarInfo("./" + entry.path.lstrip("/"))  # as `tar -C / -c ./...` names them
+    info.type = _TYPES[entry.kind]
+    info.mode, info.uid, info.gid = entry.mode, entry.uid, entry.gid
+    info.uname = info.gname = ""
+    seconds, ns = divmod(entry.mtime_ns, 10**9)
+    info.mtime = seconds
+    pax: dict[str, str] = {}
+    if ns:
+        pax["mtime"] = f"{seconds}.{ns:09d}"
+    for name, value in entry.xattrs:  # GNU tar's and bsdtar's record for an xattr
+        pax[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    info.pax_headers = pax
+    if entry.kind is Kind.FILE and entry.content is not None:
+        info.size = entry.content.size
+    elif entry.kind is Kind.HARDLINK and entry.target is not None:
+        info.linkname = "./" + entry.target.lstrip("/")
+    elif entry.kind is Kind.SYMLINK and entry.target is not None:
+        info.linkname = entry.target
+    elif entry.kind in (Kind.CHAR, Kind.BLOCK):
+        info.devmajor, info.devminor = entry.rdev
+    return info
 
 
 def _stream(data: object) -> BinaryIO | None:

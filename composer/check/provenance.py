@@ -19,11 +19,11 @@ from composer.outputs.manifest import (
     EpochOrigin,
     HashingStore,
     ProvenanceRecord,
-    SourceKind,
     SourceRecord,
     file_sha256,
 )
-from composer.sources import Scanned, scan_source
+from composer.registry import SourceKind, scan_source
+from composer.sources import Scanned
 from composer.sources.digest import tree_digest
 from composer.sources.directory import DirectoryData
 from composer.tree import Content, Kind

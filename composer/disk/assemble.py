@@ -19,13 +19,13 @@ from typing import BinaryIO
 
 from composer.disk import gpt, mbr
 from composer.errors import ComposerError, Loc, raise_all
-from composer.fs.base import WriteResult, merge_extents
-from composer.layout.model import TableType  # the layout's names are the disk's
+from composer.types import TableType, WriteResult, merge_extents
+from composer.units import align_up
 
 SECTOR = 512
 KIB = 1 << 10
 MIB = 1 << 20
-DEFAULT_ALIGN = MIB  # flashing-facts §1: 1 MiB, a multiple of 4 KiB blocks and erase groups
+DEFAULT_ALIGN = MIB  # docs/flashing.md §1: 1 MiB, a multiple of 4 KiB blocks and erase groups
 COPY_CHUNK = 4 * MIB
 # the namespace of derived disk GUIDs; callers should pass the project-wide one when it exists
 DISK_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "composer:disk")
@@ -315,10 +315,6 @@ def _tail_regions(table: TableType, size: int) -> list[Region]:
             Region("the backup GPT header", size - SECTOR, SECTOR)]
 
 
-def _align_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
 def _place(partitions: Sequence[DiskPartitionSpec], blobs: Sequence[PlannedBlob],
            head: list[Region], first_usable: int, align: int) -> list[int]:
     """Offsets: explicit ones as given; others after the previous partition, aligned, moved
@@ -330,13 +326,13 @@ def _place(partitions: Sequence[DiskPartitionSpec], blobs: Sequence[PlannedBlob]
         if p.offset is not None:
             offset = p.offset
         else:
-            offset = _align_up(cursor, align)
+            offset = align_up(cursor, align)
             moved = True
             while moved:
                 moved = False
                 for start, end in taken:
                     if offset < end and start < offset + p.size:
-                        offset = _align_up(end, align)
+                        offset = align_up(end, align)
                         moved = True
         offsets.append(offset)
         cursor = offset + p.size
@@ -349,7 +345,7 @@ def _auto_size(table: TableType, partitions: Sequence[DiskPartitionSpec], offset
     ends = [off + p.size for p, off in zip(partitions, offsets, strict=True)]
     ends += [b.offset + b.size for b in blobs] + [r.end for r in head]
     backup = gpt.BACKUP_SECTORS * SECTOR if table is TableType.GPT else 0
-    return _align_up(max(ends) + backup, align)
+    return align_up(max(ends) + backup, align)
 
 
 def _type_of(table: TableType, spec: DiskPartitionSpec) -> uuid.UUID | int:

@@ -20,15 +20,15 @@ from composer.disk.assemble import (
     plan_disk,
     write_disk,
 )
+from composer.disk.sfdisk import sfdisk_script
 from composer.errors import ComposerError, raise_all
-from composer.fs.base import WriteResult
-from composer.layout.model import Disk, Output, Partition, RawBlob, TableType, flashing_names
+from composer.layout.model import Disk, Output, Partition, RawBlob, flashing_names
 from composer.outputs.bmap import write_bmap
 from composer.outputs.compress import compress_zstd, zstd_available
-from composer.outputs.sfdisk import sfdisk_script
 from composer.outputs.simg import write_simg
 from composer.sources import Scanned
 from composer.tree import Content, Kind
+from composer.types import TableType, WriteResult
 from composer.units import human_size
 
 DEFAULT_TYPES = {

@@ -2,7 +2,7 @@
 
 Reference: UEFI Specification, chapter 5 "GUID Partition Table (GPT) Disk Layout" (header and
 entry tables, protective MBR); the attribute bits and type GUIDs below are from the UEFI spec, the
-UAPI Discoverable Partitions Specification (DPS) and man sfdisk (see flashing-facts.md §2-4).
+UAPI Discoverable Partitions Specification (DPS) and man sfdisk (see docs/flashing.md §2-4).
 Only 512-byte logical sectors are supported.
 
 The encoder is pure: `GptTable` in, `(byte offset, bytes)` regions out. Placement, overlap
@@ -13,28 +13,45 @@ from __future__ import annotations
 
 import difflib
 import enum
-import struct
 import uuid
 import zlib
 from dataclasses import dataclass
 
 from composer.disk import mbr
 from composer.errors import ComposerError
+from composer.structs import Layout
 
 SECTOR = 512
 
-# UEFI 5.3.2 GPT Header
 GPT_SIGNATURE = b"EFI PART"
 GPT_REVISION = 0x00010000
-GPT_HEADER = "<8sIIII QQQQ 16s QIII"
-GPT_HEADER_SIZE = 92
-assert struct.calcsize(GPT_HEADER) == GPT_HEADER_SIZE
-HEADER_CRC_OFFSET = 16
+GPT_HEADER = Layout("GPT header", "UEFI 2.10 §5.3.2, table GPT Header", 92, "<", (
+    ("signature", "8s"),
+    ("revision", "I"),
+    ("header_size", "I"),
+    ("header_crc32", "I"),  # over header_size bytes, computed with this field zero
+    ("reserved", "I"),
+    ("my_lba", "Q"),
+    ("alternate_lba", "Q"),
+    ("first_usable_lba", "Q"),
+    ("last_usable_lba", "Q"),
+    ("disk_guid", "16s"),  # mixed endian: uuid.bytes_le
+    ("partition_entry_lba", "Q"),
+    ("number_of_partition_entries", "I"),
+    ("size_of_partition_entry", "I"),
+    ("partition_entry_array_crc32", "I"),
+))
+GPT_HEADER_SIZE = GPT_HEADER.size
 
-# UEFI 5.3.3 GPT Partition Entry Array
-GPT_ENTRY = "<16s16sQQQ72s"
-ENTRY_SIZE = 128
-assert struct.calcsize(GPT_ENTRY) == ENTRY_SIZE
+GPT_ENTRY = Layout("GPT partition entry", "UEFI 2.10 §5.3.3, table GPT Partition Entry", 128, "<", (
+    ("partition_type_guid", "16s"),
+    ("unique_partition_guid", "16s"),
+    ("starting_lba", "Q"),
+    ("ending_lba", "Q"),  # inclusive
+    ("attributes", "Q"),
+    ("partition_name", "72s"),  # UTF-16LE, zero padded
+))
+ENTRY_SIZE = GPT_ENTRY.size
 ENTRY_COUNT = 128
 ENTRY_ARRAY_BYTES = ENTRY_SIZE * ENTRY_COUNT  # 16,384: the UEFI minimum array size
 ENTRY_ARRAY_SECTORS = ENTRY_ARRAY_BYTES // SECTOR  # 32
@@ -79,7 +96,7 @@ ATTRIBUTE_NAMES: dict[str, Attr] = {
     "no-automount": Attr.NO_AUTOMOUNT,
 }
 
-# Partition type GUIDs by short name (flashing-facts §3; UAPI DPS; genimage shortcuts)
+# Partition type GUIDs by short name (docs/flashing.md §3; UAPI DPS; genimage shortcuts)
 _LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 TYPE_GUIDS: dict[str, uuid.UUID] = {name: uuid.UUID(guid) for name, guid in {
     "linux": _LINUX,
@@ -159,8 +176,10 @@ class GptEntry:
     def encode(self) -> bytes:
         name = self.name.encode("utf-16-le")
         assert len(name) <= NAME_UNITS * 2, "checked when planning"
-        return struct.pack(GPT_ENTRY, self.type_guid.bytes_le, self.unique_guid.bytes_le,
-                           self.first_lba, self.last_lba, self.attributes, name)
+        return GPT_ENTRY.pack(
+            partition_type_guid=self.type_guid.bytes_le,
+            unique_partition_guid=self.unique_guid.bytes_le, starting_lba=self.first_lba,
+            ending_lba=self.last_lba, attributes=self.attributes, partition_name=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +219,14 @@ def header(table: GptTable, array_crc: int, *, backup: bool) -> bytes:
     entry_lba = table.entry_lba
     if backup:
         my_lba, alternate, entry_lba = alternate, my_lba, table.backup_entry_lba
-    fields = [GPT_SIGNATURE, GPT_REVISION, GPT_HEADER_SIZE, 0, 0, my_lba, alternate,
-              table.first_usable_lba, table.last_usable_lba, table.disk_guid.bytes_le,
-              entry_lba, ENTRY_COUNT, ENTRY_SIZE, array_crc]
-    raw = struct.pack(GPT_HEADER, *fields)
-    crc = zlib.crc32(raw)  # computed with the HeaderCRC32 field zero, as packed above
-    raw = raw[:HEADER_CRC_OFFSET] + struct.pack("<I", crc) + raw[HEADER_CRC_OFFSET + 4:]
-    return raw.ljust(SECTOR, b"\0")
+    fields = dict(
+        signature=GPT_SIGNATURE, revision=GPT_REVISION, header_size=GPT_HEADER_SIZE,
+        my_lba=my_lba, alternate_lba=alternate, first_usable_lba=table.first_usable_lba,
+        last_usable_lba=table.last_usable_lba, disk_guid=table.disk_guid.bytes_le,
+        partition_entry_lba=entry_lba, number_of_partition_entries=ENTRY_COUNT,
+        size_of_partition_entry=ENTRY_SIZE, partition_entry_array_crc32=array_crc)
+    crc = zlib.crc32(GPT_HEADER.pack(**fields))  # with header_crc32 zero, as UEFI says
+    return GPT_HEADER.pack(**fields, header_crc32=crc).ljust(SECTOR, b"\0")
 
 
 def protective_mbr(disk_sectors: int) -> bytes:

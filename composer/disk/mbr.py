@@ -1,6 +1,6 @@
 """MBR ("dos") partition table bytes: four primary entries in LBA 0.
 
-Reference: the classic IBM PC MBR layout as sfdisk writes it (flashing-facts.md §6): boot code
+Reference: the classic IBM PC MBR layout as sfdisk writes it (docs/flashing.md §6): boot code
 0-439, disk signature at 440 (u32 LE), four 16-byte entries from 446, `55 AA` at 510. CHS fields
 use the 255-head, 63-sector geometry sfdisk uses for image files, so tables match sfdisk's byte
 for byte; boot ROMs and Linux read only the LBA fields. Extended partitions are not supported.
@@ -8,23 +8,32 @@ for byte; boot ROMs and Linux read only the LBA fields. Extended partitions are 
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from composer.errors import ComposerError
+from composer.structs import Layout
 
 SECTOR = 512
 MAX_PRIMARY = 4
 MAX_LBA = 0xFFFFFFFF  # u32 LBA fields: the 2 TiB limit
 
-BOOT_CODE_SIZE = 440
-SIGNATURE_OFFSET = 440
-ENTRIES_OFFSET = 446
-BOOT_MAGIC = b"\x55\xaa"
-MBR_ENTRY = "<B3sB3sII"
-MBR_ENTRY_SIZE = 16
-assert struct.calcsize(MBR_ENTRY) == MBR_ENTRY_SIZE
-assert ENTRIES_OFFSET + MAX_PRIMARY * MBR_ENTRY_SIZE + len(BOOT_MAGIC) == SECTOR
+MBR_ENTRY = Layout("MBR partition record", "UEFI 2.10 §5.2.1, table Legacy MBR Partition "
+                   "Record", 16, "<", (
+                       ("boot_indicator", "B"),  # 0x80: bootable
+                       ("starting_chs", "3s"),
+                       ("os_type", "B"),
+                       ("ending_chs", "3s"),
+                       ("starting_lba", "I"),
+                       ("size_in_lba", "I"),
+                   ))
+MBR_SECTOR = Layout("MBR", "UEFI 2.10 §5.2.1, table Legacy MBR", SECTOR, "<", (
+    ("boot_code", "440s"),
+    ("unique_mbr_disk_signature", "I"),
+    ("unknown", "H"),
+    ("partition_records", f"{MAX_PRIMARY * MBR_ENTRY.size}s"),
+    ("signature", "H"),  # 0xAA55: the bytes 55 AA
+))
+BOOT_SIGNATURE = 0xAA55
 
 STATUS_BOOTABLE = 0x80
 
@@ -106,16 +115,14 @@ class MbrTable:
 def encode(table: MbrTable, end_chs: bytes | None = None) -> bytes:
     """LBA 0 with zero boot code; `end_chs` replaces every computed ending CHS."""
     assert len(table.entries) <= MAX_PRIMARY, "checked when planning"
-    sector = bytearray(SECTOR)
-    struct.pack_into("<I", sector, SIGNATURE_OFFSET, table.signature)
-    for i, e in enumerate(table.entries):
-        last = e.first_lba + e.sectors - 1
-        struct.pack_into(MBR_ENTRY, sector, ENTRIES_OFFSET + i * MBR_ENTRY_SIZE,
-                         STATUS_BOOTABLE if e.bootable else 0,
-                         chs(e.first_lba), e.type, end_chs or chs(last), e.first_lba,
-                         e.sectors)
-    sector[SECTOR - 2:] = BOOT_MAGIC
-    return bytes(sector)
+    records = b"".join(
+        MBR_ENTRY.pack(boot_indicator=STATUS_BOOTABLE if e.bootable else 0,
+                       starting_chs=chs(e.first_lba), os_type=e.type,
+                       ending_chs=end_chs or chs(e.first_lba + e.sectors - 1),
+                       starting_lba=e.first_lba, size_in_lba=e.sectors)
+        for e in table.entries)
+    return MBR_SECTOR.pack(unique_mbr_disk_signature=table.signature,
+                           partition_records=records, signature=BOOT_SIGNATURE)
 
 
 def regions(table: MbrTable) -> list[tuple[int, bytes]]:

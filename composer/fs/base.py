@@ -1,4 +1,5 @@
-"""The writer interface every file-system format implements, and the registry of formats.
+"""The writer interface every file-system format implements (the formats are listed in
+composer/registry.py, where the build is wired).
 
 A writer is asked three things, in this order, for every partition of a build:
 `check()` (pure validation, run for every partition before anything is written),
@@ -18,6 +19,8 @@ from typing import Any, ClassVar
 from composer.content import ContentStore
 from composer.errors import ComposerError, Loc
 from composer.tree import Entry
+from composer.types import WriteResult as WriteResult  # what write() returns: part of the interface
+from composer.types import merge_extents as merge_extents  # block maps, for the writers
 
 Progress = Callable[[int], None]  # called with a number of bytes just written
 
@@ -58,23 +61,6 @@ class WriteRequest:
     loc: Loc | None = None  # where the partition is declared, for error messages
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a writer produced: the image size and its block map.
-
-    `extents` are the byte ranges the file system uses, whatever their bytes: every block its
-    allocation says holds something (file data with its zero blocks, metadata, directories,
-    journal). Flashing tools write exactly these ranges and skip the rest ("don't care" in
-    bmap and Android sparse images), so a used block left out keeps the device's old bytes.
-    Everything outside `extents` is free space and reads as zero in the image (holes on the
-    host); inside them, zero blocks may be host holes too. The bmap and sparse outputs come
-    from this list, never from asking the host file system where its holes are.
-    """
-
-    size: int
-    extents: tuple[tuple[int, int], ...]  # (offset, length) in bytes, sorted, non-overlapping
-
-
 class FsWriter(ABC):
     """One file-system format."""
 
@@ -101,30 +87,3 @@ class FsWriter(ABC):
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:
         """Write the image at `out` (a new file); never read the clock, TZ, umask or locale."""
-
-
-_REGISTRY: dict[str, type[FsWriter]] = {}
-
-
-def register(cls: type[FsWriter]) -> type[FsWriter]:
-    _REGISTRY[cls.fs] = cls
-    return cls
-
-
-def writers() -> Mapping[str, type[FsWriter]]:
-    # importing the modules registers them; explicit so the list of formats is in one place
-    from composer.fs import ext4, tar, vfat  # noqa: F401
-
-    return dict(_REGISTRY)
-
-
-def merge_extents(extents: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    """Sort and coalesce (offset, length) ranges; drops empty ones."""
-    merged: list[tuple[int, int]] = []
-    for start, length in sorted(e for e in extents if e[1] > 0):
-        if merged and start <= merged[-1][0] + merged[-1][1]:
-            last_start, last_len = merged[-1]
-            merged[-1] = (last_start, max(last_len, start + length - last_start))
-        else:
-            merged.append((start, length))
-    return tuple(merged)

@@ -22,7 +22,7 @@ from composer import archive_ffi
 from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, acl_entries
 from composer.content import CHUNK, ContentStore
 from composer.errors import ComposerError
-from composer.fs.base import FsWriter, Progress, WriteRequest, WriteResult, no_progress, register
+from composer.fs.base import FsWriter, Progress, WriteRequest, WriteResult, no_progress
 from composer.sources import name_to_bytes
 from composer.tree import Entry, Kind
 
@@ -32,7 +32,6 @@ def tar_name(path: str) -> str:
     return "./" if path == "/" else "." + path
 
 
-@register
 class TarWriter(FsWriter):
     fs = "tar"
     fixed_size = False

@@ -10,14 +10,23 @@ What a FAT image can and cannot carry:
 - Timestamps: FAT stores a local date and time with no zone and 2-second resolution. Every
   timestamp (created, modified, accessed, and the volume-label entry) is written from the UTC
   fields of the entry's mtime (the build epoch for the label), clamped to 1980-01-01..2107-12-31
-  and to the build epoch. The clock and TZ are never read: pyfatfs stamps new entries with
-  `DosDateTime.now()`, so `_frozen_dos_clock()` replaces it while a write runs (not thread safe:
-  two vfat writes must not run at the same time in one process).
+  and to the build epoch. The clock and TZ never reach the image: see "Why pyfatfs" below.
 - The volume ID is the first 4 bytes of `req.uuid` unless the option `volume_id` pins it; the
   label is `req.label` upper-cased (at most 11 characters of A-Z, 0-9, `_` and `-`).
 
 Entries are written in sorted order, so the directory entry order and cluster allocation depend
 on the content only.
+
+Why pyfatfs, and how its clock is kept out (decided once, for issue 10): pyfatfs stays the
+writer; composer does not carry a second FAT implementation. pyfatfs stamps every entry it creates
+with the wall clock (`DosDateTime.now()`) and has no parameter for it, so after all entries exist
+`_stamp_times()` rewrites the times of every directory entry -- each named entry, each "." and
+"..", the volume label -- through pyfatfs's own public directory-entry objects and
+`update_directory_entry()`, before the image is closed. Nothing of pyfatfs is patched and no
+private attribute is read, so any number of vfat writes may run at once in one process. The
+outputs of pyfatfs that the rest of this module relies on (geometry, the volume-label entry, the
+FSInfo sector) are checked and fail as `ComposerError`s, not asserts. The tests judge the result
+with fsck.vfat and mtools, never with pyfatfs.
 
 Block map: pyfatfs does not report what it wrote, so `write()` computes the extents from the
 finished file system instead of scanning for non-zero blocks: the whole metadata area (reserved
@@ -33,13 +42,12 @@ import math
 import re
 import struct
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from composer.content import ContentStore
+from composer.content import ContentStore, read_full
 from composer.errors import ComposerError, shown
 from composer.fs.base import (
     FsWriter,
@@ -50,9 +58,9 @@ from composer.fs.base import (
     WriteResult,
     merge_extents,
     no_progress,
-    register,
 )
 from composer.tree import Content, Entry, Kind, parent, sorted_entries
+from composer.units import align_up
 
 SECTOR = 512
 MIB = 1 << 20
@@ -100,7 +108,7 @@ AUTO_SLACK = 0.10  # auto size: content + metadata + 10%
 # BPB fields pyfatfs leaves at 0 but mtools refuses ("zero number of heads or sectors")
 BPB_SEC_PER_TRK = 24
 BPB_NUM_HEADS = 26
-SECTORS_PER_TRACK = 63  # the 255x63 geometry sfdisk uses for images (flashing-facts §6)
+SECTORS_PER_TRACK = 63  # the 255x63 geometry sfdisk uses for images (docs/flashing.md §6)
 HEADS = 255
 FAT32_BACKUP_BOOT_SECTOR = 6
 # FSInfo sector (FAT32): free count and next-free hint, which pyfatfs never updates
@@ -205,7 +213,6 @@ def _basename(path: str) -> str:
 # the writer
 
 
-@register
 class VfatWriter(FsWriter):
     fs = "vfat"
     options = {
@@ -236,7 +243,7 @@ class VfatWriter(FsWriter):
             return req.size
         fat = req.options.get("fat")
         size = {None: FAT16_MIN_SIZE, 12: 0, 16: FAT16_MIN_SIZE, 32: FAT32_MIN_SIZE}[fat]
-        size = max(MIB, _round_up(size, MIB))
+        size = max(MIB, align_up(size, MIB))
         entries = with_parents(req.entries, req.epoch)
         root_slots = _children_slots(entries)["/"]
         root_type = fat if fat in (12, 16) else 16 if fat is None else None
@@ -253,7 +260,7 @@ class VfatWriter(FsWriter):
                 if need * (1 + AUTO_SLACK) <= geo.clusters and _root_fits(entries, geo):
                     return size
                 data = need * geo.cluster_size * (1 + AUTO_SLACK)
-                size = max(size + MIB, _round_up(int(data) + geo.metadata_bytes, MIB))
+                size = max(size + MIB, align_up(int(data) + geo.metadata_bytes, MIB))
             else:
                 size += MIB
         raise ComposerError(f"{req.name}: no FAT size fits this content", loc=req.loc,
@@ -264,11 +271,10 @@ class VfatWriter(FsWriter):
         size = self.resolve_size(req)
         geo = self._geometry_or_raise(req, size)
         out.touch(exist_ok=False)  # mkfs opens with "rb+": the file must exist
-        with _frozen_dos_clock() as clock:
-            _mkfs(out, geo, size, req, clock)
-            _fix_label_entry(out, geo, req.label)
-            extents = _fill(out, geo, req, store, clock, progress)
-        _patch_metadata(out, geo)
+        _mkfs(out, size, req)
+        _fix_label_entry(out, geo, req)
+        extents = _fill(out, geo, req, store, progress)
+        _patch_metadata(out, geo, req.name)
         return WriteResult(size, extents)
 
     # -- checks ---------------------------------------------------------------------------
@@ -278,7 +284,9 @@ class VfatWriter(FsWriter):
         if errors:
             raise errors[0]
         geo = geometry(req.options.get("fat") or auto_fat(size), size)
-        assert geo is not None  # _check_size said so
+        if geo is None:  # _check_size said it fits: the two disagree
+            raise _pyfatfs_broke(req.name, f"no FAT{req.options.get('fat')} geometry for {size} "
+                                 "bytes")
         return geo
 
     @staticmethod
@@ -395,10 +403,6 @@ def _entry_problem(entry: Entry) -> str | None:
     return None
 
 
-def _round_up(value: int, step: int) -> int:
-    return -(-value // step) * step
-
-
 def with_parents(entries: Sequence[Entry], epoch: int) -> list[Entry]:
     """The entries minus the root, plus any missing ancestor directory (stamped at the epoch)."""
     present = {e.path for e in entries}
@@ -440,39 +444,21 @@ def _root_fits(entries: Sequence[Entry], geo: Geometry) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# pyfatfs, with the clock held still
+# pyfatfs, then its times replaced
 
 
-class _Clock:
-    """What pyfatfs's `DosDateTime.now()` returns while a write runs."""
-
-    def __init__(self) -> None:
-        self.value: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
-
-    def set(self, seconds: int, epoch: int) -> None:
-        self.value = dos_time(seconds, epoch)
+def _pyfatfs_broke(name: str, what: str) -> ComposerError:
+    """pyfatfs did something this module does not expect: never ship that image."""
+    return ComposerError(f"{name}: pyfatfs wrote an unexpected FAT ({what})",
+                         hint="this pyfatfs version is not supported; report it with the "
+                         "pyfatfs version (`pip show pyfatfs`)")
 
 
-@contextmanager
-def _frozen_dos_clock() -> Iterator[_Clock]:
-    """Make pyfatfs stamp every new entry with `clock.value` instead of the wall clock."""
-    from pyfatfs.DosDateTime import DosDateTime
-
-    clock = _Clock()
-    original = DosDateTime.__dict__["now"]
-    DosDateTime.now = staticmethod(lambda tz=None: DosDateTime(*clock.value))  # type: ignore
-    try:
-        yield clock
-    finally:
-        DosDateTime.now = original  # type: ignore[method-assign]
-
-
-def _mkfs(out: Path, geo: Geometry, size: int, req: WriteRequest, clock: _Clock) -> None:
+def _mkfs(out: Path, size: int, req: WriteRequest) -> None:
     from pyfatfs.PyFat import PyFat
 
     fat_type = {12: PyFat.FAT_TYPE_FAT12, 16: PyFat.FAT_TYPE_FAT16,
-                32: PyFat.FAT_TYPE_FAT32}[geo.fat]
-    clock.set(req.epoch, req.epoch)  # the volume-label entry
+                32: PyFat.FAT_TYPE_FAT32}[req.options.get("fat") or auto_fat(size)]
     pf = PyFat()
     try:
         pf.mkfs(str(out), fat_type, size=size, label=(req.label or "NO NAME").upper(),
@@ -481,7 +467,7 @@ def _mkfs(out: Path, geo: Geometry, size: int, req: WriteRequest, clock: _Clock)
         pf.close()
 
 
-def _fix_label_entry(out: Path, geo: Geometry, label: str | None) -> None:
+def _fix_label_entry(out: Path, geo: Geometry, req: WriteRequest) -> None:
     """Make the root directory's volume-label entry agree with the boot sector, as fsck.fat wants.
 
     pyfatfs names that entry through its 8.3 short-name generator, which cuts a label to 8
@@ -498,17 +484,19 @@ def _fix_label_entry(out: Path, geo: Geometry, label: str | None) -> None:
             root = (geo.reserved_sectors + NUM_FATS * geo.fat_sectors) * SECTOR
         f.seek(root)
         entry = f.read(DIR_ENTRY)
-        assert entry[DIR_ATTR] == ATTR_VOLUME_ID, "pyfatfs wrote no volume-label entry first"
+        if entry[DIR_ATTR] != ATTR_VOLUME_ID:
+            raise _pyfatfs_broke(req.name, "no volume-label entry first in the root directory")
         f.seek(root)
-        if label is None:
+        if req.label is None:
             f.write(bytes(DIR_ENTRY))  # a free slot that ends the directory
         else:
-            f.write(label.upper().encode("ascii").ljust(LABEL_LEN))
+            f.write(req.label.upper().encode("ascii").ljust(LABEL_LEN))
 
 
-def _fill(out: Path, geo: Geometry, req: WriteRequest, store: ContentStore, clock: _Clock,
+def _fill(out: Path, geo: Geometry, req: WriteRequest, store: ContentStore,
           progress: Progress) -> tuple[tuple[int, int], ...]:
-    """Create every entry in sorted order and return the extents of the finished image."""
+    """Create every entry in sorted order, set its times, and return the extents of the
+    finished image."""
     from pyfatfs.PyFatFS import PyFatFS
 
     entries = with_parents(req.entries, req.epoch)
@@ -518,13 +506,14 @@ def _fill(out: Path, geo: Geometry, req: WriteRequest, store: ContentStore, cloc
     fs = PyFatFS(str(out), utc=True, preserve_case=True, lazy_load=False)
     try:
         for entry in entries:
-            clock.set(entry.mtime_ns // 1_000_000_000, req.epoch)
             if entry.kind is Kind.DIR:
                 fs.makedir(entry.path)
             else:
                 stream = next(data)[1] if entry.size > 0 else None
                 _write_file(fs, entry.path, stream, progress)
-        _same_geometry(fs.fs, geo)
+        times = {e.path: dos_time(e.mtime_ns // 1_000_000_000, req.epoch) for e in entries}
+        _stamp_times(fs.fs, times, dos_time(req.epoch, req.epoch))
+        _same_geometry(fs.fs, geo, req.name)
         return _extents(fs.fs, geo)
     finally:
         fs.close()
@@ -534,31 +523,67 @@ def _write_file(fs: object, path: str, stream: BinaryIO | None, progress: Progre
     with fs.openbin(path, "w") as f:  # type: ignore[attr-defined]
         if stream is None:
             return
-        while chunk := _read_full(stream, CHUNK):
-            f.write(chunk)
-            progress(len(chunk))
+        buffer = memoryview(bytearray(CHUNK))
+        while n := read_full(stream, buffer):
+            f.write(bytes(buffer[:n]))  # whole CHUNKs but the last: see CHUNK
+            progress(n)
 
 
-def _read_full(stream: BinaryIO, n: int) -> bytes:
-    """Up to n bytes, short only at the end (raw streams may return less per read)."""
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        part = stream.read(n - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
+DosTime = tuple[int, int, int, int, int, int]  # what dos_time() returns
 
 
-def _same_geometry(pf: object, geo: Geometry) -> None:
+def _stamp_times(pf: Any, times: Mapping[str, DosTime], label_time: DosTime) -> None:
+    """Give every directory entry pyfatfs wrote its pinned time instead of the wall clock's.
+
+    Named entries get their own time; "." its directory's; ".." its parent's, or zero when the
+    parent is the root, which has no entry of its own (what pyfatfs copies there); the volume
+    label the build epoch's. Each directory is then written once more, through pyfatfs.
+    """
+    pending = [("/", pf.root_dir)]
+    while pending:
+        path, dentry = pending.pop()
+        dirs, files, specials = dentry.get_entries()
+        for child in specials:
+            if child.is_volume_id():
+                _stamp(child, label_time)
+            elif child.get_short_name() == ".":
+                _stamp(child, times[path])
+            else:  # ".."
+                _stamp(child, times.get(parent(path)))
+        for child in files:
+            _stamp(child, times[_child_path(path, child)])
+        for child in dirs:
+            child_path = _child_path(path, child)
+            _stamp(child, times[child_path])
+            pending.append((child_path, child))
+        pf.update_directory_entry(dentry)
+
+
+def _child_path(folder: str, dentry: Any) -> str:
+    name = dentry.get_long_name() if dentry.lfn_entry is not None else dentry.get_short_name()
+    return f"{folder.rstrip('/')}/{name}"
+
+
+def _stamp(dentry: Any, when: DosTime | None) -> None:
+    """Set created, modified and accessed of one pyfatfs directory entry (None: all zero)."""
+    if when is None:
+        date = clock = 0
+    else:
+        year, month, day, hour, minute, second = when
+        date = (year - 1980) << 9 | month << 5 | day  # Microsoft FAT spec, "Date Format"
+        clock = hour << 11 | minute << 5 | second // 2  # "Time Format": 2-second units
+    dentry.crtdate = dentry.wrtdate = dentry.lstaccessdate = date
+    dentry.crttime = dentry.wrttime = clock
+
+
+def _same_geometry(pf: Any, geo: Geometry, name: str) -> None:
     """Fail loudly if pyfatfs laid the file system out otherwise than `geometry()` predicted."""
-    bpb = pf.bpb_header  # type: ignore[attr-defined]
-    got = (bpb["BPB_SecPerClus"], bpb["BPB_RsvdSecCnt"], pf._fat_size,  # type: ignore
-           bpb["BPB_RootEntCnt"])
+    bpb = pf.bpb_header
+    fat_sectors = bpb["BPB_FATSz16"] or bpb["BPB_FATSz32"]  # FAT12/16, else FAT32
+    got = (bpb["BPB_SecPerClus"], bpb["BPB_RsvdSecCnt"], fat_sectors, bpb["BPB_RootEntCnt"])
     want = (geo.sectors_per_cluster, geo.reserved_sectors, geo.fat_sectors, geo.root_entries)
-    assert got == want, f"pyfatfs geometry {got} differs from the predicted {want}"
+    if got != want:
+        raise _pyfatfs_broke(name, f"geometry {got} differs from the predicted {want}")
 
 
 def _extents(pf: object, geo: Geometry) -> tuple[tuple[int, int], ...]:
@@ -575,7 +600,7 @@ def _extents(pf: object, geo: Geometry) -> tuple[tuple[int, int], ...]:
     return merge_extents(extents)
 
 
-def _patch_metadata(out: Path, geo: Geometry) -> None:
+def _patch_metadata(out: Path, geo: Geometry, name: str) -> None:
     """Fix what pyfatfs leaves wrong: CHS geometry, the FAT12 FAT[1] and the FAT32 FSInfo."""
     with out.open("r+b") as f:
         if geo.fat == 12:
@@ -592,7 +617,8 @@ def _patch_metadata(out: Path, geo: Geometry) -> None:
             for sector in FSINFO_SECTORS:
                 f.seek(sector * SECTOR)
                 (lead,) = struct.unpack("<I", f.read(4))
-                assert lead == FSINFO_LEAD_SIG, "pyfatfs wrote no FSInfo sector"
+                if lead != FSINFO_LEAD_SIG:
+                    raise _pyfatfs_broke(name, f"no FSInfo sector at sector {sector}")
                 f.seek(sector * SECTOR + FSINFO_FREE_COUNT)
                 f.write(struct.pack("<II", free, next_free))
 

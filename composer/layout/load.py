@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from composer.errors import ComposerError, Loc, raise_all
-from composer.fs.base import FsWriter, OptionSpec, OptionType, writers
+from composer.fs.base import FsWriter, OptionType
 from composer.fs.ext4.inode import TIME_MAX
 from composer.layout.model import (
+    KNOWN_DIRS,
     MANIFEST,
     REPORT,
     RESERVED_STEMS,
@@ -39,18 +40,19 @@ from composer.layout.model import (
     disk_outputs,
     partition_outputs,
 )
+from composer.layout.settings import Section, Setting, default, keys, required, writer_settings
 from composer.layout.yamlload import Node, load_yaml
-from composer.rules.greengrass import DEFAULT_KEEP, KNOWN_DIRS
+from composer.registry import WRITERS
 from composer.tree import norm
 from composer.units import GiB, MiB, SizeError, TiB, human_size, parse_size
 
 E = TypeVar("E", bound=StrEnum)
 
-TOP_KEYS = ("version", "name", "epoch", "sources", "partitions", "greengrass", "systemd",
-            "docker", "files", "disk", "outputs", "max_image_size")
-PARTITION_KEYS = ("name", "fs", "size", "mount", "label", "uuid")
-DISK_PARTITION_KEYS = ("type", "offset", "attributes", "bootable", "partuuid")
-DISK_KEYS = ("table", "align", "size", "guid", "signature", "entry_lba", "raw")
+# the keys each mapping allows, from the declarations in settings.py
+TOP_KEYS = keys(Section.TOP)
+PARTITION_KEYS = keys(Section.PARTITION)
+DISK_PARTITION_KEYS = keys(Section.PARTITION_DISK)
+DISK_KEYS = keys(Section.DISK)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
 
@@ -58,7 +60,7 @@ _MODE = re.compile(r"^0?[0-7]{3,4}$")
 MAX_LAYOUT_BYTES = 1 * MiB  # the demo layout is 2 KiB; more is a mistake (or /dev/zero)
 # SHA256SUMS hashes every byte of every image, holes included (~1 s per GiB on one core), so a
 # declared size is a promise of work: above this bound a layout must say `max_image_size:`
-DEFAULT_MAX_IMAGE = 64 * GiB
+DEFAULT_MAX_IMAGE: int = default(Section.TOP, "max_image_size")
 HARD_MAX_IMAGE = 16 * TiB  # no eMMC, SD card or SSD a device image is made for comes near it
 MAX_ALIGN = 1 * GiB
 ID_MAX = (1 << 32) - 1  # uid/gid: 32 bits in ext4 (i_uid + i_uid_high) and in Linux
@@ -304,7 +306,7 @@ class _Checker:
     # --- sections ------------------------------------------------------------------------
 
     def layout(self, root: Node) -> Layout | None:
-        top = self.fields(root, "", TOP_KEYS, required=("version", "name", "partitions"))
+        top = self.fields(root, "", TOP_KEYS, required=required(Section.TOP))
         if top is None:
             return None
         version = self.integer(top.get("version"), "version")
@@ -328,7 +330,7 @@ class _Checker:
         docker = self.docker(top["docker"]) if "docker" in top else None
         files = self.files(top.get("files"))
         disk = self.disk(top["disk"]) if "disk" in top else None
-        self.disk_partitions(partitions, "disk" in top, available=writers())
+        self.disk_partitions(partitions, "disk" in top, available=WRITERS)
         outputs = self.outputs(top.get("outputs"), has_disk="disk" in top)
         self.output_names(partitions, "disk" in top, outputs)
         return Layout(self.path, version or 1, name or "", epoch, sources, tuple(partitions),
@@ -414,7 +416,7 @@ class _Checker:
         if not node.is_list or not node.value:
             self.fail(node, "partitions", "expected a non-empty list of partitions")
             return []
-        available = writers()
+        available = WRITERS
         result: list[Partition] = []
         names: dict[str, Loc] = {}
         mounts: dict[str, Loc] = {}
@@ -435,9 +437,11 @@ class _Checker:
         fs_node = node.value.get("fs") if node.is_map else None
         fs = fs_node.value if fs_node is not None else None
         writer = available.get(fs) if isinstance(fs, str) else None
-        option_specs = writer.options if writer is not None else {}
+        # the options declared for this file system that its writer implements
+        option_specs = {s.key: s for s in writer_settings(fs)
+                        if writer is not None and s.key in writer.options}
         allowed = PARTITION_KEYS + DISK_PARTITION_KEYS + tuple(option_specs)
-        raw = self.fields(node, path, allowed, required=("name", "fs", "mount"))
+        raw = self.fields(node, path, allowed, required=required(Section.PARTITION))
         if raw is None:
             return None
         name = self.string(raw.get("name"), f"{path}.name", _NAME, "partition name")
@@ -484,7 +488,7 @@ class _Checker:
         offset = self.size(raw["offset"], f"{path}.offset", allow_auto=False) \
             if "offset" in raw else None
         attributes = self.string_list(raw.get("attributes"), f"{path}.attributes")
-        bootable = False
+        bootable: bool = default(Section.PARTITION_DISK, "bootable")
         if "bootable" in raw:
             if not isinstance(raw["bootable"].value, bool):
                 self.fail(raw["bootable"], f"{path}.bootable", "expected true or false")
@@ -494,9 +498,9 @@ class _Checker:
         return DiskPlacement(kind, offset, attributes, bootable, partuuid, raw[keys[0]].loc)
 
     def _unknown_fs(self, node: Node, path: str, available: Mapping[str, type[FsWriter]]) -> None:
-        close = difflib.get_close_matches(str(node.value), sorted(available), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else \
-            f"one of: {', '.join(sorted(available))}"
+        names = sorted(str(fs) for fs in available)  # the enum's values, not its members
+        close = difflib.get_close_matches(str(node.value), names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(names)}"
         self.fail(node, path, f"unknown file system {node.value!r}", hint)
 
     def uuid(self, node: Node | None, path: str) -> uuid.UUID | None:
@@ -511,17 +515,17 @@ class _Checker:
                       "such as 2f5a9c1e-7b44-4c1e-9d0a-3f1b6c8e2a10, or remove it to derive one")
             return None
 
-    def option(self, node: Node, path: str, spec: OptionSpec) -> Any:
+    def option(self, node: Node, path: str, spec: Setting) -> Any:
         value: Any
-        if spec.type is OptionType.INT:
+        if spec.option is OptionType.INT:
             value = self.integer(node, path)
-        elif spec.type is OptionType.STR:
+        elif spec.option is OptionType.STR:
             value = self.string(node, path)
-        elif spec.type is OptionType.SIZE:
+        elif spec.option is OptionType.SIZE:
             value = self.size(node, path, allow_auto=False)
-        elif spec.type is OptionType.SIZE_OR_NONE:
+        elif spec.option is OptionType.SIZE_OR_NONE:
             value = "none" if node.value == "none" else self.size(node, path, allow_auto=False)
-        elif spec.type is OptionType.PERCENT:
+        elif spec.option is OptionType.PERCENT:
             value = self.number(node, path, 0, 50)
         else:
             value = self.uuid(node, path)
@@ -531,8 +535,8 @@ class _Checker:
 
     def greengrass(self, node: Node) -> Greengrass | None:
         path = "greengrass"
-        raw = self.fields(node, path, ("from", "to", "keep", "secrets", "identity"),
-                          required=("from",))
+        raw = self.fields(node, path, keys(Section.GREENGRASS),
+                          required=required(Section.GREENGRASS))
         if raw is None:
             return None
         src = self.source_ref(raw.get("from"), f"{path}.from")
@@ -546,16 +550,18 @@ class _Checker:
                           f"did you mean {close[0]!r}?" if close else
                           f"one of: {', '.join(KNOWN_DIRS)}")
         secrets = self.enum(raw.get("secrets"), f"{path}.secrets", SecretsPolicy,
-                            SecretsPolicy.STRIP)
+                            default(Section.GREENGRASS, "secrets"))
         identity = self.enum(raw.get("identity"), f"{path}.identity", IdentityPolicy,
-                             IdentityPolicy.STRIP)
+                             default(Section.GREENGRASS, "identity"))
         if src is None:
             return None
-        return Greengrass(src, to or src.path, keep if "keep" in raw else DEFAULT_KEEP,
+        return Greengrass(src, to or src.path,
+                          keep if "keep" in raw else default(Section.GREENGRASS, "keep"),
                           "keep" in raw, secrets, identity, node.loc)
 
     def systemd(self, node: Node) -> Systemd | None:
-        raw = self.fields(node, "systemd", ("from", "units"), required=("from", "units"))
+        raw = self.fields(node, "systemd", keys(Section.SYSTEMD),
+                          required=required(Section.SYSTEMD))
         if raw is None:
             return None
         src = self.source_ref(raw.get("from"), "systemd.from")
@@ -568,13 +574,14 @@ class _Checker:
         return Systemd(src, units, node.loc) if src is not None else None
 
     def docker(self, node: Node) -> Docker | None:
-        raw = self.fields(node, "docker", ("from", "to", "keep"), required=("from",))
+        raw = self.fields(node, "docker", keys(Section.DOCKER), required=required(Section.DOCKER))
         if raw is None:
             return None
         src = self.source_ref(raw.get("from"), "docker.from")
-        to = self.device_path(raw.get("to"), "docker.to") if "to" in raw else "/var/lib/docker"
+        default_to: str = default(Section.DOCKER, "to")
+        to = self.device_path(raw.get("to"), "docker.to") if "to" in raw else default_to
         keep = self.string_list(raw.get("keep"), "docker.keep")
-        return Docker(src, to or "/var/lib/docker", keep, node.loc) if src is not None else None
+        return Docker(src, to or default_to, keep, node.loc) if src is not None else None
 
     def files(self, node: Node | None) -> list[FileRule]:
         if node is None:
@@ -586,8 +593,7 @@ class _Checker:
         return [rule for rule in rules if rule is not None]
 
     def file_rule(self, node: Node, path: str) -> FileRule | None:
-        raw = self.fields(node, path, ("from", "to", "exclude", "content", "dir", "symlink",
-                                       "mode", "owner"), required=("to",))
+        raw = self.fields(node, path, keys(Section.FILES), required=required(Section.FILES))
         if raw is None:
             return None
         actions = [key for key in ("from", "content", "dir", "symlink") if key in raw]
@@ -626,9 +632,10 @@ class _Checker:
         raw = self.fields(node, "disk", DISK_KEYS)
         if raw is None:
             return None
-        table = self.enum(raw.get("table"), "disk.table", TableType, TableType.GPT)
+        table = self.enum(raw.get("table"), "disk.table", TableType, default(Section.DISK, "table"))
+        default_align: int = default(Section.DISK, "align")
         align = self.size(raw["align"], "disk.align", allow_auto=False) if "align" in raw \
-            else MiB
+            else default_align
         if align is not None and (align <= 0 or align % 4096):
             self.fail(raw["align"], "disk.align", f"alignment {align} is not a positive "
                       "multiple of 4 KiB", "1MiB suits every flash medium")
@@ -660,7 +667,8 @@ class _Checker:
         elif "signature" in raw:
             self.fail(raw["signature"], "disk.signature", "'signature' is for MBR disks",
                       "a GPT disk is named by 'guid'")
-        return Disk(table, align or MiB, size, guid, signature, entry_lba, blobs, node.loc)
+        return Disk(table, align or default_align, size, guid, signature, entry_lba, blobs,
+                    node.loc)
 
     def raw_blobs(self, node: Node | None) -> tuple[RawBlob, ...]:
         if node is None:
@@ -671,7 +679,8 @@ class _Checker:
         blobs = []
         for i, item in enumerate(node.value):
             path = f"disk.raw[{i}]"
-            raw = self.fields(item, path, ("from", "offset"), required=("from", "offset"))
+            raw = self.fields(item, path, keys(Section.DISK_RAW),
+                              required=required(Section.DISK_RAW))
             if raw is None or "from" not in raw or "offset" not in raw:
                 continue
             src = self.source_ref(raw["from"], f"{path}.from")

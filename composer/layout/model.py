@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import Loc
+from composer.types import TableType as TableType  # the layout's `disk.table` names
 
 
 class SecretsPolicy(StrEnum):
@@ -22,11 +23,6 @@ class IdentityPolicy(StrEnum):
     STRIP = "strip"
     FAIL = "fail"  # any trace of the golden device's identity is an error listing each
     KEEP = "keep"
-
-
-class TableType(StrEnum):
-    GPT = "gpt"
-    MBR = "mbr"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +68,12 @@ class Partition:
     disk: DiskPlacement | None  # where the partition goes in the disk (None: defaults)
     loc: Loc
     index: int  # declaration order = disk order
+
+
+# the folders of a Greengrass root that `greengrass.keep` may name, and what it keeps by default
+KNOWN_DIRS = ("alts", "bin", "cli_ipc_info", "config", "deployments", "logs", "packages",
+              "plugins", "telemetry", "work")
+DEFAULT_KEEP = ("alts", "config", "packages")
 
 
 @dataclass(frozen=True, slots=True)

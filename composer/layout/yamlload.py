@@ -136,6 +136,9 @@ class _Converter:
         self.file = file
         self.errors = errors
         self.values = 0
+        # PyYAML's constructor keeps every node it built (constructed_objects): one per load,
+        # dropped with it, so loads leave nothing behind
+        self.constructor = yaml.constructor.SafeConstructor()
 
     def convert(self, node: yaml.Node, depth: int) -> Node:
         loc = _loc(self.file, node)
@@ -161,7 +164,7 @@ def _convert(node: yaml.Node, conv: _Converter, depth: int) -> Node:
                     hint="write the keys out; a layout should show every value it sets"))
                 continue
             try:
-                key = _scalar(key_node)
+                key = _scalar(key_node, conv)
             except (yaml.YAMLError, ValueError, TypeError) as exc:
                 key = exc  # reported below as a key that is not a string
             if not isinstance(key, str):
@@ -181,7 +184,7 @@ def _convert(node: yaml.Node, conv: _Converter, depth: int) -> Node:
         return Node([conv.convert(item, depth + 1) for item in node.value], loc)
     assert isinstance(node, yaml.ScalarNode)
     try:
-        value = _scalar(node)
+        value = _scalar(node, conv)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         # an explicit tag PyYAML's safe constructor refuses (`!foo x`, `!!int abc`)
         problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
@@ -191,10 +194,7 @@ def _convert(node: yaml.Node, conv: _Converter, depth: int) -> Node:
     return Node(value, loc, tag=node.tag, quoted=node.style in ("'", '"', "|", ">"))
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node, conv: _Converter) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         return node  # a complex key; reported by the caller
-    return _CONSTRUCTOR.construct_object(node, deep=True)
-
-
-_CONSTRUCTOR = yaml.SafeLoader("")
+    return conv.constructor.construct_object(node, deep=True)

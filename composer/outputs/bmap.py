@@ -1,7 +1,7 @@
 """bmap 2.0 files for `bmaptool copy`, from the writer's own block map (never from host holes).
 
 Format: bmaptool's `BmapCreate.py` (format 2.0, identical to 1.4), as summarised in
-flashing-facts.md §8: ImageSize, BlockSize, BlocksCount = ceil(ImageSize / BlockSize),
+docs/flashing.md §8: ImageSize, BlockSize, BlocksCount = ceil(ImageSize / BlockSize),
 MappedBlocksCount = the exact sum of the ranges, ChecksumType sha256, one `Range` per run of
 mapped blocks with the sha256 of its bytes (a partial last block hashed only up to the image's
 end), and BmapFileChecksum = sha256 of the whole file with that checksum written as 64 '0's.
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from composer.fs.base import WriteResult
+from composer.types import WriteResult
 
 BMAP_VERSION = "2.0"
 BLOCK_SIZE = 4096

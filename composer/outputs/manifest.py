@@ -37,8 +37,9 @@ QUEUE_CHUNKS = 16  # bounds the copies in flight (the writer's chunks are 1 MiB)
 class HashingStore(ContentStore):
     """A content store that remembers the sha256 of every content a writer read in full."""
 
-    def __init__(self, inner: ContentStore) -> None:
-        self._inner = inner
+    def __init__(self, store: ContentStore) -> None:
+        """The same sources as `store`, read with hashing."""
+        super().__init__(store.sources, store.spill_dir)
         self.hashes: dict[Content, str] = {}
         self._queue: queue.Queue[tuple[Content, Any, bytes | None] | None] = \
             queue.Queue(QUEUE_CHUNKS)
@@ -46,11 +47,11 @@ class HashingStore(ContentStore):
         self._failure: BaseException | None = None
 
     def stream(self, contents: Iterable[Content]) -> Iterator[tuple[Content, BinaryIO]]:
-        for content, stream in self._inner.stream(contents):
+        for content, stream in super().stream(contents):
             yield content, self._wrap(content, stream)
 
     def stream_sorted(self, contents: Sequence[Content]) -> Iterator[tuple[Content, BinaryIO]]:
-        for content, stream in self._inner.stream_sorted(contents):
+        for content, stream in super().stream_sorted(contents):
             yield content, self._wrap(content, stream)
 
     def _wrap(self, content: Content, stream: BinaryIO) -> BinaryIO:
@@ -112,7 +113,7 @@ class HashingStore(ContentStore):
         if content not in self.hashes:
             self.finish()
         if content not in self.hashes:
-            for got, stream in self._inner.stream([content]):
+            for got, stream in super().stream([content]):
                 h = hashlib.sha256()
                 while chunk := stream.read(1 << 20):
                     h.update(chunk)
@@ -483,18 +484,13 @@ class EpochOrigin(StrEnum):
     NEWEST_MTIME = "newest input mtime"
 
 
-class SourceKind(StrEnum):
-    ARCHIVE = "archive"
-    FOLDER = "folder"
-
-
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
     """One source the build read, by the digest of its tree (composer/sources/digest.py), not
     by its path (the layout's hash pins that) nor, for an archive, by its file's bytes (member
     order and compression change those, and no image byte)."""
 
-    kind: str  # SourceKind.value
+    kind: str  # registry.SourceKind.value
     tree_sha256: str
 
     def to_obj(self) -> dict[str, Any]:

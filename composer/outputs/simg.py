@@ -1,6 +1,6 @@
 """Android sparse images (`.simg`) for fastboot, U-Boot fastboot and uuu.
 
-Format: AOSP `libsparse/sparse_format.h` (flashing-facts.md §9): a 28-byte file header, then
+Format: AOSP `libsparse/sparse_format.h` (docs/flashing.md §9): a 28-byte file header, then
 chunks with a 12-byte header each. Chunking policy, fixed so output depends on the bytes only:
 blocks outside the writer's extents become DONT_CARE; mapped blocks become RAW, or FILL when
 the whole block repeats one 4-byte value (if `fill` is on, the default). Mapped zeros stay
@@ -11,7 +11,6 @@ as libsparse writes it.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -19,19 +18,33 @@ from pathlib import Path
 from typing import BinaryIO
 
 from composer.errors import ComposerError
-from composer.fs.base import WriteResult
 from composer.outputs.bmap import block_ranges
+from composer.structs import Layout
+from composer.types import WriteResult
 
 SPARSE_MAGIC = 0xED26FF3A
 MAJOR_VERSION = 1
 MINOR_VERSION = 0
-FILE_HEADER = "<IHHHHIIII"
-FILE_HEADER_SIZE = 28
-assert struct.calcsize(FILE_HEADER) == FILE_HEADER_SIZE
-CHUNK_HEADER = "<HHII"
-CHUNK_HEADER_SIZE = 12
-assert struct.calcsize(CHUNK_HEADER) == CHUNK_HEADER_SIZE
-TOTAL_CHUNKS_OFFSET = 20
+SPARSE_HEADER = Layout("sparse_header_t", "AOSP system/core/libsparse/sparse_format.h", 28,
+                       "<", (
+                           ("magic", "I"),
+                           ("major_version", "H"),
+                           ("minor_version", "H"),
+                           ("file_hdr_sz", "H"),
+                           ("chunk_hdr_sz", "H"),
+                           ("blk_sz", "I"),
+                           ("total_blks", "I"),
+                           ("total_chunks", "I"),
+                           ("image_checksum", "I"),  # CRC32 of the image; 0: not given
+                       ))
+CHUNK_HEADER = Layout("chunk_header_t", "AOSP system/core/libsparse/sparse_format.h", 12, "<", (
+    ("chunk_type", "H"),
+    ("reserved1", "H"),
+    ("chunk_sz", "I"),  # in blocks of the output image
+    ("total_sz", "I"),  # in bytes of the chunk, header and data included
+))
+FILE_HEADER_SIZE = SPARSE_HEADER.size
+CHUNK_HEADER_SIZE = CHUNK_HEADER.size
 BLOCK_SIZE = 4096
 FILL_SIZE = 4
 # a RAW chunk's total_sz is a u32; keep chunks far below that and bounded in memory
@@ -64,26 +77,29 @@ def write_simg(image: Path, result: WriteResult, out: Path, *, block_size: int =
             hint="make partition and disk sizes multiples of 4 KiB (1 MiB is best)")
     total_blocks = result.size // block_size
     with image.open("rb") as src, out.open("wb") as dst:
-        dst.write(struct.pack(FILE_HEADER, SPARSE_MAGIC, MAJOR_VERSION, MINOR_VERSION,
-                              FILE_HEADER_SIZE, CHUNK_HEADER_SIZE, block_size, total_blocks,
-                              0, 0))
+        header = dict(magic=SPARSE_MAGIC, major_version=MAJOR_VERSION,
+                      minor_version=MINOR_VERSION, file_hdr_sz=FILE_HEADER_SIZE,
+                      chunk_hdr_sz=CHUNK_HEADER_SIZE, blk_sz=block_size,
+                      total_blks=total_blocks, image_checksum=0)
+        dst.write(SPARSE_HEADER.pack(**header, total_chunks=0))
         chunks = 0
         for run in _runs(src, result, block_size, fill):
             dst.write(_chunk(run, block_size))
             chunks += 1
-        dst.seek(TOTAL_CHUNKS_OFFSET)  # known only now
-        dst.write(struct.pack("<I", chunks))
+        dst.seek(0)  # the chunk count is known only now
+        dst.write(SPARSE_HEADER.pack(**header, total_chunks=chunks))
 
 
 def _chunk(run: _Run, block_size: int) -> bytes:
+    # once per chunk: the positional form (chunk_type, reserved1, chunk_sz, total_sz)
     if run.type is ChunkType.RAW:
-        head = struct.pack(CHUNK_HEADER, run.type, 0, run.blocks,
-                           CHUNK_HEADER_SIZE + run.blocks * block_size)
+        head = CHUNK_HEADER.pack_values(run.type, 0, run.blocks,
+                                        CHUNK_HEADER_SIZE + run.blocks * block_size)
         return head + run.data
     if run.type is ChunkType.FILL:
-        return struct.pack(CHUNK_HEADER, run.type, 0, run.blocks,
-                           CHUNK_HEADER_SIZE + FILL_SIZE) + run.data
-    return struct.pack(CHUNK_HEADER, run.type, 0, run.blocks, CHUNK_HEADER_SIZE)
+        return CHUNK_HEADER.pack_values(run.type, 0, run.blocks,
+                                        CHUNK_HEADER_SIZE + FILL_SIZE) + run.data
+    return CHUNK_HEADER.pack_values(run.type, 0, run.blocks, CHUNK_HEADER_SIZE)
 
 
 def _runs(src: BinaryIO, result: WriteResult, block_size: int, fill: bool) -> Iterator[_Run]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from composer.content import ContentStore
 from composer.errors import ComposerError, Loc
@@ -14,13 +14,7 @@ from composer.layout.model import SourceRef
 from composer.report import Report
 from composer.sources import Scanned
 from composer.tree import Content, DeviceTree, Entry, Kind, is_under, parent, sort_key
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    what: str  # "greengrass", "files[2]", …
-    loc: Loc
-    from_source: bool  # placed by copying from a source (may be overridden explicitly)
+from composer.types import Claim
 
 
 class Assembly:

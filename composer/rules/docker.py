@@ -4,8 +4,9 @@ less the parts that belong to one running daemon."""
 from __future__ import annotations
 
 from composer.layout.model import Docker
-from composer.rules.assembly import Assembly, Claim
+from composer.rules.assembly import Assembly
 from composer.tree import Entry, Kind
+from composer.types import Claim
 
 EPHEMERAL = ("containers", "tmp", "runtimes", "swarm", "network", "buildkit", "engine-id")
 

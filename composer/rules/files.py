@@ -11,8 +11,9 @@ import fnmatch
 from dataclasses import replace
 
 from composer.layout.model import FileAction, FileRule
-from composer.rules.assembly import Assembly, Claim
+from composer.rules.assembly import Assembly
 from composer.tree import Content, Entry, Kind
+from composer.types import Claim
 
 
 def excluded(rel: str, entry: Entry, patterns: tuple[str, ...]) -> bool:

@@ -1,4 +1,4 @@
-"""The Greengrass golden-image rules (greengrass-facts.md §11): keep what a device needs, drop
+"""The Greengrass golden-image rules (docs/greengrass.md §11): keep what a device needs, drop
 what is ephemeral, remove the golden device's secrets and identity from every copy of the
 configuration, and check that the nucleus will start from the result."""
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from composer.layout.model import Greengrass, IdentityPolicy, SecretsPolicy
-from composer.rules.assembly import Assembly, Claim
+from composer.layout.model import KNOWN_DIRS, Greengrass, IdentityPolicy, SecretsPolicy
+from composer.rules.assembly import Assembly
 from composer.rules.tlog import (
     Key,
     drop_lines,
@@ -27,16 +27,14 @@ from composer.rules.tlog import (
 )
 from composer.rules.yamlcut import YamlCutError, cut, keys
 from composer.tree import Content, Entry, Kind, is_under, norm
+from composer.types import Claim
 
-KNOWN_DIRS = ("alts", "bin", "cli_ipc_info", "config", "deployments", "logs", "packages",
-              "plugins", "telemetry", "work")
-DEFAULT_KEEP = ("alts", "config", "packages")
 EPHEMERAL_DIRS = ("deployments", "logs", "telemetry", "work")  # may hold the thing name
 SEARCH_LIMIT = 64 << 20  # bytes of one kept log or work file searched for the thing name
 TLOGS = ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~")  # the nucleus's order
 EFFECTIVE = ("effectiveConfig.yaml", "effectiveConfig.yaml~")
 # config/config.yaml (or .yml) is the nucleus's fallback (and --init-config's default): it may
-# hold the same keys, often a copy of effectiveConfig.yaml (greengrass-facts.md §6)
+# hold the same keys, often a copy of effectiveConfig.yaml (docs/greengrass.md §6)
 INIT_CONFIGS = ("config.yaml", "config.yml")
 SNAPSHOT_TLOGS = ("target_config.tlog", "rollback_snapshot.tlog")
 # Config keys that hold a secret of the golden device, with why (README "The rules")

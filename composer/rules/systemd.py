@@ -15,8 +15,9 @@ import re
 import shlex
 
 from composer.layout.model import Systemd
-from composer.rules.assembly import Assembly, Claim
+from composer.rules.assembly import Assembly
 from composer.tree import Entry, Kind, is_under
+from composer.types import Claim
 
 UNIT_DIR = "/etc/systemd/system"
 UNIT_DIRS = (UNIT_DIR, "/lib/systemd/system", "/usr/lib/systemd/system")

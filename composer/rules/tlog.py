@@ -1,6 +1,6 @@
 """Greengrass configuration files: the transaction log (config.tlog) and effectiveConfig.yaml.
 
-A tlog is JSON lines {"TS", "TP", "W", "V"} (greengrass-facts.md §6). We edit it only by dropping
+A tlog is JSON lines {"TS", "TP", "W", "V"} (docs/greengrass.md §6). We edit it only by dropping
 whole lines, so every line kept stays byte-identical. effectiveConfig.yaml is edited the same way:
 its keys are cut out by composer.rules.yamlcut. Config keys are case-insensitive.
 """

@@ -1,4 +1,5 @@
 """Sources: named inputs (a folder or an archive) scanned into entries plus a way to read data.
+The kinds of source and their scanners are listed in composer/registry.py.
 
 Names are bytes on Linux. Inside composer a name is a str made from those bytes by UTF-8 with
 surrogateescape (PEP 383): valid UTF-8 reads as itself, every other byte 0xNN as the lone
@@ -10,10 +11,8 @@ locale's charset, so it is not used), and the writers turn a name back into the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from composer.content import DataSource
-from composer.errors import ComposerError, Loc
 from composer.tree import Entry
 
 
@@ -36,18 +35,3 @@ def name_from_bytes(raw: bytes) -> str:
 def name_to_bytes(name: str) -> bytes:
     """The bytes a name stands for: the inverse of name_from_bytes."""
     return name.encode("utf-8", "surrogateescape")
-
-
-def scan_source(name: str, path: Path, loc: Loc | None = None) -> Scanned:
-    from composer.sources.archive import scan_archive
-    from composer.sources.directory import scan_directory
-
-    if path.is_dir():
-        return scan_directory(name, path)
-    if path.is_file():
-        return scan_archive(name, path)
-    if not path.exists():
-        raise ComposerError(f"source {name!r}: {path.name} does not exist", loc,
-                            hint="paths under 'sources:' are relative to the layout file")
-    raise ComposerError(f"source {name!r}: {path.name} is neither a folder nor an archive file",
-                        loc)

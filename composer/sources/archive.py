@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
@@ -69,8 +68,8 @@ def _scan(name: str, path: Path) -> Scanned:
     found = _Found(name)
     current = "(header)"
     try:
-        with libarchive.file_reader(str(path)) as archive:
-            for index, entry_p in enumerate(_members(archive._pointer)):
+        with archive_ffi.open_archive(str(path)) as archive_p:
+            for index, entry_p in enumerate(_members(archive_p)):
                 raw = name_from_bytes(archive_ffi.raw_pathname(entry_p))
                 current = raw or "(unnamed)"
                 found.add(entry_p, raw, index)
@@ -297,8 +296,7 @@ class ArchiveData(DataSource):
         read_any = False
         try:
             # big reads: libarchive's default is one read() per 4 KiB page
-            with libarchive.file_reader(str(self.path), block_size=READ_BLOCK) as archive:
-                archive_p = archive._pointer
+            with archive_ffi.open_archive(str(self.path), block_size=READ_BLOCK) as archive_p:
                 for index in range(last + 1):
                     # headers are read under the pinned locale; the consumer runs outside it
                     if not archive_ffi.next_header_as_stored(archive_p, entry_p):

@@ -17,11 +17,11 @@ from composer.disk.assemble import (
     DiskPlan,
     RawBlobSpec,
     TableType,
-    derive_guid,
     plan_disk,
     write_disk,
 )
 from composer.fs.base import WriteResult
+from tests.conftest import need
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -58,8 +58,10 @@ def test_plan_places_aligned_and_derives_guids() -> None:
         ("rootfs-b", 3, 25 * MIB, 16 * MIB), ("data", 4, 41 * MIB, 4 * MIB)]
     # auto size: last end (45 MiB) + 33 backup sectors, rounded up to 1 MiB
     assert plan.disk_size == 46 * MIB
-    assert plan.disk_guid == uuid.uuid5(derive_guid.__defaults__[0], "demo/disk")  # type: ignore
-    assert plan.partitions[0].uuid == derive_guid("demo", "partition/efi")
+    # written out, not derive_guid: uuid5 of "<seed>/<purpose>" in the disk module's namespace
+    disk_ns = uuid.uuid5(uuid.NAMESPACE_URL, "composer:disk")
+    assert plan.disk_guid == uuid.uuid5(disk_ns, "demo/disk")
+    assert plan.partitions[0].uuid == uuid.uuid5(disk_ns, "demo/partition/efi")
     assert plan.partitions[3].uuid == PINNED
     assert plan.free == ((17 * KIB, MIB - 17 * KIB), (45 * MIB, MIB - 33 * 512))
     other = plan_disk("gpt", specs(), seed="other")
@@ -105,11 +107,11 @@ def test_partition_image_copied_and_holes_kept(tmp_path: Path,
     # holes stay holes: the file allocates about what was mapped, not 46 MiB
     mapped_bytes = sum(length for _, length in result.extents)
     assert os.stat(img).st_blocks * 512 <= mapped_bytes + 256 * KIB
-    if shutil.which("fsck.vfat"):
-        part = tmp_path / "p1.vfat"
-        part.write_bytes(data[efi.offset:efi.offset + vres.size])
-        done = subprocess.run(["fsck.vfat", "-n", str(part)], capture_output=True, text=True)
-        assert done.returncode == 0 and "files," in done.stdout.splitlines()[-1], done.stdout
+    need("fsck.vfat")
+    part = tmp_path / "p1.vfat"
+    part.write_bytes(data[efi.offset:efi.offset + vres.size])
+    done = subprocess.run(["fsck.vfat", "-n", str(part)], capture_output=True, text=True)
+    assert done.returncode == 0 and "files," in done.stdout.splitlines()[-1], done.stdout
 
 
 def test_reproducible(tmp_path: Path, vfat_image: tuple[Path, WriteResult]) -> None:

@@ -12,13 +12,15 @@ import pytest
 from composer.disk.assemble import DiskPartitionSpec as P
 from composer.disk.assemble import plan_disk, write_disk
 from composer.fs.base import WriteResult
+from tests.conftest import env_skip
 
 MIB = 1 << 20
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for losetup and mount"),
-    pytest.mark.skipif(not Path("/dev/loop-control").exists(), reason="no loop devices"),
+    pytest.mark.skipif(not Path("/dev/loop-control").exists(),
+                       reason="environment fact [no-loop-devices]: no /dev/loop-control"),
 ]
 
 
@@ -48,7 +50,7 @@ def test_kernel_sees_partitions_and_mounts_vfat(tmp_path: Path, table: str,
     try:
         dev = sh("losetup", "-P", "--show", "-f", str(img))
     except AssertionError as exc:
-        pytest.skip(f"losetup failed here: {exc}")
+        env_skip("no-loop-devices", f"losetup failed here: {exc}")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     try:
@@ -68,12 +70,13 @@ def test_kernel_sees_partitions_and_mounts_vfat(tmp_path: Path, table: str,
             assert int((sys_part / "start").read_text()) == part.start_lba
             assert int((sys_part / "size").read_text()) == part.sectors
         if not parts[0].exists():
-            pytest.skip("no device nodes for loop partitions (no udev/devtmpfs here)")
+            env_skip("no-loop-devices",
+                     "no device nodes for loop partitions (no udev/devtmpfs here)")
         # through the kernel's partition device, the vfat image is intact
         assert sh("fsck.vfat", "-n", str(parts[0])).splitlines()[-1].endswith("clusters")
         if "vfat" not in Path("/proc/filesystems").read_text():
-            pytest.skip("this kernel has no vfat driver: partitions and the vfat partition "
-                        "were checked, the mount was not")
+            env_skip("no-vfat-driver", "this kernel has no vfat driver: partitions and the "
+                     "vfat partition were checked, the mount was not")
         sh("mount", "-t", "vfat", "-o", "ro", str(parts[0]), str(mnt))
         try:
             assert (mnt / "EFI" / "BOOT" / "BOOTAA64.EFI").read_bytes()[:2] == b"MZ"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 from gptcheck import MbrPart, decode_mbr
 
 from composer.disk.assemble import DiskPartitionSpec as P
-from composer.disk.assemble import derive_guid, plan_disk, write_disk
+from composer.disk.assemble import plan_disk, write_disk
 from composer.fs.base import WriteResult
 
 MIB = 1 << 20
@@ -36,14 +37,15 @@ def test_bytes(tmp_path: Path, vfat_image: tuple[Path, WriteResult]) -> None:
     assert signature == 0x12345678
     assert parts == (MbrPart(True, 0x0C, 2048, 16384), MbrPart(False, 0x83, 18432, 32768),
                      MbrPart(False, 0x82, 51200, 4096), MbrPart(False, 0x0E, 55296, 8192))
-    # CHS as sfdisk writes it for LBA 2048 (flashing-facts §6)
+    # CHS as sfdisk writes it for LBA 2048 (docs/flashing.md §6)
     assert img.read_bytes()[446:451] == bytes([0x80, 0x20, 0x21, 0x00, 0x0C])
 
 
 def test_derived_signature(tmp_path: Path, vfat_image: tuple[Path, WriteResult]) -> None:
     img, _ = build(tmp_path, vfat_image)
     signature, _ = decode_mbr(img)
-    assert signature == int.from_bytes(derive_guid("demo", "mbr-signature").bytes[:4], "big")
+    disk_ns = uuid.uuid5(uuid.NAMESPACE_URL, "composer:disk")  # written out, not derive_guid
+    assert signature == int.from_bytes(uuid.uuid5(disk_ns, "demo/mbr-signature").bytes[:4], "big")
 
 
 @pytest.mark.skipif(not shutil.which("sfdisk"), reason="needs sfdisk")

@@ -317,7 +317,7 @@ class Ext4Harness:
             return "losetup/mount missing"
         proc = subprocess.run(["losetup", "-f"], capture_output=True, text=True)
         if proc.returncode != 0:
-            return f"no free loop device: {proc.stderr.strip()}"
+            return f"environment fact [no-loop-devices]: no free loop device: {proc.stderr.strip()}"
         return None
 
     @contextmanager

@@ -22,6 +22,7 @@ from composer.fs import base
 from composer.fs.ext4 import Ext4Writer
 from composer.fs.ext4.csum import crc, fs_seed
 from composer.fs.ext4.dirhash import dx_hash
+from composer.registry import WRITERS, Format
 from composer.tree import Content, Entry, Kind
 from tests.flashkit import mapped_blocks, used_blocks
 
@@ -123,7 +124,7 @@ def kitchen_sink() -> list[Entry]:
 
 
 def test_registered() -> None:
-    assert base.writers()["ext4"] is Ext4Writer
+    assert WRITERS[Format.EXT4] is Ext4Writer
     assert set(Ext4Writer.options) == {"inodes", "reserved", "journal", "headroom"}
 
 

@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,9 +20,9 @@ import pytest
 
 from composer.content import ContentStore, DataSource
 from composer.errors import ComposerError
-from composer.fs import base
 from composer.fs.base import WriteRequest, WriteResult
 from composer.fs.vfat import VfatWriter
+from composer.registry import WRITERS, Format
 from composer.tree import Content, Entry, Kind, sorted_entries
 
 pytestmark = pytest.mark.skipif(
@@ -107,7 +108,7 @@ def read_back(img: Path, dest: Path) -> None:
 
 
 def test_registered() -> None:
-    assert base._REGISTRY["vfat"] is VfatWriter
+    assert WRITERS[Format.VFAT] is VfatWriter
     assert set(VfatWriter.options) == {"fat", "volume_id"}
 
 
@@ -296,3 +297,55 @@ def test_auto_size_that_cannot_fit_the_fat_type() -> None:
     too_big = request(entries=(d("/", 0), big), size=None, fat=12)
     assert error(too_big) == ("boot: no FAT size fits this content",
                               "give the partition an explicit size and `fat:` type")
+
+
+def test_write_leaves_pyfatfs_unpatched(tmp_path: Path) -> None:
+    """No process-wide patch: pyfatfs's clock is its own at every moment of a write."""
+    from pyfatfs.DosDateTime import DosDateTime
+
+    original = DosDateTime.__dict__["now"]
+    seen: list[bool] = []
+
+    def progress(_: int) -> None:  # called in the middle of the write
+        seen.append(DosDateTime.__dict__["now"] is original)
+
+    VfatWriter().write(request(), tmp_path / "a.vfat", ContentStore(), progress)
+    assert seen and all(seen)
+
+
+def test_writes_at_once_in_threads_equal_writes_one_by_one(tmp_path: Path) -> None:
+    """Each write's times are its own: no state shared between writes in one process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def shifted(by: int) -> WriteRequest:
+        entries = tuple(replace(e, mtime_ns=e.mtime_ns + by * 86_400 * NS) for e in tree())
+        return request(entries)
+
+    def write(i: int, where: Path) -> bytes:
+        out = where / f"{i}.vfat"
+        VfatWriter().write(shifted(i), out, ContentStore())
+        return out.read_bytes()
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "many").mkdir()
+    alone = [write(i, tmp_path / "one") for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: write(i, tmp_path / "many"), range(4)))
+    assert len(set(alone)) == 4  # the times really differ
+    assert together == alone
+
+
+def test_pyfatfs_surprise_is_an_error_not_an_assert(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layout pyfatfs did not write as predicted stops the build, also under `python -O`."""
+    from composer.fs import vfat
+
+    predicted = vfat.geometry
+
+    def off_by_one(fat: int, size: int) -> vfat.Geometry | None:
+        geo = predicted(fat, size)
+        return None if geo is None else replace(geo, fat_sectors=geo.fat_sectors + 1)
+
+    monkeypatch.setattr(vfat, "geometry", off_by_one)
+    with pytest.raises(ComposerError, match="pyfatfs wrote an unexpected FAT"):
+        VfatWriter().write(request(), tmp_path / "a.vfat", ContentStore())

@@ -15,6 +15,7 @@ from imagekit import BS, MIB, make_image, sha256
 from composer.fs.base import WriteResult
 from composer.outputs.bmap import bmap_text, write_bmap
 from composer.outputs.compress import compress_zstd
+from tests.conftest import env_skip, need
 
 needs_bmaptool = pytest.mark.skipif(not shutil.which("bmaptool"), reason="needs bmap-tools")
 
@@ -57,12 +58,12 @@ def test_partial_last_block_hashed_to_the_end(tmp_path: Path) -> None:
     # one range 0-1, hashed over the 5000 bytes that exist, not 8192
     digest = hashlib.sha256(b"\x01" * 5000).hexdigest()
     assert f'chksum="{digest}"> 0-1 </Range>' in text
-    if shutil.which("bmaptool"):
-        bmap = tmp_path / "odd.bmap"
-        bmap.write_text(text)
-        done = bmaptool_copy(bmap, path, tmp_path / "copy.img")
-        assert done.returncode == 0, done.stderr
-        assert (tmp_path / "copy.img").read_bytes() == path.read_bytes()
+    need("bmaptool")  # the independent judge: a skip naming it, a failure in CI
+    bmap = tmp_path / "odd.bmap"
+    bmap.write_text(text)
+    done = bmaptool_copy(bmap, path, tmp_path / "copy.img")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "copy.img").read_bytes() == path.read_bytes()
 
 
 @needs_bmaptool
@@ -134,7 +135,7 @@ def test_written_zeros_overwrite_a_dirty_device(tmp_path: Path) -> None:
     dev = subprocess.run(["losetup", "--show", "-f", str(backing)], capture_output=True,
                          text=True).stdout.strip()
     if not dev:
-        pytest.skip("losetup failed")
+        env_skip("no-loop-devices", "losetup failed")
     try:
         done = bmaptool_copy(bmap, path, Path(dev))
         assert done.returncode == 0, done.stderr

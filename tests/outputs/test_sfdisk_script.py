@@ -12,7 +12,7 @@ import pytest
 
 from composer.disk.assemble import DiskPartitionSpec as P
 from composer.disk.assemble import DiskPlan, RawBlobSpec, plan_disk, write_disk
-from composer.outputs.sfdisk import gpt_attrs, sfdisk_script
+from composer.disk.sfdisk import gpt_attrs, sfdisk_script
 
 MIB = 1 << 20
 

@@ -1,4 +1,4 @@
-"""Native ext4 image writer (pure Python + crc32c), see docs/ext4-facts.md.
+"""Native ext4 image writer (pure Python + crc32c), see docs/ext4.md.
 
 The profile is Debian 12's `mke2fs -t ext4 -O ^resize_inode`: 4 KiB blocks, 256-byte inodes,
 has_journal ext_attr dir_index filetype extent 64bit flex_bg sparse_super large_file huge_file
@@ -20,7 +20,6 @@ from composer.fs.base import (
     WriteRequest,
     WriteResult,
     no_progress,
-    register,
 )
 from composer.fs.ext4.constants import BLOCK_SIZE, JOURNAL_MIN_BLOCKS
 from composer.fs.ext4.planner import (
@@ -38,7 +37,6 @@ from composer.fs.ext4.writer import write_image
 LABEL_MAX = 16  # s_volume_name
 
 
-@register
 class Ext4Writer(FsWriter):
     fs = "ext4"
     options = {

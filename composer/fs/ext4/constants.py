@@ -1,4 +1,4 @@
-"""On-disk constants of the ext4 profile we write (ext4-facts §0, §1.2, §2, §5, §6, §7).
+"""On-disk constants of the ext4 profile we write (docs/ext4.md §0, §1.2, §2, §5, §6, §7).
 
 The profile is Debian 12's `mke2fs -t ext4 -O ^resize_inode` with 4 KiB blocks and 256-byte
 inodes; nothing here is configurable on purpose, so every image has the same shape.
@@ -17,7 +17,7 @@ MAX_INODES_PER_GROUP = 8 * BLOCK_SIZE  # the inode bitmap is one block too
 DESC_SIZE = 64  # 64bit feature: 64-byte group descriptors
 DESCS_PER_BLOCK = BLOCK_SIZE // DESC_SIZE
 SECTORS_PER_BLOCK = BLOCK_SIZE // 512  # i_blocks counts 512-byte sectors (§5.5)
-LOG_GROUPS_PER_FLEX = 4  # 16 groups per flex group, like mke2fs (only an allocator hint)
+LOG_GROUPS_PER_FLEX = 4  # 16 groups per flex group, like mke2fs: their tables sit together
 
 SUPERBLOCK_OFFSET = 1024
 SUPERBLOCK_SIZE = 1024

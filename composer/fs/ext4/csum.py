@@ -1,4 +1,4 @@
-"""CRC32C as ext4 uses it (ext4-facts §3).
+"""CRC32C as ext4 uses it (docs/ext4.md §3).
 
 ext4 feeds a raw CRC32C: no pre- or post-inversion, the previous raw value is the next seed.
 The `crc32c` package computes the standard CRC (inverted in and out) and continues from a

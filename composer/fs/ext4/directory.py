@@ -1,4 +1,4 @@
-"""Directories: linear blocks and htree (hashed) directories (ext4-facts §7).
+"""Directories: linear blocks and htree (hashed) directories (docs/ext4.md §7).
 
 A directory that fits in LINEAR_DIR_MAX_BLOCKS blocks is linear; a bigger one is an htree:
 block 0 is the dx_root, then the leaves in hash order, then (only when there are more leaves
@@ -25,6 +25,12 @@ from composer.fs.ext4.csum import crc
 from composer.fs.ext4.dirhash import dx_hash
 
 _DIRENT = struct.Struct("<IHBB")
+# Index blocks are never written full (count == limit): tune2fs, which rewrites every checksum
+# when it changes the UUID, takes a full index block for one without room for its dx_tail and
+# leaves it to `e2fsck -D` (stale checksum, EBADMSG from the kernel). One free slot, as the
+# kernel leaves after a split, keeps every index block "not full".
+DX_ROOT_FILL = DX_ROOT_LIMIT - 1
+DX_NODE_FILL = DX_NODE_LIMIT - 1
 DOT_SIZE = 12  # "." and ".." entries, each 8 + 4
 
 
@@ -52,9 +58,9 @@ class DirLayout:
     @property
     def nodes(self) -> int:
         """Interior htree blocks (0 when the root indexes every leaf)."""
-        if not self.htree or len(self.leaves) <= DX_ROOT_LIMIT:
+        if not self.htree or len(self.leaves) <= DX_ROOT_FILL:
             return 0
-        return -(-len(self.leaves) // DX_NODE_LIMIT)
+        return -(-len(self.leaves) // DX_NODE_FILL)
 
     @property
     def nblocks(self) -> int:
@@ -91,7 +97,7 @@ def plan_dir(entries: Sequence[Dirent], hash_seed: tuple[int, int, int, int],
     keyed = sorted((dx_hash(e.name, hash_seed), e.name, e) for e in entries)
     ordered = tuple(e for _, _, e in keyed)
     leaves = _pack(ordered, 0)
-    if len(leaves) > DX_ROOT_LIMIT * DX_NODE_LIMIT:
+    if len(leaves) > DX_ROOT_FILL * DX_NODE_FILL:
         raise DirTooBig(f"{len(entries)} entries need more than two htree levels")
     hashes = []
     for start, _ in leaves:
@@ -171,7 +177,7 @@ def build_blocks(layout: DirLayout, ino: int, parent: int, seed: int) -> bytes:
     if nodes:
         root_targets = []
         for n in range(nodes):
-            chunk = leaf_targets[n * DX_NODE_LIMIT:(n + 1) * DX_NODE_LIMIT]
+            chunk = leaf_targets[n * DX_NODE_FILL:(n + 1) * DX_NODE_FILL]
             node = bytearray(BLOCK_SIZE)
             # fake dirent covering the block: inode 0, rec_len = block size
             _DIRENT.pack_into(node, 0, 0, BLOCK_SIZE, 0, 0)

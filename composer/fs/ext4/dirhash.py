@@ -1,4 +1,4 @@
-"""The half_md4 directory hash of htree directories (ext4-facts §7.4, e2fsprogs dirhash.c).
+"""The half_md4 directory hash of htree directories (docs/ext4.md §7.4, e2fsprogs dirhash.c).
 
 Ported from the description of `ext2fs_dirhash`: the name is fed in 32-byte chunks through
 `str2hashbuf`, which pads with the number of bytes *remaining*, into a 3-round half MD4.

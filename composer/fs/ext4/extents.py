@@ -1,4 +1,4 @@
-"""Extent trees (ext4-facts §6): splitting runs into extents and building tight trees.
+"""Extent trees (docs/ext4.md §6): splitting runs into extents and building tight trees.
 
 Trees are built bottom-up with every node full except the last one of its level and the
 depth only as large as needed, which is what e2fsck's "could be narrower/shorter" test wants.

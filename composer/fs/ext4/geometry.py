@@ -1,4 +1,4 @@
-"""Block-group geometry and the fixed metadata positions (ext4-facts §4.1, §12b)."""
+"""Block-group geometry and the fixed metadata positions (docs/ext4.md §4.1, §12b)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,20 @@ class Geometry:
 
     def group_blocks(self, group: int) -> int:
         return min(BLOCKS_PER_GROUP, self.nblocks - group * BLOCKS_PER_GROUP)
+
+    @property
+    def blocks_per_group(self) -> int:
+        return BLOCKS_PER_GROUP
+
+    @property
+    def first_data_block(self) -> int:
+        return 0
+
+    def group_first(self, group: int) -> int:
+        return group * BLOCKS_PER_GROUP
+
+    def group_last(self, group: int) -> int:
+        return min(self.group_first(group) + BLOCKS_PER_GROUP, self.nblocks) - 1
 
     @property
     def super_groups(self) -> tuple[int, ...]:

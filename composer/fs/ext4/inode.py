@@ -1,4 +1,4 @@
-"""The 256-byte inode (ext4-facts §5.1) and its checksum."""
+"""The 256-byte inode (docs/ext4.md §5.1) and its checksum."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The internal jbd2 journal (ext4-facts §9): default size and its (big-endian) superblock."""
+"""The internal jbd2 journal (docs/ext4.md §9): default size and its (big-endian) superblock."""
 
 from __future__ import annotations
 

@@ -5,13 +5,15 @@ order into places fixed here. Two stages:
 
 * `prepare()` does everything that does not depend on the image size: validation, inode
   numbers, link counts, xattr placement, directory layouts (htree hashing included);
-* `allocate()` lays the prepared inodes out on a given geometry with one forward cursor:
-  group metadata, journal, then every inode in inode order (data, extent-tree blocks, xattr
-  block). Files are contiguous except where a backup superblock/GDT is in the way.
+* `allocate()` places the group tables where mke2fs's flex_bg allocator puts them, then lays
+  the prepared inodes out with one forward cursor: journal, then every inode in inode order
+  (data, extent-tree blocks, xattr block). Files are contiguous except where a backup
+  superblock/GDT or a flex group's tables are in the way.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import struct
 import uuid
@@ -36,6 +38,7 @@ from composer.fs.ext4.constants import (
     INODE_RATIO,
     JOURNAL_MIN_BLOCKS,
     LINK_MAX,
+    LOG_GROUPS_PER_FLEX,
     LOST_FOUND,
     LOST_FOUND_BLOCKS,
     NAME_MAX,
@@ -396,8 +399,92 @@ def _xattrs(e: Entry, fail: Callable[[str, str], None]) -> xa.XattrSplit:
 # ----------------------------------------------------------------------------- allocate
 
 
+class _BlockSet:
+    """Allocated runs, for mke2fs's first-fit searches (ext2fs_get_free_blocks2)."""
+
+    def __init__(self, nblocks: int, runs: list[Run]) -> None:
+        self.nblocks = nblocks
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for start, n in runs:
+            self.add(start, n)
+
+    def add(self, start: int, n: int) -> None:
+        i = bisect.bisect_left(self.starts, start)
+        self.starts.insert(i, start)
+        self.ends.insert(i, start + n)
+
+    def first_free(self, start: int, finish: int, n: int) -> int | None:
+        """The first b in [start, finish) with blocks b .. b+n-1 free and inside the file
+        system; None when there is none."""
+        b = start
+        while b < finish and b + n <= self.nblocks:
+            i = bisect.bisect_left(self.starts, b + n) - 1  # the last run starting before b+n
+            if i < 0 or self.ends[i] <= b:
+                return b
+            b = self.ends[i]
+        return None
+
+
+def _flex_offset(used: _BlockSet, geo: Geometry, group: int, start: int, rem: int,
+                 elem: int) -> int:
+    """mke2fs's flexbg_offset (lib/ext2fs/alloc_tables.c): where the `elem`-block table of
+    `group` goes, given the previous table's end `start` (0: none) and the `rem` groups left in
+    the flex group."""
+    flex = 1 << LOG_GROUPS_PER_FLEX
+    size = min(rem * elem, geo.blocks_per_group // 4)
+    if start and start < geo.nblocks:
+        b = used.first_free(start, start + size, elem)
+        if b is not None:
+            return b
+    first = geo.group_first(group - group % flex)
+    last = geo.group_last(min(group | (flex - 1), geo.groups - 1))
+    for lo, n in ((first, size), (first, elem), (geo.first_data_block, elem)):
+        b = used.first_free(lo, last, n)
+        if b is not None:
+            return b
+    raise NoSpace
+
+
+def place_group_tables(geo: Geometry
+                       ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Block bitmaps, inode bitmaps and inode tables of every group, where mke2fs puts them
+    with flex_bg (ext2fs_allocate_group_table): per flex group of 16, at its start, the 16
+    block bitmaps, then the 16 inode bitmaps, then the 16 inode tables, each kind contiguous.
+    Spreading them keeps the file system shrinkable and growable like mke2fs's
+    (`resize2fs -M` moves nothing it cannot)."""
+    flex = 1 << LOG_GROUPS_PER_FLEX
+    used = _BlockSet(geo.nblocks, geo.reserved_runs())
+    bbm: list[int] = []
+    ibm: list[int] = []
+    itb: list[int] = []
+    itable = geo.itable_blocks
+    for g in range(geo.groups):
+        last_grp = min(g | (flex - 1), geo.groups - 1)
+        rem = last_grp - g + 1
+        last_blk = geo.group_last(last_grp)
+        offset = flex
+        if g % flex == 0 and last_grp == geo.groups - 1:
+            # the last flex group keeps its tables contiguous: room for its groups only
+            offset = (last_grp & (flex - 1)) + 1 if last_grp & (flex - 1) else flex
+        for kind, out, n in ((0, bbm, 1), (1, ibm, 1), (2, itb, itable)):
+            if g % flex:
+                prev = out[-1] + n
+            else:
+                prev = 0 if kind == 0 else (bbm if kind == 1 else ibm)[-1] + offset
+            b = _flex_offset(used, geo, g, prev, rem, n)
+            found = used.first_free(b, last_blk, n)
+            if found is None:
+                found = used.first_free(geo.group_first(g), last_blk, n)
+            if found is None:
+                raise NoSpace
+            used.add(found, n)
+            out.append(found)
+    return tuple(bbm), tuple(ibm), tuple(itb)
+
+
 class _Allocator:
-    """One forward cursor over the blocks, skipping superblock/GDT copies."""
+    """One forward cursor over the blocks, skipping superblock/GDT copies and group tables."""
 
     def __init__(self, nblocks: int, reserved: list[Run]) -> None:
         self.nblocks = nblocks
@@ -432,28 +519,15 @@ class _Allocator:
         self.used.extend(runs)
         return runs
 
-    def take_contiguous(self, n: int) -> int:
-        while True:
-            limit = self._skip()
-            if self.cursor + n <= limit:
-                break
-            self.cursor = limit
-        start = self.cursor
-        self.cursor += n
-        self._check()
-        self.used.append((start, n))
-        return start
-
     def blocks(self, n: int) -> tuple[int, ...]:
         return tuple(b for s, k in self.take(n) for b in range(s, s + k))
 
 
 def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> Plan:
-    alloc = _Allocator(geo.nblocks, geo.reserved_runs())
-    # flex_bg lets bitmaps and tables sit anywhere: all of them first, like one big flex group
-    bbm = tuple(alloc.take_contiguous(1) for _ in range(geo.groups))
-    ibm = tuple(alloc.take_contiguous(1) for _ in range(geo.groups))
-    itb = tuple(alloc.take_contiguous(geo.itable_blocks) for _ in range(geo.groups))
+    bbm, ibm, itb = place_group_tables(geo)
+    tables = [(b, 1) for b in bbm] + [(b, 1) for b in ibm] + [(b, geo.itable_blocks)
+                                                             for b in itb]
+    alloc = _Allocator(geo.nblocks, merge_runs(geo.reserved_runs() + tables))
     jblocks = opts.journal_blocks(geo.nblocks)
     jext: tuple[Extent, ...] = ()
     jtree: tuple[int, ...] = ()
@@ -473,7 +547,19 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
         placed.append(Placed(node, ext, tree, xblock))
     reserved = int(geo.nblocks * opts.reserved_pct / 100)
     return Plan(geo, image_size, prep, bbm, ibm, itb, jext, jtree, jblocks, tuple(placed),
-                tuple(alloc.used), reserved)
+                (*tables, *alloc.used), reserved)
+
+
+def merge_runs(runs: list[Run]) -> list[Run]:
+    """Sorted runs with touching ones joined."""
+    out: list[Run] = []
+    for start, n in sorted(runs):
+        if out and out[-1][0] + out[-1][1] >= start:
+            last_start, last_n = out[-1]
+            out[-1] = (last_start, max(last_n, start + n - last_start))
+        else:
+            out.append((start, n))
+    return out
 
 
 def estimate_used(prep: Prepared, geo: Geometry, opts: Options) -> int:
@@ -488,6 +574,24 @@ def inodes_for(prep: Prepared, opts: Options, nblocks: int) -> int:
         return opts.inodes
     wanted = math.ceil(prep.last_ino * (1 + opts.headroom_pct / 100))
     return max(nblocks * BLOCK_SIZE // INODE_RATIO, wanted)
+
+
+# blocks root needs to create and write a small file: a data block, a directory leaf and an
+# htree index block, an extent block, an xattr block, with room to spare
+WRITE_MARGIN_BLOCKS = 16
+
+
+def kernel_reserved_blocks(nblocks: int) -> int:
+    """Blocks the kernel keeps back even from root (ext4_calculate_resv_clusters: 2 % of
+    the file system, at most 4096), for unwritten-extent conversion."""
+    return min(nblocks // 50, 4096)
+
+
+def writable_minimum(geo: Geometry, opts: Options) -> int:
+    """Free blocks an auto-sized image keeps whatever the headroom, so the kernel lets even a
+    non-root user write a little (free above s_r_blocks_count and the kernel's own reserve)."""
+    reserved = int(geo.nblocks * opts.reserved_pct / 100)
+    return reserved + kernel_reserved_blocks(geo.nblocks) + WRITE_MARGIN_BLOCKS
 
 
 def plan_fixed(prep: Prepared, opts: Options, size: int) -> Plan:
@@ -520,7 +624,7 @@ def plan_auto(prep: Prepared, opts: Options, headroom_pct: float | None = None) 
             n += MIB_BLOCKS  # a dropped tail group or too few inodes: grow and retry
             continue
         used = estimate_used(prep, geo, opts)
-        want = round_mib(used * (1 + headroom / 100))
+        want = round_mib(max(used * (1 + headroom / 100), used + writable_minimum(geo, opts)))
         if want > n:
             n = want
             continue

@@ -1,4 +1,4 @@
-"""Superblock and group descriptors (ext4-facts §2, §4.3)."""
+"""Superblock and group descriptors (docs/ext4.md §2, §4.3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The sfdisk script of a disk plan: `sfdisk DEVICE < disk.sfdisk` recreates the tables.
 
-Grammar: man sfdisk 2.38 "INPUT FORMATS" (flashing-facts.md §5). Every start and size is an
+Grammar: man sfdisk 2.38 "INPUT FORMATS" (docs/flashing.md §5). Every start and size is an
 exact sector count with no unit suffix (sfdisk aligns suffixed sizes and can shrink them), and
 every GUID and the MBR signature are written out (sfdisk picks random ones otherwise). sfdisk
 only writes tables, never partition contents.
@@ -11,9 +11,10 @@ such plans the script says so in a comment, and `first-lba` keeps partitions whe
 
 from __future__ import annotations
 
-from composer.disk.assemble import SECTOR, DiskPlan, PlannedPartition, TableType
+from composer.disk.assemble import SECTOR, DiskPlan, PlannedPartition
 from composer.disk.gpt import Attr
 from composer.errors import ComposerError
+from composer.types import TableType
 
 # man sfdisk --part-attrs: names for bits 0-2; bits 48-63 are written as GUID:<bit>
 _ATTR_NAMES = {
