@@ -372,6 +372,41 @@ def reproduce_command(
     raise typer.Exit(0 if report.identical else 1)
 
 
+@app.command("inspect")
+def inspect_command(
+    image: Annotated[Path, typer.Argument(help="a disk, tar or vfat image", metavar="IMAGE")],
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """What IMAGE holds: a disk's partition table, or an archive's or FAT's every entry."""
+    from composer.check.inspect import inspect
+
+    _set_globals(quiet, debug)
+    if not image.is_file():
+        raise _bad_argument(f"{image} is not a file")
+    data = inspect(image)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    if "table" in data:
+        table = data["table"]
+        typer.echo(f"{data['image']}: {table['table']} disk, {data['size']} bytes, id "
+                   f"{table['guid'] or table['signature']}")
+        for p in data["partitions"]:
+            typer.echo(f"  {p['number']:>2} {p.get('name') or '-':<12} offset {p['offset']:>12}"
+                       f"  size {p['size']:>12}  type {p['type']}  partuuid {p['partuuid']}  "
+                       f"fs {p['fs']}")
+        return
+    typer.echo(f"{data['image']}: {data['kind']}, {data['size']} bytes, "
+               f"{len(data['entries'])} entries")
+    for e in data["entries"]:
+        owner = f"{e['uid']}:{e['gid']}" if "uid" in e else "-"
+        link = f" -> {e['target']}" if "target" in e else ""
+        typer.echo(f"  {e['kind']:<8} {e.get('mode', '-'):>4} {owner:>9} {e.get('size', ''):>10}"
+                   f" {e.get('sha256', '')[:16]:<16} {e['path']}{link}")
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM, raised in the main thread so every `finally` and cleanup runs.
 
