@@ -41,7 +41,7 @@ def _folder_digest(root: Path) -> str:
                 b"%d" % st.st_gid, b"%d" % st.st_mtime_ns,
                 b"%d" % len(data) if data is not None else b"",
                 hashlib.sha256(data).hexdigest().encode() if data is not None else b"",
-                b"", b"", *xattrs]))
+                b"", b"", b"", *xattrs]))  # link target, hard-link group, device numbers
     h = hashlib.sha256(b"composer-tree-1\n")
     seen = set()
     for key, fields in sorted(rows):
