@@ -2,10 +2,10 @@
 
 Changes are reported where they start and not again where they only follow: a file's new mode
 explains its image's new bytes, that image's bmap, .simg and .zst, the disk image and
-SHA256SUMS; a new epoch explains every entry whose mtime was the epoch in both builds and every
-image (file systems store the epoch in their headers). An image whose bytes differ while nothing
-that would explain it differs is named as such: the difference is outside what the manifest
-records (a superblock field, a timestamp a writer leaked).
+SHA256SUMS; a new epoch explains every entry whose mtime is one source time clamped to each
+epoch, and every image (file systems store the epoch in their headers). An image whose bytes
+differ while nothing that would explain it differs is named as such: the difference is outside
+what the manifest records (a superblock field, a timestamp a writer leaked).
 """
 
 from __future__ import annotations
@@ -80,12 +80,12 @@ def entry_changes(partition: str, a: Iterable[EntryRecord], b: Iterable[EntryRec
     for path in sorted(old.keys() | new.keys()):
         where = f"{partition}:{path}"
         x, y = old.get(path), new.get(path)
-        if x is None:
-            changes.append(Change(Scope.ENTRY, where, "added", None, y.kind))  # type: ignore
-        elif y is None:
-            changes.append(Change(Scope.ENTRY, where, "removed", x.kind, None))
-        else:
+        if x is not None and y is not None:
             changes += _entry_fields(where, x, y, epochs)
+        elif y is not None:
+            changes.append(Change(Scope.ENTRY, where, "added", None, y.kind))
+        elif x is not None:
+            changes.append(Change(Scope.ENTRY, where, "removed", x.kind, None))
     return changes
 
 

@@ -238,8 +238,8 @@ def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
         except ComposerError as exc:
             report.add(part.image, exc.message)
             continue
-        for change in entry_changes(name, [wanted(e) for e in part.entries
-                                           if wanted(e) is not None], records):
+        expected = [view for view in map(wanted, part.entries) if view is not None]
+        for change in entry_changes(name, expected, records):
             what = (f"{change.field}: the manifest says {change.a}, the image holds {change.b}"
                     if change.field not in ("added", "removed") else
                     "is in the image but not in the manifest" if change.field == "added" else
