@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from composer.structs import Layout
+from composer.structs import Struct
 
 ACCESS_XATTR = "system.posix_acl_access"
 DEFAULT_XATTR = "system.posix_acl_default"
 XATTR_VERSION = 2
 NO_ID = 0xFFFFFFFF
 
-ACL_HEADER = Layout("posix_acl_xattr_header", "linux include/uapi/linux/posix_acl_xattr.h", 4,
+ACL_HEADER = Struct("posix_acl_xattr_header", "linux include/uapi/linux/posix_acl_xattr.h", 4,
                     "<", (("a_version", "I"),))
-ACL_ENTRY = Layout("posix_acl_xattr_entry", "linux include/uapi/linux/posix_acl_xattr.h", 8,
+ACL_ENTRY = Struct("posix_acl_xattr_entry", "linux include/uapi/linux/posix_acl_xattr.h", 8,
                    "<", (("e_tag", "H"), ("e_perm", "H"), ("e_id", "I")))
 
 # tags of the xattr form (linux/posix_acl.h)

@@ -7,6 +7,8 @@ staging folder inside the output folder that is published atomically only when a
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +51,8 @@ from composer.rules.greengrass import GreengrassRule
 from composer.rules.systemd import SystemdRule
 from composer.sources import Scanned
 from composer.tree import DeviceTree, canonical_hardlinks
+
+log = logging.getLogger(__name__)
 
 # Every derived ID is uuid5(COMPOSER_NS, "<layout name>/<partition>/<purpose>")
 COMPOSER_NS = uuid.UUID("6f1c3b1e-6a0e-5c8e-9a57-0c0a1d5e7c11")
@@ -103,11 +107,15 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     Reads the layout and the sources (metadata, and the few small files the rules edit); writes
     nothing and changes nothing outside the Plan it returns, so a plan can be thrown away."""
     events = events or Events()
+    start = time.monotonic()
     layout = load_layout(layout_path)
+    log.debug("loaded %s: %d partitions, outputs %s", layout_path, len(layout.partitions),
+              ", ".join(layout.outputs) or "none")
     events.step("scanning sources")
     scanned = _scan(layout)
     store = ContentStore({name: s.data for name, s in scanned.items()})
     epoch, origin = _epoch(layout, scanned, epoch_override, override_origin)
+    log.debug("epoch %d, from %s", epoch, origin.value)
     events.step("applying rules")
     asm = Assembly(scanned, store, epoch)
     for source in scanned.values():
@@ -116,12 +124,15 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     tree = _assemble(layout, asm)
     routing = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
     raise_all(list(routing.errors))
+    for name, entries in routing.partitions.items():
+        log.debug("routed %d entries to %s", len(entries), name)
     planned = _plan_partitions(layout, routing.partitions, epoch)
     disk = None
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
         disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
                                 COMPOSER_NS, max_size=layout.max_image_size)
+    log.debug("planned in %.2f s", time.monotonic() - start)
     return Plan(layout, epoch, routing.tree, planned, asm.report, store, disk, scanned, origin)
 
 
@@ -132,7 +143,10 @@ def _scan(layout: Layout) -> dict[str, Scanned]:
     for name in sorted(used):
         source = layout.sources[name]
         try:
+            start = time.monotonic()
             scanned[name] = scan_source(name, source.path, source.loc)
+            log.debug("scanned source %s (%s): %d entries in %.2f s", name, source.path,
+                      len(scanned[name].entries), time.monotonic() - start)
         except ComposerError as exc:
             if exc.loc is None:
                 exc.loc = source.loc
@@ -220,6 +234,8 @@ def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
         size = None
         if not problems and writer.fixed_size:
             size = writer.resolve_size(request)
+            log.debug("%s: %s, %d bytes (%s)", part.name, part.fs, size,
+                      "given" if part.size is not None else "auto")
         planned.append(PlannedPartition(writer, request, size))
     raise_all(errors)
     return planned
@@ -321,7 +337,11 @@ def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
     if part.size is not None and request.size is None:
         request = replace(request, size=part.size)
     events.start(f"{part.name} ({part.writer.fs})", sum(e.size for e in request.entries))
-    return name, part.writer.write(request, tmp / name, store, events.advance), request
+    start = time.monotonic()
+    result = part.writer.write(request, tmp / name, store, events.advance)
+    log.debug("wrote %s: %d bytes, %d extents in %.2f s", name, result.size,
+              len(result.extents), time.monotonic() - start)
+    return name, result, request
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +363,10 @@ class _Written:
 def _write_disk(disk: DiskBuild, images: dict[str, tuple[Path, WriteResult]], tmp: Path,
                 store: HashingStore, events: Events) -> WriteResult:
     events.step(f"writing disk.img ({disk.plan.table.value})")
-    return write_layout_disk(disk, images, tmp / "disk.img", store)
+    start = time.monotonic()
+    result = write_layout_disk(disk, images, tmp / "disk.img", store)
+    log.debug("wrote disk.img: %d bytes in %.2f s", result.size, time.monotonic() - start)
+    return result
 
 
 def _disk_record(disk: DiskBuild, sha256: str) -> DiskRecord:

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 layout/input/build error, 2 usage, 3 internal error.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -39,7 +40,8 @@ LayoutArg = Annotated[Path, typer.Argument(help="the layout file", show_default=
                                            metavar="LAYOUT")]
 # -q and --debug are accepted before and after the command (`compose build x.yaml -q`)
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="print errors only")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks")]
+DebugOpt = Annotated[bool, typer.Option(
+    "--debug", help="show tracebacks, and log decisions and timings on stderr")]
 EpochOpt = Annotated[str | None, typer.Option(
     "--source-date-epoch", help="the build's epoch (else $SOURCE_DATE_EPOCH, the layout's "
     "epoch, or the newest input mtime)", show_default=False)]
@@ -144,7 +146,19 @@ def _main(
 
 def _set_globals(quiet: bool, debug: bool) -> None:
     STATE.quiet = STATE.quiet or quiet
+    if debug and not STATE.debug:
+        _log_to_stderr()
     STATE.debug = STATE.debug or debug
+
+
+def _log_to_stderr() -> None:
+    """--debug: the library's log records (composer.*) on stderr, with the time since start."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("debug: %(relativeCreated)6.0f ms %(name)s: "
+                                           "%(message)s"))
+    logger = logging.getLogger("composer")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
 
 
 @app.command("build")

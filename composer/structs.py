@@ -2,7 +2,7 @@
 
 A declaration is what the public source shows as a table, in its order, with its names:
 
-    GPT_ENTRY = Layout("GPT partition entry", "UEFI 2.10 §5.3.3", 128, "<", (
+    GPT_ENTRY = Struct("GPT partition entry", "UEFI 2.10 §5.3.3", 128, "<", (
         ("partition_type_guid", "16s"), ("unique_partition_guid", "16s"), ...))
 
 The size the source gives is checked when the module is imported (a real error, not an assert
@@ -24,7 +24,7 @@ _ZERO_BY_KIND = {"s": b"", "p": b"", "?": False, "e": 0.0, "f": 0.0, "d": 0.0}
 
 
 @dataclass(frozen=True, slots=True)
-class Layout:
+class Struct:
     """One on-disk structure: its name, its public source, its size and its fields in order."""
 
     name: str

@@ -24,6 +24,8 @@ ENVIRONMENT_FACTS = {
     "no-holes": "the host file system of the temporary folder does not report holes",
     "no-acls": "the host file system of the temporary folder does not take POSIX ACLs",
     "uid-cannot-read": "an unprivileged uid cannot read the checkout or the Python installation",
+    "no-cap-sys-resource": "the container withholds CAP_SYS_RESOURCE, which online ext4 resize "
+    "(EXT4_IOC_RESIZE_FS) needs",
 }
 
 

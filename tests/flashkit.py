@@ -123,3 +123,12 @@ def mapped_blocks(extents: tuple[tuple[int, int], ...], block_size: int = 4096) 
     for offset, length in extents:
         blocks |= set(range(offset // block_size, -(-(offset + length) // block_size)))
     return blocks
+
+
+def fs_block_size(img: Path) -> int:
+    """The ext4 block size, as dumpe2fs reads it from the superblock."""
+    out = subprocess.run(["dumpe2fs", "-h", str(img)], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"^Block size:\s+(\d+)$", out, re.M)
+    assert m, out
+    return int(m.group(1))

@@ -30,6 +30,8 @@ class PaxMember:
     gname: str
     linkname: str
     magic: bytes
+    mtime: int = 0
+    rdev: tuple[int, int] = (0, 0)
     records: dict[str, bytes] = field(default_factory=dict)
     data: bytes = b""
 
@@ -91,7 +93,9 @@ def pax_members(path: Path) -> list[PaxMember]:
             uname=text_of(header[265:297].rstrip(b"\0")),
             gname=text_of(header[297:329].rstrip(b"\0")),
             linkname=text_of(records.get("linkpath", header[157:257].rstrip(b"\0"))),
-            magic=header[257:265], records=records, data=data))
+            magic=header[257:265], mtime=_octal(header[136:148]),
+            rdev=(_octal(header[329:337]), _octal(header[337:345])), records=records,
+            data=data))
 
 
 @dataclass(frozen=True)

@@ -18,36 +18,36 @@ import composer
 from composer.acl import ACCESS_XATTR, ACL_ENTRY, ACL_HEADER, MASK, XATTR_VERSION
 from composer.disk import gpt, mbr
 from composer.outputs.simg import CHUNK_HEADER, SPARSE_HEADER, SPARSE_MAGIC
-from composer.structs import Layout
+from composer.structs import Struct
 
 
 def run(*args: str) -> str:
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
 
 
-def _declared() -> list[tuple[str, Layout]]:
-    """Every Layout a composer module declares at its top level."""
+def _declared() -> list[tuple[str, Struct]]:
+    """Every Struct a composer module declares at its top level."""
     found = []
     for info in pkgutil.walk_packages(composer.__path__, "composer."):
         if info.name == "composer.__main__":  # importing it runs the CLI
             continue
         module = importlib.import_module(info.name)
         found += [(f"{info.name}.{name}", value) for name, value in vars(module).items()
-                  if isinstance(value, Layout)]
+                  if isinstance(value, Struct)]
     return found
 
 
 def test_a_wrong_size_fails_when_declared() -> None:
     with pytest.raises(ValueError, match="make 6 bytes, spec says 8"):
-        Layout("bad", "spec", 8, "<", (("a", "I"), ("b", "H")))
+        Struct("bad", "spec", 8, "<", (("a", "I"), ("b", "H")))
     with pytest.raises(ValueError, match="twice"):
-        Layout("dup", "spec", 8, "<", (("a", "I"), ("a", "I")))
+        Struct("dup", "spec", 8, "<", (("a", "I"), ("a", "I")))
     with pytest.raises(ValueError, match="byte order"):
-        Layout("native", "spec", 8, "@", (("a", "I"), ("b", "I")))
+        Struct("native", "spec", 8, "@", (("a", "I"), ("b", "I")))
 
 
 def test_pack_names_fields_and_zeroes_the_rest() -> None:
-    layout = Layout("t", "spec", 12, "<", (("magic", "4s"), ("reserved", "I"), ("n", "I")))
+    layout = Struct("t", "spec", 12, "<", (("magic", "4s"), ("reserved", "I"), ("n", "I")))
     data = layout.pack(magic=b"ABCD", n=7)
     assert data == b"ABCD" + bytes(4) + (7).to_bytes(4, "little")
     assert layout.unpack(data) == {"magic": b"ABCD", "reserved": 0, "n": 7}

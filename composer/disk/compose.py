@@ -24,7 +24,7 @@ from composer.disk.sfdisk import sfdisk_script
 from composer.errors import ComposerError, raise_all
 from composer.layout.model import Disk, Output, Partition, RawBlob, flashing_names
 from composer.outputs.bmap import write_bmap
-from composer.outputs.compress import compress_zstd, zstd_available
+from composer.outputs.compress import compress_zstd
 from composer.outputs.simg import write_simg
 from composer.sources import Scanned
 from composer.tree import Content, Kind
@@ -114,9 +114,6 @@ def flashing_outputs(image: Path, result: WriteResult, outputs: Sequence[Output]
         elif name.endswith(".simg"):
             write_simg(image, result, target)
         else:
-            if not zstd_available():
-                raise ComposerError("outputs: zst needs the zstd command",
-                                    hint="install it (Debian package: zstd), or drop zst")
             compress_zstd(image, target)
     return list(names)
 

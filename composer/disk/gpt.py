@@ -1,6 +1,6 @@
 """GUID Partition Table bytes: protective MBR, primary and backup headers and entry arrays.
 
-Reference: UEFI Specification, chapter 5 "GUID Partition Table (GPT) Disk Layout" (header and
+Reference: UEFI Specification, chapter 5 "GUID Partition Table (GPT) Disk Struct" (header and
 entry tables, protective MBR); the attribute bits and type GUIDs below are from the UEFI spec, the
 UAPI Discoverable Partitions Specification (DPS) and man sfdisk (see docs/flashing.md §2-4).
 Only 512-byte logical sectors are supported.
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 from composer.disk import mbr
 from composer.errors import ComposerError
-from composer.structs import Layout
+from composer.structs import Struct
 
 SECTOR = 512
 
 GPT_SIGNATURE = b"EFI PART"
 GPT_REVISION = 0x00010000
-GPT_HEADER = Layout("GPT header", "UEFI 2.10 §5.3.2, table GPT Header", 92, "<", (
+GPT_HEADER = Struct("GPT header", "UEFI 2.10 §5.3.2, table GPT Header", 92, "<", (
     ("signature", "8s"),
     ("revision", "I"),
     ("header_size", "I"),
@@ -43,7 +43,7 @@ GPT_HEADER = Layout("GPT header", "UEFI 2.10 §5.3.2, table GPT Header", 92, "<"
 ))
 GPT_HEADER_SIZE = GPT_HEADER.size
 
-GPT_ENTRY = Layout("GPT partition entry", "UEFI 2.10 §5.3.3, table GPT Partition Entry", 128, "<", (
+GPT_ENTRY = Struct("GPT partition entry", "UEFI 2.10 §5.3.3, table GPT Partition Entry", 128, "<", (
     ("partition_type_guid", "16s"),
     ("unique_partition_guid", "16s"),
     ("starting_lba", "Q"),

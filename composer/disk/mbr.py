@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from composer.errors import ComposerError
-from composer.structs import Layout
+from composer.structs import Struct
 
 SECTOR = 512
 MAX_PRIMARY = 4
 MAX_LBA = 0xFFFFFFFF  # u32 LBA fields: the 2 TiB limit
 
-MBR_ENTRY = Layout("MBR partition record", "UEFI 2.10 §5.2.1, table Legacy MBR Partition "
+MBR_ENTRY = Struct("MBR partition record", "UEFI 2.10 §5.2.1, table Legacy MBR Partition "
                    "Record", 16, "<", (
                        ("boot_indicator", "B"),  # 0x80: bootable
                        ("starting_chs", "3s"),
@@ -26,7 +26,7 @@ MBR_ENTRY = Layout("MBR partition record", "UEFI 2.10 §5.2.1, table Legacy MBR 
                        ("starting_lba", "I"),
                        ("size_in_lba", "I"),
                    ))
-MBR_SECTOR = Layout("MBR", "UEFI 2.10 §5.2.1, table Legacy MBR", SECTOR, "<", (
+MBR_SECTOR = Struct("MBR", "UEFI 2.10 §5.2.1, table Legacy MBR", SECTOR, "<", (
     ("boot_code", "440s"),
     ("unique_mbr_disk_signature", "I"),
     ("unknown", "H"),

@@ -38,6 +38,7 @@ mapped too). Free clusters are holes.
 from __future__ import annotations
 
 import calendar
+import logging
 import math
 import re
 import struct
@@ -61,6 +62,8 @@ from composer.fs.base import (
 )
 from composer.tree import Content, Entry, Kind, parent, sorted_entries
 from composer.units import align_up
+
+log = logging.getLogger(__name__)
 
 SECTOR = 512
 MIB = 1 << 20
@@ -181,7 +184,10 @@ def auto_fat(size: int) -> int:
     return 32 if size >= FAT32_AUTO_FROM else 16
 
 
-def dos_time(seconds: int, epoch: int) -> tuple[int, int, int, int, int, int]:
+DosTime = tuple[int, int, int, int, int, int]  # (Y, M, D, h, m, s)
+
+
+def dos_time(seconds: int, epoch: int) -> DosTime:
     """(Y, M, D, h, m, s) of a Unix time as FAT stores it: UTC fields, clamped, 2 s steps."""
     t = max(DOS_EPOCH, min(seconds, epoch, DOS_LAST))
     tm = time.gmtime(t)
@@ -270,8 +276,10 @@ class VfatWriter(FsWriter):
               progress: Progress = no_progress) -> WriteResult:
         size = self.resolve_size(req)
         geo = self._geometry_or_raise(req, size)
+        log.debug("%s: FAT%d, %d clusters of %d bytes, %d sectors per FAT", req.name, geo.fat,
+                  geo.clusters, geo.cluster_size, geo.fat_sectors)
         out.touch(exist_ok=False)  # mkfs opens with "rb+": the file must exist
-        _mkfs(out, size, req)
+        _mkfs(out, geo, size, req)
         _fix_label_entry(out, geo, req)
         extents = _fill(out, geo, req, store, progress)
         _patch_metadata(out, geo, req.name)
@@ -454,11 +462,11 @@ def _pyfatfs_broke(name: str, what: str) -> ComposerError:
                          "pyfatfs version (`pip show pyfatfs`)")
 
 
-def _mkfs(out: Path, size: int, req: WriteRequest) -> None:
+def _mkfs(out: Path, geo: Geometry, size: int, req: WriteRequest) -> None:
     from pyfatfs.PyFat import PyFat
 
     fat_type = {12: PyFat.FAT_TYPE_FAT12, 16: PyFat.FAT_TYPE_FAT16,
-                32: PyFat.FAT_TYPE_FAT32}[req.options.get("fat") or auto_fat(size)]
+                32: PyFat.FAT_TYPE_FAT32}[geo.fat]
     pf = PyFat()
     try:
         pf.mkfs(str(out), fat_type, size=size, label=(req.label or "NO NAME").upper(),
@@ -512,7 +520,7 @@ def _fill(out: Path, geo: Geometry, req: WriteRequest, store: ContentStore,
                 stream = next(data)[1] if entry.size > 0 else None
                 _write_file(fs, entry.path, stream, progress)
         times = {e.path: dos_time(e.mtime_ns // 1_000_000_000, req.epoch) for e in entries}
-        _stamp_times(fs.fs, times, dos_time(req.epoch, req.epoch))
+        _stamp_times(fs.fs, times, dos_time(req.epoch, req.epoch), req.name)
         _same_geometry(fs.fs, geo, req.name)
         return _extents(fs.fs, geo)
     finally:
@@ -529,10 +537,7 @@ def _write_file(fs: object, path: str, stream: BinaryIO | None, progress: Progre
             progress(n)
 
 
-DosTime = tuple[int, int, int, int, int, int]  # what dos_time() returns
-
-
-def _stamp_times(pf: Any, times: Mapping[str, DosTime], label_time: DosTime) -> None:
+def _stamp_times(pf: Any, times: Mapping[str, DosTime], label_time: DosTime, name: str) -> None:
     """Give every directory entry pyfatfs wrote its pinned time instead of the wall clock's.
 
     Named entries get their own time; "." its directory's; ".." its parent's, or zero when the
@@ -550,12 +555,13 @@ def _stamp_times(pf: Any, times: Mapping[str, DosTime], label_time: DosTime) -> 
                 _stamp(child, times[path])
             else:  # ".."
                 _stamp(child, times.get(parent(path)))
-        for child in files:
-            _stamp(child, times[_child_path(path, child)])
-        for child in dirs:
+        for child in (*files, *dirs):
             child_path = _child_path(path, child)
+            if child_path not in times:
+                raise _pyfatfs_broke(name, f"an entry {shown(child_path)} that was not written")
             _stamp(child, times[child_path])
-            pending.append((child_path, child))
+            if child.is_directory():
+                pending.append((child_path, child))
         pf.update_directory_entry(dentry)
 
 

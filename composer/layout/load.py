@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from composer import tools
 from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import FsWriter, OptionType
 from composer.fs.ext4.inode import TIME_MAX
@@ -77,6 +78,10 @@ def epoch_problem(value: int) -> str | None:
         return (f"{value} is after {EPOCH_MAX} (2446-05-10 22:38:55 UTC), the last second ext4 "
                 "can store")
     return None
+
+
+# outputs made by an external command: the loader checks it is there
+_NEEDS_TOOL = {Output.ZST: tools.ZSTD}
 
 
 def load_layout(path: Path) -> Layout:
@@ -388,6 +393,11 @@ class _Checker:
                 self.fail(item, f"outputs[{i}]", f"{name!r} is listed twice")
             if value is Output.SFDISK and not has_disk:
                 self.fail(item, f"outputs[{i}]", "an sfdisk script needs a 'disk:' section")
+            tool = _NEEDS_TOOL.get(value)
+            if tool is not None and tools.find(tool) is None:
+                # checked here, so that validate fails too and build before writing anything
+                self.fail(item, f"outputs[{i}]", f"{name} needs the `{tool.command}` command, "
+                          "which is not on PATH", f"{tool.install_hint}, or drop {name}")
             result.append(value)
         return tuple(dict.fromkeys(result))
 
@@ -530,7 +540,8 @@ class _Checker:
         else:
             value = self.uuid(node, path)
         if spec.choices and value is not None and value not in spec.choices:
-            self.fail(node, path, f"{value!r} is not one of {', '.join(map(str, spec.choices))}")
+            self.fail(node, path, f"{value!r} is not one of {', '.join(map(str, spec.choices))}",
+                      f"{spec.help}")
         return value
 
     def greengrass(self, node: Node) -> Greengrass | None:

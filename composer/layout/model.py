@@ -64,7 +64,7 @@ class Partition:
     mount: str
     label: str | None
     uuid: uuid.UUID | None  # pinned; derived at plan time when None
-    options: Mapping[str, Any]  # writer options, parsed by their OptionSpec
+    options: Mapping[str, Any]  # file-system options, parsed as layout/settings.py declares
     disk: DiskPlacement | None  # where the partition goes in the disk (None: defaults)
     loc: Loc
     index: int  # declaration order = disk order

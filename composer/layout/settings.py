@@ -131,20 +131,26 @@ SETTINGS: tuple[Setting, ...] = (
             "ID, see `volume_id`; tar has none)", default="derived from `name`",
             example="2f5a9c1e-7b44-4c1e-9d0a-3f1b6c8e2a10"),
     Setting(_S.EXT4, "inodes", "integer", "number of inodes",
-            default="one per 16 KiB, at least the entries plus headroom", example="65536",
+            default="mke2fs's inode ratio for the size type (one per 8 KiB below 3 MiB, per 4 KiB "
+            "below 512 MiB, per 16 KiB up to 4 TiB, then 32/64 KiB), at least the entries plus "
+            "headroom", example="65536",
             option=OptionType.INT),
     Setting(_S.EXT4, "reserved", "number 0-50", "percent of blocks reserved for root",
             default="5 (as mke2fs)", example="0", option=OptionType.PERCENT),
-    Setting(_S.EXT4, "journal", "size or `none`", "journal size, or no journal",
-            default="mke2fs's size for the file system size", example="16MiB",
+    Setting(_S.EXT4, "journal", "size or `none`", "journal size (at least 1024 blocks), or no "
+            "journal", default="mke2fs's size for the block count: none below 2048 blocks, 1024 "
+            "blocks below 32768, … up to 1 GiB", example="16MiB",
             option=OptionType.SIZE_OR_NONE),
     Setting(_S.EXT4, "headroom", "number 0-50", "percent of free space added to an `auto` "
             "size; even at 0 an `auto` size keeps free blocks above the `reserved` ones and the "
             "kernel's own reserve (2 %, at most 4096 blocks) plus 16, so the mounted image stays "
             "writable", default="10", example="20", option=OptionType.PERCENT),
-    Setting(_S.EXT4, "block_size", "integer", "file-system block size in bytes",
-            default="as mke2fs: 1024 below 512 MiB, else 4096", example="4096",
-            option=OptionType.INT, choices=(1024, 2048, 4096)),
+    Setting(_S.EXT4, "block_size", "integer", "file-system block size in bytes: 1024, 2048 or "
+            "4096",
+            default="as mke2fs for the size type (/etc/mke2fs.conf): 1024 below 512 MiB, else "
+            "4096; 4096 also when the content needs it (a symlink target or xattrs longer than a "
+            "1 KiB block holds); for `size: auto`, the type of the size the image comes out at",
+            example="4096", option=OptionType.INT, choices=(1024, 2048, 4096)),
     Setting(_S.VFAT, "fat", "integer", "FAT type; a size pyfatfs cannot format with it is an "
             "error", default="12 below 4.1 MiB, 32 from 512 MiB, else 16", example="32",
             option=OptionType.INT, choices=(12, 16, 32)),

@@ -291,16 +291,18 @@ class EntryRecord:
 
     @classmethod
     def of(cls, entry: Entry, store: HashingStore) -> EntryRecord:
-        has_data = entry.kind is Kind.FILE and entry.content is not None
+        # once per entry of every image (hundreds of thousands): positional, no generator
+        # unless the entry has xattrs
+        kind = entry.kind
+        has_data = kind is Kind.FILE and entry.content is not None
         return cls(
-            path=shown(entry.path), kind=entry.kind.value, mode=f"{entry.mode:04o}",
-            uid=entry.uid, gid=entry.gid, mtime=entry.mtime_ns // 1_000_000_000,
-            mtime_ns=entry.mtime_ns,
-            size=entry.size if has_data else None,
-            sha256=store.digest(entry.content) if has_data else None,  # type: ignore[arg-type]
-            target=shown(entry.target) if entry.target is not None else None,
-            rdev=tuple(entry.rdev) if entry.kind in (Kind.CHAR, Kind.BLOCK) else None,
-            xattrs=tuple(shown(name) for name, _ in entry.xattrs))
+            shown(entry.path), kind.value, f"{entry.mode:04o}", entry.uid, entry.gid,
+            entry.mtime_ns // 1_000_000_000, entry.mtime_ns,
+            entry.size if has_data else None,
+            store.digest(entry.content) if has_data else None,  # type: ignore[arg-type]
+            shown(entry.target) if entry.target is not None else None,
+            tuple(entry.rdev) if kind is Kind.CHAR or kind is Kind.BLOCK else None,
+            tuple([shown(name) for name, _ in entry.xattrs]) if entry.xattrs else ())
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode,

@@ -19,13 +19,13 @@ from typing import BinaryIO
 
 from composer.errors import ComposerError
 from composer.outputs.bmap import block_ranges
-from composer.structs import Layout
+from composer.structs import Struct
 from composer.types import WriteResult
 
 SPARSE_MAGIC = 0xED26FF3A
 MAJOR_VERSION = 1
 MINOR_VERSION = 0
-SPARSE_HEADER = Layout("sparse_header_t", "AOSP system/core/libsparse/sparse_format.h", 28,
+SPARSE_HEADER = Struct("sparse_header_t", "AOSP system/core/libsparse/sparse_format.h", 28,
                        "<", (
                            ("magic", "I"),
                            ("major_version", "H"),
@@ -37,7 +37,7 @@ SPARSE_HEADER = Layout("sparse_header_t", "AOSP system/core/libsparse/sparse_for
                            ("total_chunks", "I"),
                            ("image_checksum", "I"),  # CRC32 of the image; 0: not given
                        ))
-CHUNK_HEADER = Layout("chunk_header_t", "AOSP system/core/libsparse/sparse_format.h", 12, "<", (
+CHUNK_HEADER = Struct("chunk_header_t", "AOSP system/core/libsparse/sparse_format.h", 12, "<", (
     ("chunk_type", "H"),
     ("reserved1", "H"),
     ("chunk_sz", "I"),  # in blocks of the output image

@@ -1,22 +1,18 @@
 """On-disk constants of the ext4 profile we write (docs/ext4.md §0, §1.2, §2, §5, §6, §7).
 
-The profile is Debian 12's `mke2fs -t ext4 -O ^resize_inode` with 4 KiB blocks and 256-byte
-inodes; nothing here is configurable on purpose, so every image has the same shape.
+The profile is Debian 12's `mke2fs -t ext4 -O ^resize_inode` with 256-byte inodes. The block
+size is 1, 2 or 4 KiB, chosen like mke2fs does (`size_type`); everything that depends on it is
+computed from `Geometry.block_size`, never from a constant.
 """
 
 from __future__ import annotations
 
-BLOCK_SIZE = 4096
-LOG_BLOCK_SIZE = 2  # s_log_block_size: 1024 << 2 = 4096
+BLOCK_SIZES = (1024, 2048, 4096)
+DEFAULT_BLOCK_SIZE = 4096
 INODE_SIZE = 256
 EXTRA_ISIZE = 32  # i_extra_isize: room for checksum_hi, *_extra times and crtime (§5.1)
 GOOD_OLD_INODE_SIZE = 128
-INODES_PER_BLOCK = BLOCK_SIZE // INODE_SIZE
-BLOCKS_PER_GROUP = 8 * BLOCK_SIZE  # one bitmap block covers the group
-MAX_INODES_PER_GROUP = 8 * BLOCK_SIZE  # the inode bitmap is one block too
 DESC_SIZE = 64  # 64bit feature: 64-byte group descriptors
-DESCS_PER_BLOCK = BLOCK_SIZE // DESC_SIZE
-SECTORS_PER_BLOCK = BLOCK_SIZE // 512  # i_blocks counts 512-byte sectors (§5.5)
 LOG_GROUPS_PER_FLEX = 4  # 16 groups per flex group, like mke2fs: their tables sit together
 
 SUPERBLOCK_OFFSET = 1024
@@ -29,7 +25,8 @@ ROOT_INO = 2
 JOURNAL_INO = 8
 FIRST_INO = 11  # s_first_ino; mke2fs puts lost+found here
 LOST_FOUND = "/lost+found"
-LOST_FOUND_BLOCKS = 4  # mke2fs makes lost+found 16 KiB so e2fsck can reconnect without allocating
+# mke2fs makes lost+found 16 KiB, so e2fsck can reconnect files without allocating
+LOST_FOUND_BYTES = 16384
 
 # feature bits (§1.2)
 COMPAT_HAS_JOURNAL = 0x4
@@ -75,17 +72,12 @@ LINK_MAX = 65000
 EXTENT_MAGIC = 0xF30A
 EXTENT_MAX_LEN = 32768  # longest initialized extent (EXT_INIT_MAX_LEN)
 EXTENTS_IN_INODE = 4  # (60 - 12) / 12
-EXTENTS_PER_BLOCK = (BLOCK_SIZE - 12) // 12  # 340
-EXTENT_TAIL_OFFSET = 12 + 12 * EXTENTS_PER_BLOCK  # 4092
 
 # symlinks (§5.7)
 FAST_SYMLINK_MAX = 59  # targets < 60 bytes live in i_block
 
 # directories (§7)
 DIRENT_TAIL_SIZE = 12
-DIR_BLOCK_SPACE = BLOCK_SIZE - DIRENT_TAIL_SIZE  # room for dirents in a leaf block
-DX_ROOT_LIMIT = (BLOCK_SIZE - 32 - 8) // 8  # 507 with the 8-byte dx_tail
-DX_NODE_LIMIT = (BLOCK_SIZE - 8 - 8) // 8  # 510
 LINEAR_DIR_MAX_BLOCKS = 2  # bigger directories get an htree (e2fsck -fy rehashes >= 3 blocks)
 NAME_MAX = 255
 
@@ -100,8 +92,6 @@ FT_SYMLINK = 7
 
 # journal (§9, mke2fs ext2fs_default_journal_size)
 JOURNAL_MIN_BLOCKS = 1024
+NO_JOURNAL_BELOW_BLOCKS = 2048  # mke2fs makes no journal for smaller file systems
 JBD2_MAGIC = 0xC03B3998
 JBD2_SUPERBLOCK_V2 = 4
-
-# default inode ratio of mke2fs.conf: one inode per 16 KiB
-INODE_RATIO = 16384

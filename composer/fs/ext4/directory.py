@@ -12,11 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from composer.fs.ext4.constants import (
-    BLOCK_SIZE,
-    DIR_BLOCK_SPACE,
     DIRENT_TAIL_SIZE,
-    DX_NODE_LIMIT,
-    DX_ROOT_LIMIT,
     FT_DIR,
     HASH_HALF_MD4,
     LINEAR_DIR_MAX_BLOCKS,
@@ -29,8 +25,22 @@ _DIRENT = struct.Struct("<IHBB")
 # when it changes the UUID, takes a full index block for one without room for its dx_tail and
 # leaves it to `e2fsck -D` (stale checksum, EBADMSG from the kernel). One free slot, as the
 # kernel leaves after a split, keeps every index block "not full".
-DX_ROOT_FILL = DX_ROOT_LIMIT - 1
-DX_NODE_FILL = DX_NODE_LIMIT - 1
+
+
+def dx_root_limit(block_size: int) -> int:
+    return (block_size - 32 - 8) // 8  # after ".", "..", dx_root_info; 8-byte dx_tail: 507
+
+
+def dx_node_limit(block_size: int) -> int:
+    return (block_size - 8 - 8) // 8  # after the fake dirent; 8-byte dx_tail: 510
+
+
+def dx_root_fill(block_size: int) -> int:
+    return dx_root_limit(block_size) - 1
+
+
+def dx_node_fill(block_size: int) -> int:
+    return dx_node_limit(block_size) - 1
 DOT_SIZE = 12  # "." and ".." entries, each 8 + 4
 
 
@@ -54,13 +64,14 @@ class DirLayout:
     htree: bool
     leaf_hashes: tuple[int, ...] = ()  # htree: the index hash of each leaf (first is unused)
     min_blocks: int = 1  # linear: pad with empty blocks up to this many (lost+found)
+    block_size: int = 4096
 
     @property
     def nodes(self) -> int:
         """Interior htree blocks (0 when the root indexes every leaf)."""
-        if not self.htree or len(self.leaves) <= DX_ROOT_FILL:
+        if not self.htree or len(self.leaves) <= dx_root_fill(self.block_size):
             return 0
-        return -(-len(self.leaves) // DX_NODE_FILL)
+        return -(-len(self.leaves) // dx_node_fill(self.block_size))
 
     @property
     def nblocks(self) -> int:
@@ -73,14 +84,14 @@ class DirTooBig(ValueError):
     pass
 
 
-def _pack(entries: Sequence[Dirent], first_used: int) -> list[tuple[int, int]]:
-    """Greedy split of entries into blocks of DIR_BLOCK_SPACE bytes; the first block already
-    holds `first_used` bytes."""
+def _pack(entries: Sequence[Dirent], first_used: int, space: int) -> list[tuple[int, int]]:
+    """Greedy split of entries into blocks of `space` bytes (a block without its checksum
+    tail); the first block already holds `first_used` bytes."""
     leaves = []
     start = 0
     used = first_used
     for i, e in enumerate(entries):
-        if used + e.size > DIR_BLOCK_SPACE:
+        if used + e.size > space:
             leaves.append((start, i))
             start = i
             used = 0
@@ -90,14 +101,16 @@ def _pack(entries: Sequence[Dirent], first_used: int) -> list[tuple[int, int]]:
 
 
 def plan_dir(entries: Sequence[Dirent], hash_seed: tuple[int, int, int, int],
-             min_blocks: int = 1, allow_htree: bool = True) -> DirLayout:
-    linear = _pack(entries, 2 * DOT_SIZE)
+             block_size: int, min_blocks: int = 1, allow_htree: bool = True) -> DirLayout:
+    space = block_size - DIRENT_TAIL_SIZE
+    linear = _pack(entries, 2 * DOT_SIZE, space)
     if len(linear) <= max(LINEAR_DIR_MAX_BLOCKS, min_blocks) or not allow_htree:
-        return DirLayout(tuple(entries), tuple(linear), False, min_blocks=min_blocks)
+        return DirLayout(tuple(entries), tuple(linear), False, min_blocks=min_blocks,
+                         block_size=block_size)
     keyed = sorted((dx_hash(e.name, hash_seed), e.name, e) for e in entries)
     ordered = tuple(e for _, _, e in keyed)
-    leaves = _pack(ordered, 0)
-    if len(leaves) > DX_ROOT_FILL * DX_NODE_FILL:
+    leaves = _pack(ordered, 0, space)
+    if len(leaves) > dx_root_fill(block_size) * dx_node_fill(block_size):
         raise DirTooBig(f"{len(entries)} entries need more than two htree levels")
     hashes = []
     for start, _ in leaves:
@@ -105,7 +118,7 @@ def plan_dir(entries: Sequence[Dirent], hash_seed: tuple[int, int, int, int],
         if start and keyed[start - 1][0][0] == h:
             h |= 1  # a hash run continues from the previous leaf (e2fsck rehash rule)
         hashes.append(h)
-    return DirLayout(ordered, tuple(leaves), True, tuple(hashes))
+    return DirLayout(ordered, tuple(leaves), True, tuple(hashes), block_size=block_size)
 
 
 def _dirent(blk: bytearray, off: int, ino: int, rec_len: int, name: bytes, ftype: int) -> None:
@@ -113,9 +126,11 @@ def _dirent(blk: bytearray, off: int, ino: int, rec_len: int, name: bytes, ftype
     blk[off + 8:off + 8 + len(name)] = name
 
 
-def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: int) -> bytes:
+def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: int,
+                block_size: int) -> bytes:
     """One linear block: optional ./.., entries, last rec_len stretched, checksum tail."""
-    blk = bytearray(BLOCK_SIZE)
+    space = block_size - DIRENT_TAIL_SIZE
+    blk = bytearray(block_size)
     pos = 0
     last = -1
     if dots is not None:
@@ -128,12 +143,12 @@ def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: i
         last = pos
         pos += e.size
     if last < 0:  # an empty block: one unused entry spanning it
-        _DIRENT.pack_into(blk, 0, 0, DIR_BLOCK_SPACE, 0, 0)
+        _DIRENT.pack_into(blk, 0, 0, space, 0, 0)
     else:
-        struct.pack_into("<H", blk, last + 4, DIR_BLOCK_SPACE - last)
+        struct.pack_into("<H", blk, last + 4, space - last)
     # ext2_dir_entry_tail: inode 0, rec_len 12, name_len 0, type 0xDE, crc of the block before
-    _DIRENT.pack_into(blk, DIR_BLOCK_SPACE, 0, DIRENT_TAIL_SIZE, 0, 0xDE)
-    struct.pack_into("<I", blk, BLOCK_SIZE - 4, crc(seed, memoryview(blk)[:DIR_BLOCK_SPACE]))
+    _DIRENT.pack_into(blk, space, 0, DIRENT_TAIL_SIZE, 0, 0xDE)
+    struct.pack_into("<I", blk, block_size - 4, crc(seed, memoryview(blk)[:space]))
     return bytes(blk)
 
 
@@ -157,40 +172,42 @@ def _dx_entries(blk: bytearray, at: int, limit: int, targets: Sequence[tuple[int
 def build_blocks(layout: DirLayout, ino: int, parent: int, seed: int) -> bytes:
     """All blocks of the directory, logical block 0 first. `seed` is the inode's csum seed."""
     out = []
+    bs = layout.block_size
     if not layout.htree:
         for i, (start, end) in enumerate(layout.leaves):
             dots = (ino, parent) if i == 0 else None
-            out.append(_leaf_block(layout.entries[start:end], dots, seed))
+            out.append(_leaf_block(layout.entries[start:end], dots, seed, bs))
         for _ in range(len(layout.leaves), layout.min_blocks):
-            out.append(_leaf_block((), None, seed))
+            out.append(_leaf_block((), None, seed, bs))
         return b"".join(out)
 
     n_leaves = len(layout.leaves)
     leaf_targets = [(layout.leaf_hashes[i], 1 + i) for i in range(n_leaves)]
     nodes = layout.nodes
-    root = bytearray(BLOCK_SIZE)
+    root = bytearray(bs)
     _dirent(root, 0, ino, DOT_SIZE, b".", FT_DIR)
-    _dirent(root, DOT_SIZE, parent, BLOCK_SIZE - DOT_SIZE, b"..", FT_DIR)
+    _dirent(root, DOT_SIZE, parent, bs - DOT_SIZE, b"..", FT_DIR)
     # dx_root_info: reserved_zero, hash_version, info_length 8, indirect_levels, unused_flags
     struct.pack_into("<IBBBB", root, 0x18, 0, HASH_HALF_MD4, 8, 1 if nodes else 0, 0)
     node_blocks = []
     if nodes:
         root_targets = []
+        fill, limit = dx_node_fill(bs), dx_node_limit(bs)
         for n in range(nodes):
-            chunk = leaf_targets[n * DX_NODE_FILL:(n + 1) * DX_NODE_FILL]
-            node = bytearray(BLOCK_SIZE)
+            chunk = leaf_targets[n * fill:(n + 1) * fill]
+            node = bytearray(bs)
             # fake dirent covering the block: inode 0, rec_len = block size
-            _DIRENT.pack_into(node, 0, 0, BLOCK_SIZE, 0, 0)
-            _dx_entries(node, 8, DX_NODE_LIMIT, chunk)
-            _dx_csum(node, 8, DX_NODE_LIMIT, seed)
+            _DIRENT.pack_into(node, 0, 0, bs, 0, 0)
+            _dx_entries(node, 8, limit, chunk)
+            _dx_csum(node, 8, limit, seed)
             node_blocks.append(bytes(node))
             root_targets.append((chunk[0][0], 1 + n_leaves + n))
-        _dx_entries(root, 0x20, DX_ROOT_LIMIT, root_targets)
+        _dx_entries(root, 0x20, dx_root_limit(bs), root_targets)
     else:
-        _dx_entries(root, 0x20, DX_ROOT_LIMIT, leaf_targets)
-    _dx_csum(root, 0x20, DX_ROOT_LIMIT, seed)
+        _dx_entries(root, 0x20, dx_root_limit(bs), leaf_targets)
+    _dx_csum(root, 0x20, dx_root_limit(bs), seed)
     out.append(bytes(root))
     for start, end in layout.leaves:
-        out.append(_leaf_block(layout.entries[start:end], None, seed))
+        out.append(_leaf_block(layout.entries[start:end], None, seed, bs))
     out.extend(node_blocks)
     return b"".join(out)

@@ -9,17 +9,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from composer.fs.ext4.constants import (
-    BLOCK_SIZE,
-    EXTENT_MAGIC,
-    EXTENT_MAX_LEN,
-    EXTENT_TAIL_OFFSET,
-    EXTENTS_IN_INODE,
-    EXTENTS_PER_BLOCK,
-)
+from composer.fs.ext4.constants import EXTENT_MAGIC, EXTENT_MAX_LEN, EXTENTS_IN_INODE
 from composer.fs.ext4.csum import crc
 
 Run = tuple[int, int]  # (first physical block, number of blocks)
+
+
+def extents_per_block(block_size: int) -> int:
+    return (block_size - 12) // 12  # 12-byte header, 12-byte entries, 4-byte tail: 340 at 4 KiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +62,13 @@ def extents_of(runs: tuple[Run, ...] | list[Run],
     return tuple(out)
 
 
-def tree_block_count(n_extents: int) -> int:
+def tree_block_count(n_extents: int, block_size: int) -> int:
     """Number of leaf + index blocks a tree over `n_extents` extents needs."""
     total = 0
     level = n_extents
+    per_block = extents_per_block(block_size)
     while level > EXTENTS_IN_INODE:
-        level = -(-level // EXTENTS_PER_BLOCK)
+        level = -(-level // per_block)
         total += level
     return total
 
@@ -94,9 +92,9 @@ class ExtentTree:
 
 
 def build_tree(extents: tuple[Extent, ...], tree_blocks: tuple[int, ...],
-               ino_seed: int) -> ExtentTree:
+               ino_seed: int, block_size: int) -> ExtentTree:
     """Build the tree; `tree_blocks` are the physical blocks reserved for it (leaves first)."""
-    assert len(tree_blocks) == tree_block_count(len(extents))
+    assert len(tree_blocks) == tree_block_count(len(extents), block_size)
     if len(extents) <= EXTENTS_IN_INODE:
         root = _header(len(extents), EXTENTS_IN_INODE, 0) + b"".join(map(_leaf_entry, extents))
         return ExtentTree(root.ljust(60, b"\0"), ())
@@ -105,15 +103,16 @@ def build_tree(extents: tuple[Extent, ...], tree_blocks: tuple[int, ...],
     # level items: (first logical block, serialized entry) of the level being packed
     items = [(e.lblk, _leaf_entry(e)) for e in extents]
     depth = 0
+    per_block = extents_per_block(block_size)
+    tail = 12 + 12 * per_block
     while len(items) > EXTENTS_IN_INODE:
         parents = []
-        for i in range(0, len(items), EXTENTS_PER_BLOCK):
-            chunk = items[i:i + EXTENTS_PER_BLOCK]
-            blk = bytearray(BLOCK_SIZE)
-            blk[0:12] = _header(len(chunk), EXTENTS_PER_BLOCK, depth)
+        for i in range(0, len(items), per_block):
+            chunk = items[i:i + per_block]
+            blk = bytearray(block_size)
+            blk[0:12] = _header(len(chunk), per_block, depth)
             blk[12:12 + 12 * len(chunk)] = b"".join(entry for _, entry in chunk)
-            struct.pack_into("<I", blk, EXTENT_TAIL_OFFSET,
-                             crc(ino_seed, memoryview(blk)[:EXTENT_TAIL_OFFSET]))
+            struct.pack_into("<I", blk, tail, crc(ino_seed, memoryview(blk)[:tail]))
             pblk = next(free)
             blocks.append((pblk, bytes(blk)))
             # an index entry's ei_block must equal its child's first logical block

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from composer.fs.base import WriteRequest, merge_extents
 from composer.fs.ext4 import xattr as xa
 from composer.fs.ext4.constants import (
-    BLOCK_SIZE,
     EXTENT_MAX_LEN,
     EXTENTS_IN_INODE,
     FAST_SYMLINK_MAX,
@@ -35,12 +34,10 @@ from composer.fs.ext4.constants import (
     FT_REG_FILE,
     FT_SOCK,
     FT_SYMLINK,
-    INODE_RATIO,
-    JOURNAL_MIN_BLOCKS,
     LINK_MAX,
     LOG_GROUPS_PER_FLEX,
     LOST_FOUND,
-    LOST_FOUND_BLOCKS,
+    LOST_FOUND_BYTES,
     NAME_MAX,
     ROOT_INO,
 )
@@ -49,9 +46,10 @@ from composer.fs.ext4.extents import Extent, extents_of, tree_block_count
 from composer.fs.ext4.geometry import Geometry, GeometryError, make_geometry
 from composer.fs.ext4.inode import TIME_MAX, TIME_MIN
 from composer.fs.ext4.journal import default_journal_blocks
+from composer.fs.ext4.sizetype import size_type
 from composer.tree import Content, Entry, Kind, sort_key
 
-MIB_BLOCKS = (1 << 20) // BLOCK_SIZE
+MIB = 1 << 20
 _NS = 1_000_000_000
 _U32 = 0xFFFFFFFF
 # Linux dev_t: 12-bit major, 20-bit minor (the "new" ext4 device encoding, §5.8)
@@ -78,6 +76,7 @@ class Options:
     journal_bytes: int | None  # None: no journal; else bytes (resolved default when not given)
     journal_default: bool
     headroom_pct: float
+    block_size: int | None = None  # None: mke2fs's for the size type
 
     @staticmethod
     def of(req: WriteRequest) -> Options:
@@ -89,14 +88,15 @@ class Options:
             journal_bytes=None if journal == "none" else journal,
             journal_default=journal is None,
             headroom_pct=float(o.get("headroom", 10)),
+            block_size=o.get("block_size"),
         )
 
-    def journal_blocks(self, fs_blocks: int) -> int:
+    def journal_blocks(self, fs_blocks: int, block_size: int) -> int:
         if self.journal_default:
             return default_journal_blocks(fs_blocks)
         if self.journal_bytes is None:
             return 0
-        return -(-self.journal_bytes // BLOCK_SIZE)
+        return -(-self.journal_bytes // block_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +117,19 @@ class Node:
     data_runs: tuple[Run, ...] = ()
 
 
-def data_runs(content: Content) -> tuple[Run, ...]:
+def data_runs(content: Content, block_size: int) -> tuple[Run, ...]:
     """The logical block runs of a file that hold source bytes (zero bytes included).
 
     A block stays a hole, with no extent and no allocation, only when the source's holes cover
     all of its bytes inside the file (the part before i_size, for the last block), as the kernel
     and `mke2fs -d` leave them. Empty when every block is a hole.
     """
-    nblocks = -(-content.size // BLOCK_SIZE)
+    nblocks = -(-content.size // block_size)
     hole_runs: list[Run] = []
     for offset, length in merge_extents(list(content.holes)):  # touching holes join
         end = min(offset + length, content.size)
-        first = -(-offset // BLOCK_SIZE)
-        last = nblocks if end >= content.size else end // BLOCK_SIZE
+        first = -(-offset // block_size)
+        last = nblocks if end >= content.size else end // block_size
         if first < last:
             hole_runs.append((first, last - first))
     runs: list[Run] = []
@@ -144,12 +144,12 @@ def data_runs(content: Content) -> tuple[Run, ...]:
 
 
 def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes,
-                 runs: tuple[Run, ...] | None) -> int:
+                 runs: tuple[Run, ...] | None, block_size: int) -> int:
     kind = entry.kind
     if kind is Kind.FILE:
         if runs is not None:
             return sum(n for _, n in runs)
-        return -(-entry.size // BLOCK_SIZE)
+        return -(-entry.size // block_size)
     if kind is Kind.DIR:
         assert layout is not None
         return layout.nblocks
@@ -158,16 +158,20 @@ def _data_blocks(entry: Entry, layout: DirLayout | None, link_target: bytes,
     return 0
 
 
-def _tree_bound(nblocks: int, runs_between_holes: int = 1) -> int:
-    """Upper bound of extent-tree blocks: one extent per 32768 blocks, each possibly split
-    once more by a superblock/GDT copy in its way, plus one more per run of data between
-    holes (an extent never spans a hole)."""
-    runs = -(-nblocks // EXTENT_MAX_LEN)
-    return tree_block_count(2 * runs + 2 * max(runs_between_holes, 1) - 1) if runs else 0
+def _tree_bound(nblocks: int, runs_between_holes: int, block_size: int) -> int:
+    """Upper bound of extent-tree blocks: one extent per 32768 blocks, one more for each
+    group start the file may cross (a superblock/GDT copy or a flex group's tables may be in
+    the way there), plus one more per run of data between holes (an extent never spans a
+    hole)."""
+    if not nblocks:
+        return 0
+    runs = -(-nblocks // EXTENT_MAX_LEN) + -(-nblocks // (8 * block_size)) + 1
+    return tree_block_count(runs + 2 * max(runs_between_holes, 1), block_size)
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
+    block_size: int
     nodes: tuple[Node, ...]  # inode order
     last_ino: int
     hash_seed: tuple[int, int, int, int]
@@ -217,8 +221,9 @@ def hash_seed_of(fs_uuid: uuid.UUID) -> tuple[int, int, int, int]:
 # ------------------------------------------------------------------------------ prepare
 
 
-def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | None:
-    """Validate entries and build the size-independent part of the plan.
+def prepare(req: WriteRequest, err: Callable[[str, str], None],
+            block_size: int) -> Prepared | None:
+    """Validate entries and build the size-independent part of the plan for `block_size`.
 
     `err(message, hint)` collects problems; returns None when there were any.
     """
@@ -240,17 +245,17 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None]) -> Prepared | No
             continue
         links = (file_links[e.path] if e.kind is Kind.FILE else
                  2 + subdirs.get(e.path, 0) if e.kind is Kind.DIR else 1)
-        node = _node(e, ino_of, links, children.get(e.path, []), seed, fail)
+        node = _node(e, ino_of, links, children.get(e.path, []), seed, fail, block_size)
         if node is None:
             continue
         total_blocks += node.data_blocks + (1 if node.xattrs.block else 0)
         if node.data_blocks > EXTENTS_IN_INODE:
-            tree_bound += _tree_bound(node.data_blocks, len(node.data_runs))
+            tree_bound += _tree_bound(node.data_blocks, len(node.data_runs), block_size)
         nodes.append(node)
     if failures[0]:
         return None
     nodes.sort(key=lambda n: n.ino)
-    return Prepared(tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
+    return Prepared(block_size, tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
 
 
 def _index(req: WriteRequest, fail: Callable[[str, str], None]) -> dict[str, Entry]:
@@ -331,9 +336,9 @@ def _children(ordered: list[Entry], by_path: dict[str, Entry], ino_of: dict[str,
 
 def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
           seed: tuple[int, int, int, int],
-          fail: Callable[[str, str], None]) -> Node | None:
+          fail: Callable[[str, str], None], block_size: int) -> Node | None:
     """One inode's plan, after checking what ext4 can hold; None for a directory too big."""
-    xattrs = _xattrs(e, fail)
+    xattrs = _xattrs(e, fail, block_size)
     if not (0 <= e.uid <= _U32 and 0 <= e.gid <= _U32):
         fail(f"{e.path}: owner {e.uid}:{e.gid} does not fit 32 bits", "use ids below 4294967296")
     secs = e.mtime_ns // _NS
@@ -348,17 +353,18 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
     elif e.kind is Kind.DIR:
         if links > LINK_MAX:
             links = 1  # dir_nlink: "many" (§5.3)
-        blocks = LOST_FOUND_BLOCKS if e.path == LOST_FOUND else 1
+        blocks = LOST_FOUND_BYTES // block_size if e.path == LOST_FOUND else 1
         try:
-            layout = plan_dir(sorted(kids, key=lambda d: d.name), seed, blocks)
+            layout = plan_dir(sorted(kids, key=lambda d: d.name), seed, block_size, blocks)
         except DirTooBig as exc:
             fail(f"{e.path}: directory too big ({exc})", "split the directory")
             return None
     elif e.kind is Kind.SYMLINK:
         target = encode_name(e.target or "")
-        if not 0 < len(target) < BLOCK_SIZE:
-            fail(f"{e.path}: symlink target is {len(target)} bytes, ext4 allows "
-                 f"1..{BLOCK_SIZE - 1}", "shorten the link target")
+        if not 0 < len(target) < block_size:
+            fail(f"{e.path}: symlink target is {len(target)} bytes, ext4 with "
+                 f"{block_size}-byte blocks allows 1..{block_size - 1}",
+                 "shorten the link target" + _bigger_blocks_hint(block_size))
     elif e.kind in (Kind.CHAR, Kind.BLOCK):
         major, minor = e.rdev
         if not (0 <= major <= MAX_MAJOR and 0 <= minor <= MAX_MINOR):
@@ -366,9 +372,9 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
                  f"major must be <= {MAX_MAJOR}, minor <= {MAX_MINOR}")
     parent_ino = ROOT_INO if e.path == "/" else ino_of.get(
         e.path.rpartition("/")[0] or "/", ROOT_INO)
-    runs = data_runs(e.content) if e.kind is Kind.FILE and e.content is not None and \
-        e.content.holes else None
-    nblocks = _data_blocks(e, layout, target, runs)
+    runs = data_runs(e.content, block_size) if e.kind is Kind.FILE and e.content is not None \
+        and e.content.holes else None
+    nblocks = _data_blocks(e, layout, target, runs, block_size)
     extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
     # Node.data_runs stays empty for a file without holes (most files): no tuple to keep
     holey = runs if runs is not None and runs != ((0, nblocks),) else ()
@@ -379,7 +385,11 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
 _NO_XATTRS = xa.XattrSplit((), ())
 
 
-def _xattrs(e: Entry, fail: Callable[[str, str], None]) -> xa.XattrSplit:
+def _bigger_blocks_hint(block_size: int) -> str:
+    return ", or set block_size: 4096" if block_size < 4096 else ""
+
+
+def _xattrs(e: Entry, fail: Callable[[str, str], None], block_size: int) -> xa.XattrSplit:
     if not e.xattrs:
         return _NO_XATTRS
     encoded = []
@@ -389,10 +399,11 @@ def _xattrs(e: Entry, fail: Callable[[str, str], None]) -> xa.XattrSplit:
         except xa.XattrError as exc:
             fail(f"{e.path}: xattr {name!r} {exc}", "drop or fix the attribute")
     parts = xa.split(encoded)
-    if not xa.block_fits(parts.block):
+    if not xa.block_fits(parts.block, block_size):
         total = sum(x.size for x in parts.block) + xa.TERMINATOR
         fail(f"{e.path}: extended attributes need {total} bytes outside the inode, one ext4 "
-             f"xattr block holds {xa.BLOCK_SPACE}", "make the attributes smaller")
+             f"xattr block of {block_size} bytes holds {xa.block_space(block_size)}",
+             "make the attributes smaller" + _bigger_blocks_hint(block_size))
     return parts
 
 
@@ -486,11 +497,11 @@ def place_group_tables(geo: Geometry
 class _Allocator:
     """One forward cursor over the blocks, skipping superblock/GDT copies and group tables."""
 
-    def __init__(self, nblocks: int, reserved: list[Run]) -> None:
+    def __init__(self, nblocks: int, reserved: list[Run], first: int) -> None:
         self.nblocks = nblocks
         self.reserved = reserved
         self.ri = 0
-        self.cursor = 0
+        self.cursor = first  # s_first_data_block: block 0 of a 1 KiB file system is no one's
         self.used: list[Run] = []
 
     def _skip(self) -> int:
@@ -527,13 +538,15 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
     bbm, ibm, itb = place_group_tables(geo)
     tables = [(b, 1) for b in bbm] + [(b, 1) for b in ibm] + [(b, geo.itable_blocks)
                                                              for b in itb]
-    alloc = _Allocator(geo.nblocks, merge_runs(geo.reserved_runs() + tables))
-    jblocks = opts.journal_blocks(geo.nblocks)
+    alloc = _Allocator(geo.nblocks, merge_runs(geo.reserved_runs() + tables),
+                       geo.first_data_block)
+    bs = geo.block_size
+    jblocks = opts.journal_blocks(geo.nblocks, bs)
     jext: tuple[Extent, ...] = ()
     jtree: tuple[int, ...] = ()
     if jblocks:
         jext = extents_of(alloc.take(jblocks))
-        jtree = alloc.blocks(tree_block_count(len(jext)))
+        jtree = alloc.blocks(tree_block_count(len(jext), bs))
     placed = []
     for node in prep.nodes:
         ext: tuple[Extent, ...] = ()
@@ -542,7 +555,7 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
         if n:
             ext = extents_of(alloc.take(n), node.data_runs)
             if len(ext) > EXTENTS_IN_INODE:
-                tree = alloc.blocks(tree_block_count(len(ext)))
+                tree = alloc.blocks(tree_block_count(len(ext), bs))
         xblock = alloc.take(1)[0][0] if node.xattrs.block else 0
         placed.append(Placed(node, ext, tree, xblock))
     reserved = int(geo.nblocks * opts.reserved_pct / 100)
@@ -565,15 +578,19 @@ def merge_runs(runs: list[Run]) -> list[Run]:
 def estimate_used(prep: Prepared, geo: Geometry, opts: Options) -> int:
     """Blocks `allocate` will use on `geo`, never less (gaps left by tables aside)."""
     fixed = sum(n for _, n in geo.reserved_runs()) + geo.groups * (2 + geo.itable_blocks)
-    journal = opts.journal_blocks(geo.nblocks)
-    return fixed + journal + _tree_bound(journal) + prep.blocks + prep.tree_bound
+    journal = opts.journal_blocks(geo.nblocks, geo.block_size)
+    return fixed + journal + _tree_bound(journal, 1, geo.block_size) + prep.blocks + \
+        prep.tree_bound
 
 
 def inodes_for(prep: Prepared, opts: Options, nblocks: int) -> int:
+    """The inodes option, else mke2fs's count for the size type (one per inode_ratio bytes),
+    but at least the entries plus headroom."""
     if opts.inodes is not None:
         return opts.inodes
     wanted = math.ceil(prep.last_ino * (1 + opts.headroom_pct / 100))
-    return max(nblocks * BLOCK_SIZE // INODE_RATIO, wanted)
+    size = nblocks * prep.block_size
+    return max(size // size_type(size).inode_ratio, wanted)
 
 
 # blocks root needs to create and write a small file: a data block, a directory leaf and an
@@ -594,10 +611,16 @@ def writable_minimum(geo: Geometry, opts: Options) -> int:
     return reserved + kernel_reserved_blocks(geo.nblocks) + WRITE_MARGIN_BLOCKS
 
 
+def block_size_for(opts: Options, size: int) -> int:
+    """The block size option, else mke2fs's for a file system of `size` bytes."""
+    return opts.block_size or size_type(size).block_size
+
+
 def plan_fixed(prep: Prepared, opts: Options, size: int) -> Plan:
     """Plan an image of `size` bytes; NoSpace when it does not fit."""
+    nblocks = size // prep.block_size
     try:
-        geo = make_geometry(size // BLOCK_SIZE, inodes_for(prep, opts, size // BLOCK_SIZE))
+        geo = make_geometry(nblocks, inodes_for(prep, opts, nblocks), prep.block_size)
     except GeometryError:
         raise NoSpace from None
     if geo.inodes_count < prep.last_ino:
@@ -608,20 +631,21 @@ def plan_fixed(prep: Prepared, opts: Options, size: int) -> Plan:
 def plan_auto(prep: Prepared, opts: Options, headroom_pct: float | None = None) -> Plan:
     """The smallest MiB-aligned image whose used blocks plus headroom fit."""
     headroom = opts.headroom_pct if headroom_pct is None else headroom_pct
+    mib_blocks = MIB // prep.block_size
 
     def round_mib(blocks: float) -> int:
-        return max(MIB_BLOCKS, math.ceil(blocks / MIB_BLOCKS) * MIB_BLOCKS)
+        return max(mib_blocks, math.ceil(blocks / mib_blocks) * mib_blocks)
 
     # lower bound: the data alone (plus enough groups for the inodes)
-    n = round_mib(max(prep.blocks + JOURNAL_MIN_BLOCKS, 64))
+    n = round_mib(max(prep.blocks, 64))
     for _ in range(100):
         try:
-            geo = make_geometry(n, inodes_for(prep, opts, n))
+            geo = make_geometry(n, inodes_for(prep, opts, n), prep.block_size)
         except GeometryError:
             n = round_mib(n * 1.5)
             continue
         if geo.nblocks != n or geo.inodes_count < prep.last_ino:
-            n += MIB_BLOCKS  # a dropped tail group or too few inodes: grow and retry
+            n += mib_blocks  # a dropped tail group or too few inodes: grow and retry
             continue
         used = estimate_used(prep, geo, opts)
         want = round_mib(max(used * (1 + headroom / 100), used + writable_minimum(geo, opts)))
@@ -629,7 +653,7 @@ def plan_auto(prep: Prepared, opts: Options, headroom_pct: float | None = None) 
             n = want
             continue
         try:
-            return allocate(prep, geo, opts, n * BLOCK_SIZE)
+            return allocate(prep, geo, opts, n * prep.block_size)
         except NoSpace:  # gaps left by contiguous tables: one more MiB
-            n += MIB_BLOCKS
+            n += mib_blocks
     raise NoSpace

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from composer.fs.ext4.constants import (
     BG_ITABLE_ZEROED,
-    BLOCKS_PER_GROUP,
     CHECKSUM_TYPE_CRC32C,
     COMPAT_HAS_JOURNAL,
     DEFAULT_MOUNT_OPTS,
@@ -24,7 +23,6 @@ from composer.fs.ext4.constants import (
     INODE_SIZE,
     JNL_BACKUP_BLOCKS,
     JOURNAL_INO,
-    LOG_BLOCK_SIZE,
     LOG_GROUPS_PER_FLEX,
     REV_DYNAMIC,
     STATE_VALID,
@@ -37,6 +35,8 @@ _M = 0xFFFFFFFF
 
 @dataclass(frozen=True, slots=True)
 class SuperFields:
+    block_size: int
+    first_data_block: int
     inodes_count: int
     blocks_count: int
     r_blocks_count: int
@@ -56,10 +56,12 @@ def pack_superblock(f: SuperFields, group: int = 0) -> bytes:
     sb = bytearray(SUPERBLOCK_SIZE)
     t = f.time & _M
     compat = FEATURE_COMPAT | (COMPAT_HAS_JOURNAL if f.journal_i_block is not None else 0)
+    log_block = f.block_size.bit_length() - 11  # s_log_block_size: 1024 << log
+    per_group = 8 * f.block_size
     struct.pack_into(
         "<IIIIIIIIIIIIIHHHHHHIIIIHHIHHIII", sb, 0,
         f.inodes_count, f.blocks_count & _M, f.r_blocks_count & _M, f.free_blocks & _M,
-        f.free_inodes, 0, LOG_BLOCK_SIZE, LOG_BLOCK_SIZE, BLOCKS_PER_GROUP, BLOCKS_PER_GROUP,
+        f.free_inodes, f.first_data_block, log_block, log_block, per_group, per_group,
         f.ipg, 0, t,  # s_mtime 0 (never mounted), s_wtime
         0, 0xFFFF, EXT4_MAGIC, STATE_VALID if group == 0 else 0, ERRORS_CONTINUE, 0,
         t, 0, 0, REV_DYNAMIC,  # lastcheck, checkinterval, creator_os Linux, rev

@@ -24,15 +24,11 @@ from composer.errors import ComposerError
 from composer.fs.base import Progress, WriteRequest, WriteResult, merge_extents
 from composer.fs.ext4 import xattr as xa
 from composer.fs.ext4.constants import (
-    BLOCK_SIZE,
-    BLOCKS_PER_GROUP,
     DESC_SIZE,
     EXTENTS_FL,
     INDEX_FL,
     INODE_SIZE,
-    INODES_PER_BLOCK,
     JOURNAL_INO,
-    SECTORS_PER_BLOCK,
     SUPERBLOCK_OFFSET,
 )
 from composer.fs.ext4.csum import crc, fs_seed, inode_seed
@@ -46,7 +42,6 @@ from composer.tree import Content, Kind
 
 _NS = 1_000_000_000
 _ZERO_CHUNK = bytes(CHUNK)
-_ZERO_BLOCK = bytes(BLOCK_SIZE)
 
 
 class _Out:
@@ -61,9 +56,10 @@ class _Out:
     GATHER_MAX = 4 << 20
     DIRECT_MIN = 256 << 10
 
-    def __init__(self, fd: int, progress: Progress) -> None:
+    def __init__(self, fd: int, progress: Progress, block_size: int) -> None:
         self.fd = fd
         self.progress = progress
+        self.block_size = block_size
         self._buf = bytearray()
         self._start = 0
         self._pending = 0  # piece bytes in _buf (without the zero gaps)
@@ -71,7 +67,8 @@ class _Out:
     def put(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
         gap = offset - (self._start + len(self._buf))
-        if self._buf and 0 <= gap < BLOCK_SIZE and offset % BLOCK_SIZE == 0 and \
+        bs = self.block_size
+        if self._buf and 0 <= gap < bs and offset % bs == 0 and \
                 n < self.DIRECT_MIN and len(self._buf) + gap + n <= self.GATHER_MAX:
             if gap:
                 self._buf += bytes(gap)
@@ -88,7 +85,7 @@ class _Out:
             self._pending = n
 
     def put_block(self, block: int, data: bytes | bytearray | memoryview) -> None:
-        self.put(block * BLOCK_SIZE, data)
+        self.put(block * self.block_size, data)
 
     def flush(self) -> None:
         if self._buf:
@@ -127,7 +124,7 @@ def _device_i_block(major: int, minor: int) -> bytes:
     return struct.pack("<II", 0, new).ljust(60, b"\0")
 
 
-def _inode_of(p: Placed, tree_root: bytes) -> InodeData:
+def _inode_of(p: Placed, tree_root: bytes, block_size: int) -> InodeData:
     node = p.node
     e = node.entry
     flags = 0
@@ -139,7 +136,7 @@ def _inode_of(p: Placed, tree_root: bytes) -> InodeData:
         size = e.size
     elif e.kind is Kind.DIR:
         assert node.dir is not None
-        size = node.dir.nblocks * BLOCK_SIZE
+        size = node.dir.nblocks * block_size
         if node.dir.htree:
             flags |= INDEX_FL
     elif e.kind is Kind.SYMLINK:
@@ -153,7 +150,7 @@ def _inode_of(p: Placed, tree_root: bytes) -> InodeData:
     blocks = node.data_blocks + len(p.tree) + (1 if p.xattr_block else 0)
     return InodeData(
         st_mode=e.kind.ifmt | (e.mode & 0o7777), uid=e.uid, gid=e.gid, size=size,
-        links=node.links, sectors=blocks * SECTORS_PER_BLOCK, flags=flags, i_block=i_block,
+        links=node.links, sectors=blocks * (block_size // 512), flags=flags, i_block=i_block,
         time_ns=e.mtime_ns, file_acl=p.xattr_block,
         xattr_area=xa.ibody_area(node.xattrs.ibody) if node.xattrs.ibody else b"")
 
@@ -173,7 +170,7 @@ def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentSto
     fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         os.ftruncate(fd, plan.image_size)
-        out = _Out(fd, progress)
+        out = _Out(fd, progress, plan.geometry.block_size)
         _write_metadata(req, plan, out)
         _write_data(plan, out, store)
         out.flush()
@@ -189,20 +186,23 @@ def block_map(plan: Plan) -> tuple[tuple[int, int], ...]:
     """(offset, length) byte ranges of every allocated block: the runs the block bitmap marks
     in use, taken from the same plan the bitmap is built from (`_write_groups`)."""
     runs: list[Run] = [*plan.geometry.reserved_runs(), *plan.used]
-    return merge_extents([(start * BLOCK_SIZE, n * BLOCK_SIZE) for start, n in runs])
+    bs = plan.geometry.block_size
+    return merge_extents([(start * bs, n * bs) for start, n in runs])
 
 
 class _InodeTables:
     """Each group's inode table, grown by whole blocks as inodes land in it."""
 
-    def __init__(self, groups: int, ipg: int) -> None:
+    def __init__(self, groups: int, ipg: int, block_size: int) -> None:
         self.ipg = ipg
+        self.block_size = block_size
+        self.per_block = block_size // INODE_SIZE
         self.tables = [bytearray() for _ in range(groups)]
 
     def slot(self, ino: int) -> tuple[bytearray, int]:
         g, idx = divmod(ino - 1, self.ipg)
         buf = self.tables[g]
-        need = (idx // INODES_PER_BLOCK + 1) * BLOCK_SIZE
+        need = (idx // self.per_block + 1) * self.block_size
         if len(buf) < need:
             buf.extend(bytes(need - len(buf)))
         return buf, idx * INODE_SIZE
@@ -215,7 +215,8 @@ class _InodeTables:
 
 def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
     seed = fs_seed(req.uuid.bytes)
-    itables = _InodeTables(plan.geometry.groups, plan.geometry.ipg)
+    geo = plan.geometry
+    itables = _InodeTables(geo.groups, geo.ipg, geo.block_size)
     journal_root = _write_journal(req, plan, out, itables, seed) if plan.journal_blocks else None
     dirs_per_group = _write_inodes(plan, out, itables, seed)
     free_blocks, free_inodes, descs = _write_groups(plan, out, itables, dirs_per_group, seed)
@@ -225,16 +226,18 @@ def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
 def _write_journal(req: WriteRequest, plan: Plan, out: _Out, itables: _InodeTables,
                    seed: int) -> bytes:
     """The journal inode, its extent tree and the jbd2 superblock; returns its i_block."""
-    tree = build_tree(plan.journal_extents, plan.journal_tree, inode_seed(seed, JOURNAL_INO))
+    bs = plan.geometry.block_size
+    tree = build_tree(plan.journal_extents, plan.journal_tree, inode_seed(seed, JOURNAL_INO),
+                      bs)
     for blk, data in tree.blocks:
         out.put_block(blk, data)
     buf, off = itables.slot(JOURNAL_INO)
     pack_inode(buf, off, JOURNAL_INO, InodeData(
-        st_mode=stat.S_IFREG | 0o600, uid=0, gid=0, size=plan.journal_blocks * BLOCK_SIZE,
-        links=1, sectors=(plan.journal_blocks + len(plan.journal_tree)) * SECTORS_PER_BLOCK,
+        st_mode=stat.S_IFREG | 0o600, uid=0, gid=0, size=plan.journal_blocks * bs,
+        links=1, sectors=(plan.journal_blocks + len(plan.journal_tree)) * (bs // 512),
         flags=EXTENTS_FL, i_block=tree.root, time_ns=req.epoch * _NS), seed)
     out.put_block(plan.journal_extents[0].pblk,
-                  journal_superblock(plan.journal_blocks, req.uuid.bytes))
+                  journal_superblock(plan.journal_blocks, req.uuid.bytes, bs))
     return tree.root
 
 
@@ -242,6 +245,7 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
     """Every inode with its extent tree, directory blocks, slow symlink and xattr block;
     returns the number of directories per group."""
     ipg = itables.ipg
+    bs = plan.geometry.block_size
     dirs_per_group = [0] * plan.geometry.groups
     current = 0  # inodes come in ascending order: finished groups' tables can go out early
     for p in plan.placed:
@@ -254,7 +258,7 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
         iseed = inode_seed(seed, ino)
         root = bytes(60)
         if node.uses_extents:
-            tree = build_tree(p.extents, p.tree, iseed)
+            tree = build_tree(p.extents, p.tree, iseed, bs)
             root = tree.root
             for blk, data in tree.blocks:
                 out.put_block(blk, data)
@@ -266,9 +270,10 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
         elif kind is Kind.SYMLINK and node.uses_extents:
             out.put_block(p.extents[0].pblk, node.link_target)
         if p.xattr_block:
-            out.put_block(p.xattr_block, xa.xattr_block(node.xattrs.block, p.xattr_block, seed))
+            out.put_block(p.xattr_block,
+                          xa.xattr_block(node.xattrs.block, p.xattr_block, seed, bs))
         buf, off = itables.slot(ino)
-        pack_inode(buf, off, ino, _inode_of(p, root), seed)
+        pack_inode(buf, off, ino, _inode_of(p, root, bs), seed)
     return dirs_per_group
 
 
@@ -278,26 +283,30 @@ def _write_groups(plan: Plan, out: _Out, itables: _InodeTables, dirs_per_group: 
     and inode counts and the descriptor table."""
     geo = plan.geometry
     ipg = geo.ipg
-    # block bitmap of the whole file system, padded with ones past the last block
-    nbits = geo.groups * BLOCKS_PER_GROUP
+    bs = geo.block_size
+    bpg = geo.blocks_per_group
+    # block bitmap of the whole file system (bit 0: s_first_data_block), padded with ones
+    # past the last block
+    first = geo.first_data_block
+    nbits = geo.groups * bpg
     bbm = bytearray(nbits // 8)
     for start, n in geo.reserved_runs():
-        _set_bits(bbm, start, n)
+        _set_bits(bbm, start - first, n)
     for start, n in plan.used:
-        _set_bits(bbm, start, n)
-    if geo.nblocks < nbits:
-        _set_bits(bbm, geo.nblocks, nbits - geo.nblocks)
+        _set_bits(bbm, start - first, n)
+    if geo.nblocks - first < nbits:
+        _set_bits(bbm, geo.nblocks - first, nbits - (geo.nblocks - first))
     last = plan.prepared.last_ino
-    descs = bytearray(geo.gdt_blocks * BLOCK_SIZE)
+    descs = bytearray(geo.gdt_blocks * bs)
     free_blocks = free_inodes = 0
-    gbytes = BLOCKS_PER_GROUP // 8
+    gbytes = bpg // 8
     for g in range(geo.groups):
         bm = memoryview(bbm)[g * gbytes:(g + 1) * gbytes]
-        gfree = BLOCKS_PER_GROUP - int.from_bytes(bm, "little").bit_count()
+        gfree = bpg - int.from_bytes(bm, "little").bit_count()
         used_inodes = max(0, min(ipg, last - g * ipg))
-        ibm = bytearray(BLOCK_SIZE)
+        ibm = bytearray(bs)
         _set_bits(ibm, 0, used_inodes)
-        _set_bits(ibm, ipg, BLOCK_SIZE * 8 - ipg)  # padding past the group's inodes: ones
+        _set_bits(ibm, ipg, bs * 8 - ipg)  # padding past the group's inodes: ones
         out.put_block(plan.block_bitmaps[g], bm)
         out.put_block(plan.inode_bitmaps[g], ibm)
         itables.flush(g, plan, out)
@@ -316,26 +325,29 @@ def _write_superblocks(req: WriteRequest, plan: Plan, out: _Out, free_blocks: in
                        free_inodes: int, descs: bytearray, journal_root: bytes | None) -> None:
     """The superblock and descriptor table at the start of every sparse_super group."""
     geo = plan.geometry
+    bs = geo.block_size
     fields = SuperFields(
+        block_size=bs, first_data_block=geo.first_data_block,
         inodes_count=geo.inodes_count, blocks_count=geo.nblocks,
         r_blocks_count=plan.reserved_blocks, free_blocks=free_blocks, free_inodes=free_inodes,
         ipg=geo.ipg, time=req.epoch, uuid=req.uuid.bytes,
         label=(req.label or "").encode("utf-8"), hash_seed=plan.prepared.hash_seed,
-        journal_i_block=journal_root, journal_size=plan.journal_blocks * BLOCK_SIZE)
+        journal_i_block=journal_root, journal_size=plan.journal_blocks * bs)
     for g in geo.super_groups:
         sb = pack_superblock(fields, g)
+        start = geo.group_first(g)
         if g == 0:  # the first 1024 bytes (boot area) stay a hole
             out.put(SUPERBLOCK_OFFSET, sb)
-            out.put_block(1, descs)
         else:
-            out.put_block(g * BLOCKS_PER_GROUP, sb)
-            out.put_block(g * BLOCKS_PER_GROUP + 1, descs)
+            out.put_block(start, sb)
+        out.put_block(start + 1, descs)
 
 
 def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
     """Write `data` (logical block 0 onward) through the extent map."""
+    bs = out.block_size
     for lblk, pblk, length in _extent_blocks(extents):
-        piece = memoryview(data)[lblk * BLOCK_SIZE:(lblk + length) * BLOCK_SIZE]
+        piece = memoryview(data)[lblk * bs:(lblk + length) * bs]
         if piece:
             out.put_block(pblk, piece)
 
@@ -345,11 +357,12 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
     for p in plan.placed:
         content = p.node.entry.content
         if p.node.entry.kind is Kind.FILE and content is not None and content.size:
-            targets.setdefault(content, []).append(_FileMap.of(p.extents))
+            targets.setdefault(content, []).append(_FileMap.of(p.extents, out.block_size))
     if not targets:
         return
     buf = bytearray(CHUNK)
     view = memoryview(buf)
+    zero_block = bytes(out.block_size)
     for content, stream in store.stream(list(targets)):
         places = targets.pop(content, None)
         if places is None:
@@ -363,7 +376,7 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
                     f"{content.source or 'inline'}:{content.member}: ended after {pos + got} of "
                     f"{content.size} bytes", hint="the input changed or is truncated")
             chunk = view[:want]
-            for start, end in _nonzero_spans(buf, want):
+            for start, end in _nonzero_spans(buf, want, zero_block):
                 for place in places:
                     if place.put(out, pos + start, chunk[start:end]) < end - start:
                         raise _data_in_hole(content, pos + start, pos + end)
@@ -373,7 +386,7 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
         raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
 
 
-def _nonzero_spans(buf: bytearray, n: int) -> Iterator[tuple[int, int]]:
+def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[int, int]]:
     """Spans of buf[:n] to write: zero blocks are not written (the image file is created sparse,
     so they already read as zero); they stay allocated and in the block map (`block_map`).
 
@@ -382,13 +395,14 @@ def _nonzero_spans(buf: bytearray, n: int) -> Iterator[tuple[int, int]]:
     """
     if (buf == _ZERO_CHUNK) if n == CHUNK else (buf[:n] == _ZERO_CHUNK[:n]):
         return
-    if buf.find(_ZERO_BLOCK, 0, n) < 0:
+    if buf.find(zero_block, 0, n) < 0:
         yield 0, n
         return
     start = -1
-    for off in range(0, n, BLOCK_SIZE):
-        end = min(off + BLOCK_SIZE, n)
-        if buf[off:end] == _ZERO_BLOCK[:end - off]:
+    step = len(zero_block)  # the block size: a span never covers part of a hole
+    for off in range(0, n, step):
+        end = min(off + step, n)
+        if buf[off:end] == zero_block[:end - off]:
             if start >= 0:
                 yield start, off
                 start = -1
@@ -418,15 +432,17 @@ class _FileMap:
     """A file's extents with the byte offset each one ends at, so the extents a range of the
     file touches are found by bisection (a file with many holes has many extents)."""
 
-    __slots__ = ("extents", "ends")
+    __slots__ = ("extents", "ends", "block_size")
 
-    def __init__(self, extents: tuple[Extent, ...], ends: list[int]) -> None:
+    def __init__(self, extents: tuple[Extent, ...], ends: list[int], block_size: int) -> None:
         self.extents = extents
         self.ends = ends
+        self.block_size = block_size
 
     @staticmethod
-    def of(extents: tuple[Extent, ...]) -> _FileMap:
-        return _FileMap(extents, [(e.lblk + e.length) * BLOCK_SIZE for e in extents])
+    def of(extents: tuple[Extent, ...], block_size: int) -> _FileMap:
+        return _FileMap(extents, [(e.lblk + e.length) * block_size for e in extents],
+                        block_size)
 
     def put(self, out: _Out, pos: int, chunk: memoryview) -> int:
         """Write the bytes at file offset `pos` to wherever the extents put them; returns how
@@ -434,15 +450,16 @@ class _FileMap:
         end = pos + len(chunk)
         placed = 0
         extents, ends = self.extents, self.ends
+        bs = self.block_size
         i = bisect.bisect_right(ends, pos)  # the first extent that ends after pos
         while i < len(extents):
             e = extents[i]
-            e_start = e.lblk * BLOCK_SIZE
+            e_start = e.lblk * bs
             if e_start >= end:
                 break
             lo = max(pos, e_start)
             hi = min(end, ends[i])
-            out.put(e.pblk * BLOCK_SIZE + (lo - e_start), chunk[lo - pos:hi - pos])
+            out.put(e.pblk * bs + (lo - e_start), chunk[lo - pos:hi - pos])
             placed += hi - lo
             i += 1
         return placed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from composer.fs.ext4.constants import BLOCK_SIZE, EXTRA_ISIZE, GOOD_OLD_INODE_SIZE, INODE_SIZE
+from composer.fs.ext4.constants import EXTRA_ISIZE, GOOD_OLD_INODE_SIZE, INODE_SIZE
 from composer.fs.ext4.csum import crc
 
 _M = 0xFFFFFFFF
@@ -16,7 +16,6 @@ TERMINATOR = 4  # the entry list ends with a zero u32
 # in-inode area: after the 128-byte base inode and i_extra_isize, minus the 4-byte magic
 IBODY_SPACE = INODE_SIZE - GOOD_OLD_INODE_SIZE - EXTRA_ISIZE - 4  # 92
 IBODY_OFFSET = GOOD_OLD_INODE_SIZE + EXTRA_ISIZE  # 0xA0
-BLOCK_SPACE = BLOCK_SIZE - BLOCK_HEADER  # 4064
 
 # Exact names first (the ACLs are stored with an empty name), then prefixes. Other system.*
 # names have no kernel handler (system.data is the inline-data marker), so they are refused.
@@ -111,8 +110,13 @@ def split(xattrs: list[Xattr]) -> XattrSplit:
     return XattrSplit(tuple(ibody), tuple(block))
 
 
-def block_fits(xattrs: tuple[Xattr, ...]) -> bool:
-    return sum(x.size for x in xattrs) + TERMINATOR <= BLOCK_SPACE
+def block_space(block_size: int) -> int:
+    """Room for entries and values in one xattr block (4064 bytes at 4 KiB)."""
+    return block_size - BLOCK_HEADER
+
+
+def block_fits(xattrs: tuple[Xattr, ...], block_size: int) -> bool:
+    return sum(x.size for x in xattrs) + TERMINATOR <= block_space(block_size)
 
 
 def entry_hash(x: Xattr) -> int:
@@ -159,10 +163,11 @@ def ibody_area(xattrs: tuple[Xattr, ...]) -> bytes:
     return bytes(area)
 
 
-def xattr_block(xattrs: tuple[Xattr, ...], block_nr: int, csum_seed: int) -> bytes:
+def xattr_block(xattrs: tuple[Xattr, ...], block_nr: int, csum_seed: int,
+                block_size: int) -> bytes:
     """A whole xattr block with its header hash and checksum (refcount 1, not shared)."""
-    blk = bytearray(BLOCK_SIZE)
-    hashes = _pack_entries(xattrs, blk, BLOCK_HEADER, BLOCK_SIZE, 0, with_hash=True)
+    blk = bytearray(block_size)
+    hashes = _pack_entries(xattrs, blk, BLOCK_HEADER, block_size, 0, with_hash=True)
     h = 0
     for eh in hashes:
         if eh == 0:  # the kernel's ext4_xattr_rehash: a zero entry hash zeroes the block hash
