@@ -115,7 +115,7 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     scanned = _scan(layout)
     store = ContentStore({name: s.data for name, s in scanned.items()})
     epoch, origin = _epoch(layout, scanned, epoch_override, override_origin)
-    log.debug("epoch %d, from %s", epoch, origin.value)
+    log.debug("epoch %d, from %s", epoch, _ORIGIN_WORDS[origin])
     events.step("applying rules")
     asm = Assembly(scanned, store, epoch)
     for source in scanned.values():
@@ -160,6 +160,12 @@ def _used_sources(layout: Layout) -> set[str]:
     refs += [f.src for f in layout.files if f.src is not None]
     refs += [blob.src for blob in layout.disk.raw] if layout.disk is not None else []
     return {ref.source for ref in refs}
+
+
+_ORIGIN_WORDS = {EpochOrigin.OPTION: "--source-date-epoch",
+                 EpochOrigin.ENVIRONMENT: "SOURCE_DATE_EPOCH",
+                 EpochOrigin.LAYOUT: "the layout",
+                 EpochOrigin.NEWEST_MTIME: "the newest input mtime"}
 
 
 def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None,
