@@ -334,3 +334,21 @@ def test_zst_outputs_decompress_to_the_images(built: dict[str, Path]) -> None:
                 digest.update(chunk)
             assert proc.wait() == 0, proc.stderr.read() if proc.stderr else ""
         assert digest.hexdigest() == want[zst.name[:-4]], zst.name
+
+
+def test_zstd_decompresses_a_published_link_as_the_readme_says(built: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    """DIR/NAME.zst is a symlink into .compose/: plain `zstd -d` ignores it; the README's
+    `zstd -d -f X.zst -o Y` gives the image back byte for byte."""
+    need("zstd")
+    out = built["demo"]
+    link = out / "rootfs.img.zst"
+    assert link.is_symlink()
+    plain = subprocess.run(["zstd", "-d", "-q", str(link), "-o", str(tmp_path / "plain.img")],
+                           capture_output=True, text=True)
+    assert not (tmp_path / "plain.img").exists() or plain.returncode != 0
+    forced = subprocess.run(["zstd", "-d", "-q", "-f", str(link), "-o",
+                             str(tmp_path / "rootfs.img")], capture_output=True, text=True)
+    assert forced.returncode == 0, forced.stderr
+    assert hashlib.sha256((tmp_path / "rootfs.img").read_bytes()).hexdigest() == \
+        hashlib.sha256((out / "rootfs.img").read_bytes()).hexdigest()

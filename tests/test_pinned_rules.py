@@ -155,3 +155,66 @@ def test_custom_keep_keeps_exactly_the_listed_folders(tmp_path: Path, old_golden
     # a kept log that holds the thing name is reported with its file, never with the name
     assert [ln for ln in report if ln.startswith(f"warning: {GG}/logs/greengrass.log")]
     assert THING not in "\n".join(report)
+
+
+# --- private material in kept work folders (README: "and, when work is kept, these files") ----
+
+WORK_SECRETS = {  # path under the root -> why the report gives (README's list, in its words)
+    "work/aws.greengrass.clientdevices.Auth/other.bin": "client device auth's CA keystore",
+    "work/com.example.App/store.jks": "a Java keystore",
+    "work/com.example.App/store.p12": "a PKCS#12 keystore",
+    "work/com.example.App/store.pfx": "a PKCS#12 keystore",
+    "work/com.example.App/device.key": "a private key",
+    "work/aws.greengrass.labs.CertificateRotator/priv.key.bak": "the certificate rotator's copy",
+}
+
+
+@pytest.fixture()
+def work_snapshot(tmp_path: Path, golden: Path) -> Path:
+    """The golden snapshot as a folder (GNU tar, without the Docker store) plus private material
+    in work/ and one harmless file next to it."""
+    import subprocess
+
+    from tests.conftest import need
+
+    need("tar")
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    done = subprocess.run(["tar", "--no-same-owner", "--exclude=./var/lib/docker", "-xzf",
+                           str(golden), "-C", str(snap)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    for rel in [*WORK_SECRETS, "work/com.example.App/state.db"]:
+        path = snap / GG.lstrip("/") / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PRIVATE MATERIAL " + rel.encode())
+    return snap
+
+
+@pytest.mark.parametrize("policy", ["strip", "fail", "keep"])
+def test_private_files_in_kept_work_follow_the_secrets_policy(tmp_path: Path,
+                                                              work_snapshot: Path,
+                                                              policy: str) -> None:
+    layout = _layout(tmp_path / "b", work_snapshot,
+                     f"  keep: [alts, config, packages, work]\n  secrets: {policy}\n")
+    result = compose("build", "layout.yaml", "-o", "out", cwd=layout.parent)
+    out = layout.parent / "out"
+    if policy == "fail":
+        assert result.returncode == 1, result.stderr
+        assert not out.exists()
+        for rel, why in WORK_SECRETS.items():
+            assert f"{GG}/{rel} ({why}" in result.stderr, rel
+        assert "state.db" not in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    root = gnu_extract(out / "rootfs.tar", tmp_path / "x")
+    report = (out / "report.txt").read_text().splitlines()
+    assert (root / GG.lstrip("/") / "work/com.example.App/state.db").exists()
+    for rel, why in WORK_SECRETS.items():
+        there = (root / GG.lstrip("/") / rel).exists()
+        if policy == "strip":
+            assert not there, rel
+            assert [ln for ln in report if ln.startswith(f"dropped: {GG}/{rel} ({why}")], rel
+        else:
+            assert there, rel
+            assert [ln for ln in report if ln.startswith(f"warning: {GG}/{rel}: kept {why}")
+                    and ln.endswith("(secrets: keep)")], rel

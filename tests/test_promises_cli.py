@@ -319,3 +319,25 @@ def test_capture_script_keeps_xattrs_acls_numeric_owners(tmp_path: Path) -> None
         assert option in args, option
     assert args[args.index("--file") + 1] == str(tmp_path / "o.tar.gz")
     assert str(tmp_path / "gg") in args and "/etc/systemd/system" in args
+
+
+def test_gpt_partition_names_hold_36_utf16_units(tmp_path: Path) -> None:
+    """UEFI: PartitionName is 72 bytes of UTF-16LE. 36 characters fit and sfdisk reads them
+    back; 37 are a layout error, never truncated and never written past the entry."""
+    name36 = "p" + "0123456789" * 3 + "abcde"
+    assert len(name36) == 36
+    (tmp_path / "layout.yaml").write_text(
+        "version: 1\nname: names\nepoch: 1718878001\npartitions:\n"
+        f"  - {{name: {name36}, fs: ext4, size: 8MiB, mount: /}}\n"
+        "  - {name: second, fs: ext4, size: 8MiB, mount: /second}\ndisk:\n  table: gpt\n")
+    result = compose("-q", "build", "layout.yaml", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = sfdisk_json(tmp_path / "out/disk.img")["partitions"]
+    assert [r.get("name") for r in rows] == [name36, "second"]
+    (tmp_path / "layout.yaml").write_text(
+        (tmp_path / "layout.yaml").read_text().replace(name36, name36 + "f"))
+    result = compose("-q", "build", "layout.yaml", "-o", "out2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"partition '{name36}f': GPT names hold at most 36 UTF-16 characters" in \
+        result.stderr
+    assert not (tmp_path / "out2").exists()

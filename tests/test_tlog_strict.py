@@ -79,3 +79,10 @@ def test_effective_values_newest_timestamp_wins_and_removed_clears_older() -> No
         _line(TS=9, TP=["b"], W="initialized", V="ignored"),
     ])
     assert effective(parse_tlog(data)[0]) == {("a", "x"): "new"}
+
+
+def test_effective_value_at_an_equal_timestamp_is_the_later_line() -> None:
+    """Topic.withNewerValue refuses only an older timestamp, so a tie goes to the later line."""
+    data = _line(TS=7, TP=["a"], W="changed", V="first") + \
+        _line(TS=7, TP=["a"], W="changed", V="second")
+    assert effective(parse_tlog(data)[0]) == {("a",): "second"}

@@ -11,7 +11,8 @@
 # mutmut 2 edits the files in place, so it runs on a scratch copy of the checkout (MUTATE_DIR,
 # default a new temporary folder); the checkout itself is never touched. Each group's score
 # and its surviving mutants (as diffs) go to $MUTATE_DIR/<group>.txt, and one line per group
-# is printed: killed/total and the survivors' ids (`cd $MUTATE_DIR && mutmut show ID`).
+# is printed: killed/tested, how many were not tested, and the survivors' ids
+# (`cd $MUTATE_DIR && mutmut show ID`).
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,21 +46,28 @@ wanted=" $* "
 echo "$GROUPS" | sed '/^$/d' | while IFS='|' read -r group modules tests; do
     case "$wanted" in "  "|*" $group "*) ;; *) continue ;; esac
     rm -f .mutmut-cache
-    mutmut run --paths-to-mutate "$modules" --tests-dir tests --simple-output --no-progress \
+    # mutmut 2.5.1 can stop on an assertion in its own cache (cached_mutation_status) and then
+    # hang: the timeout ends such a run, and the tally counts the mutants tested until then
+    timeout "${MUTATE_TIMEOUT:-7200}" \
+        mutmut run --paths-to-mutate "$modules" --tests-dir tests --simple-output --no-progress \
         --runner "python3 -m pytest -x -q -p no:cacheprovider $tests" \
         < /dev/null > "$group.run" 2>&1 || true
     # the tally from mutmut's own cache (sqlite): killed, timeout, suspicious, survived
     set -- $(python3 -c "import sqlite3
 rows = dict(sqlite3.connect('.mutmut-cache').execute(
     'select status, count(*) from Mutant group by status').fetchall())
-print(*(rows.get(s, 0) for s in ('ok_killed', 'bad_timeout', 'ok_suspicious', 'bad_survived')))")
-    killed=$1 timeout=$2 suspicious=$3 survived=$4
+print(*(rows.get(s, 0) for s in ('ok_killed', 'bad_timeout', 'ok_suspicious', 'bad_survived',
+                                 'untested')))")
+    killed=$1 timeout=$2 suspicious=$3 survived=$4 untested=$5
     total=$((killed + timeout + suspicious + survived))
     ids=$(mutmut result-ids survived < /dev/null 2>/dev/null || true)
     {
         echo "$group ($modules): killed $killed, timeout $timeout, suspicious $suspicious, survived $survived of $total"
         for id in $ids; do mutmut show "$id" < /dev/null; echo; done
     } > "$group.txt"
-    echo "$group: $((killed + timeout))/$total killed; survivors: ${ids:-none}"
+    stopped=""
+    grep -q "Traceback" "$group.run" && stopped=" (mutmut stopped early, see $group.run)"
+    echo "$group: $((killed + timeout))/$total killed ($untested not tested); survivors:" \
+        "${ids:-none}$stopped"
 done
 echo "mutate.sh: details in $work/<group>.txt" >&2

@@ -42,8 +42,10 @@ class OptionType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
+    """What a writer implements of an option: the type and values it accepts. Its meaning,
+    default and example are documented once, in composer/layout/settings.py."""
+
     type: OptionType
-    help: str
     choices: tuple[Any, ...] = ()
 
 

@@ -222,10 +222,8 @@ def _basename(path: str) -> str:
 class VfatWriter(FsWriter):
     fs = "vfat"
     options = {
-        "fat": OptionSpec(OptionType.INT, "FAT type; default: 12 below 4.1 MiB, 32 from 512 MiB, "
-                          "else 16", choices=(12, 16, 32)),
-        "volume_id": OptionSpec(OptionType.STR, "volume serial as 8 hex digits (\"1234ABCD\"); "
-                                "default: derived from the partition UUID"),
+        "fat": OptionSpec(OptionType.INT, choices=(12, 16, 32)),
+        "volume_id": OptionSpec(OptionType.STR),
     }
 
     def volume_id(self, req: WriteRequest) -> str | None:

@@ -222,7 +222,7 @@ def test_online_grow_of_a_mounted_image(ext4: Ext4Harness, grown: int) -> None:
             proc = _run("resize2fs", loop)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             st = os.statvfs(mnt)
-            assert st.f_blocks * st.f_frsize > grown * 0.9
+            assert st.f_blocks * st.f_frsize > grown * 0.8  # less inode tables and journal
             (mnt / "etc" / "after-grow").write_bytes(b"g" * 10_000)
         finally:
             subprocess.run(["umount", str(mnt)], check=True)

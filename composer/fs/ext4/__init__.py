@@ -44,17 +44,11 @@ LABEL_MAX = 16  # s_volume_name
 class Ext4Writer(FsWriter):
     fs = "ext4"
     options = {
-        "inodes": OptionSpec(OptionType.INT, "number of inodes (default: mke2fs's for the "
-                             "size type, at least the entries plus headroom)"),
-        "reserved": OptionSpec(OptionType.PERCENT, "blocks reserved for root, in percent "
-                               "(default 5)"),
-        "journal": OptionSpec(OptionType.SIZE_OR_NONE, "journal size, or none (default: "
-                              "mke2fs's size for the file system size)"),
-        "headroom": OptionSpec(OptionType.PERCENT, "free space added to an auto-sized image, "
-                               "in percent of the used blocks (default 10)"),
-        "block_size": OptionSpec(OptionType.INT, "block size in bytes (default: mke2fs's for "
-                                 "the size type: 1024 below 512 MiB, else 4096)",
-                                 choices=BLOCK_SIZES),
+        "inodes": OptionSpec(OptionType.INT),
+        "reserved": OptionSpec(OptionType.PERCENT),
+        "journal": OptionSpec(OptionType.SIZE_OR_NONE),
+        "headroom": OptionSpec(OptionType.PERCENT),
+        "block_size": OptionSpec(OptionType.INT, choices=BLOCK_SIZES),
     }
 
     def __init__(self) -> None:
@@ -69,7 +63,15 @@ class Ext4Writer(FsWriter):
         opts = Options.of(req)
         if opts.block_size is not None and opts.block_size not in BLOCK_SIZES:
             return errors
-        prep, entry_errors = self._prepared(req, self._block_size(req, opts))
+        bs = self._block_size(req, opts)
+        # jbd2 wants 1024 blocks at least (an auto size is checked with 4 KiB blocks)
+        if opts.journal_bytes is not None and not opts.journal_default and \
+                opts.journal_bytes < JOURNAL_MIN_BLOCKS * bs:
+            errors.append(self._error(
+                req, f"journal of {opts.journal_bytes} bytes is smaller than "
+                f"{JOURNAL_MIN_BLOCKS} blocks of {bs} bytes ({JOURNAL_MIN_BLOCKS * bs})",
+                f"use journal: {JOURNAL_MIN_BLOCKS * bs // (1 << 20)}MiB or more, or none"))
+        prep, entry_errors = self._prepared(req, bs)
         errors.extend(entry_errors)
         if prep is not None and opts.inodes is not None and opts.inodes < prep.last_ino:
             errors.append(self._error(
@@ -122,14 +124,6 @@ class Ext4Writer(FsWriter):
             err(f"block_size {opts.block_size} is not one ext4 writes",
                 "use 1024, 2048 or 4096, or leave it unset for mke2fs's choice")
             return errors
-        # jbd2 wants 1024 blocks at least; before an auto size picks its block size, 4 KiB
-        bs = opts.block_size or (block_size_for(opts, req.size) if req.size is not None
-                                 else DEFAULT_BLOCK_SIZE)
-        if opts.journal_bytes is not None and not opts.journal_default and \
-                opts.journal_bytes < JOURNAL_MIN_BLOCKS * bs:
-            err(f"journal of {opts.journal_bytes} bytes is smaller than {JOURNAL_MIN_BLOCKS} "
-                f"blocks of {bs} bytes ({JOURNAL_MIN_BLOCKS * bs})",
-                f"use journal: {JOURNAL_MIN_BLOCKS * bs // (1 << 20)}MiB or more, or none")
         if opts.inodes is not None and not 0 < opts.inodes < 2**32:
             err(f"inodes {opts.inodes} is outside what ext4 can count (1 to {2**32 - 1})",
                 "leave inodes unset to size it from the content")

@@ -165,8 +165,9 @@ def _tree_bound(nblocks: int, runs_between_holes: int, block_size: int) -> int:
     hole)."""
     if not nblocks:
         return 0
-    runs = -(-nblocks // EXTENT_MAX_LEN) + -(-nblocks // (8 * block_size)) + 1
-    return tree_block_count(runs + 2 * max(runs_between_holes, 1), block_size)
+    crossings = -(-nblocks // (8 * block_size))  # group starts a run of nblocks may cross
+    extents = -(-nblocks // EXTENT_MAX_LEN) + crossings + 2 * max(runs_between_holes, 1) - 1
+    return tree_block_count(extents, block_size)
 
 
 @dataclass(frozen=True, slots=True)
