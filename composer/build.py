@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from composer.check.planted import stamp_wallclock
+from composer.check.provenance import provenance
 from composer.content import ContentStore
 from composer.disk.compose import (
     DiskBuild,
@@ -31,6 +33,7 @@ from composer.layout.model import Layout, Output, output_names
 from composer.outputs.manifest import (
     DiskRecord,
     EntryRecord,
+    EpochOrigin,
     HashingStore,
     Manifest,
     PartitionRecord,
@@ -79,6 +82,8 @@ class Plan:
     report: Report
     store: ContentStore
     disk: DiskBuild | None = None
+    scanned: dict[str, Scanned] | None = None  # for the manifest's provenance
+    epoch_origin: EpochOrigin = EpochOrigin.LAYOUT
 
 
 class Events:
@@ -95,7 +100,8 @@ class Events:
 
 
 def plan(layout_path: Path, epoch_override: int | None = None,
-         events: Events | None = None) -> Plan:
+         events: Events | None = None,
+         override_origin: EpochOrigin = EpochOrigin.OPTION) -> Plan:
     """Everything up to writing: validate, scan sources, apply rules, route, check.
 
     Reads the layout and the sources (metadata, and the few small files the rules edit); writes
@@ -108,10 +114,8 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     events.step("scanning sources")
     scanned = _scan(layout)
     store = ContentStore({name: s.data for name, s in scanned.items()})
-    epoch = _epoch(layout, scanned, epoch_override)
-    log.debug("epoch %d, from %s", epoch, "the command line or SOURCE_DATE_EPOCH"
-              if epoch_override is not None else "the layout" if layout.epoch is not None
-              else "the newest input mtime")
+    epoch, origin = _epoch(layout, scanned, epoch_override, override_origin)
+    log.debug("epoch %d, from %s", epoch, _ORIGIN_WORDS[origin])
     events.step("applying rules")
     asm = Assembly(scanned, store, epoch)
     for source in scanned.values():
@@ -129,7 +133,7 @@ def plan(layout_path: Path, epoch_override: int | None = None,
         disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
                                 COMPOSER_NS, max_size=layout.max_image_size)
     log.debug("planned in %.2f s", time.monotonic() - start)
-    return Plan(layout, epoch, routing.tree, planned, asm.report, store, disk)
+    return Plan(layout, epoch, routing.tree, planned, asm.report, store, disk, scanned, origin)
 
 
 def _scan(layout: Layout) -> dict[str, Scanned]:
@@ -158,7 +162,14 @@ def _used_sources(layout: Layout) -> set[str]:
     return {ref.source for ref in refs}
 
 
-def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None) -> int:
+_ORIGIN_WORDS = {EpochOrigin.OPTION: "--source-date-epoch",
+                 EpochOrigin.ENVIRONMENT: "SOURCE_DATE_EPOCH",
+                 EpochOrigin.LAYOUT: "the layout",
+                 EpochOrigin.NEWEST_MTIME: "the newest input mtime"}
+
+
+def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None,
+           override_origin: EpochOrigin) -> tuple[int, EpochOrigin]:
     """The build's epoch, checked once here: every time in the images is clamped to it, so an
     epoch ext4 can store means no entry needs its own out-of-range error."""
     if override is not None:
@@ -166,9 +177,9 @@ def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None) ->
         if problem is not None:
             raise ComposerError(f"the build's epoch {problem}",
                                 hint="give seconds since 1970, such as 1718878001")
-        return override
+        return override, override_origin
     if layout.epoch is not None:
-        return layout.epoch
+        return layout.epoch, EpochOrigin.LAYOUT
     newest = max((s.newest_mtime_ns for s in scanned.values()), default=0)
     if newest == 0:
         raise ComposerError("the build has no epoch: no source has a timestamp",
@@ -177,7 +188,7 @@ def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None) ->
     if problem is not None:
         raise ComposerError(f"the newest input time, the build's epoch, {problem}",
                             hint="set 'epoch:' in the layout or SOURCE_DATE_EPOCH")
-    return newest // 1_000_000_000
+    return newest // 1_000_000_000, EpochOrigin.NEWEST_MTIME
 
 
 def _assemble(layout: Layout, asm: Assembly) -> DeviceTree:
@@ -220,7 +231,8 @@ def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
     for part in layout.partitions:
         writer = available[part.fs]()
         request = WriteRequest(
-            name=part.name, entries=for_writer(routed[part.name]), size=part.size,
+            name=part.name, size=part.size,
+            entries=stamp_wallclock(part.name, for_writer(routed[part.name])),
             label=part.label, uuid=part.uuid or derived_uuid(layout.name, part.name, "fs"),
             epoch=epoch, options=dict(part.options), loc=part.loc)
         problems = writer.check(request)
@@ -301,7 +313,9 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], Ma
         layout=the_plan.layout.name, epoch=the_plan.epoch,
         partitions={w.name: w.record(done[w.image]) for w in written},
         outputs=tuple(sorted(files)),
-        disk=_disk_record(the_plan.disk, done["disk.img"]) if the_plan.disk else None)
+        disk=_disk_record(the_plan.disk, done["disk.img"]) if the_plan.disk else None,
+        provenance=provenance(the_plan.layout.path, the_plan.scanned or {}, store,
+                              the_plan.epoch_origin))
     (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
                                     encoding="utf-8")

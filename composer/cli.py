@@ -22,7 +22,7 @@ from composer import __version__
 from composer.build import Events, Plan, build, plan
 from composer.errors import ComposerError
 from composer.layout.load import epoch_problem
-from composer.outputs.manifest import DiskRecord
+from composer.outputs.manifest import DiskRecord, EpochOrigin
 from composer.units import human_size
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -109,6 +109,11 @@ def _epoch(option: str | None) -> int | None:
     return _epoch_value("SOURCE_DATE_EPOCH=", env)
 
 
+def _epoch_origin(option: str | None) -> EpochOrigin:
+    """Which of the two overrides _epoch took (when it took one)."""
+    return EpochOrigin.OPTION if option is not None else EpochOrigin.ENVIRONMENT
+
+
 def _epoch_value(name: str, text: str) -> int:
     if re.fullmatch(r"-[0-9]{1,30}", text):
         raise ComposerError(f"{name}{text} is before 1970",
@@ -168,7 +173,8 @@ def build_command(
     _set_globals(quiet, debug)
     events = _CliEvents()
     try:
-        the_plan = plan(layout, _epoch(source_date_epoch), events)
+        the_plan = plan(layout, _epoch(source_date_epoch), events,
+                        _epoch_origin(source_date_epoch))
         result = build(the_plan, out, events)
     finally:
         events.close()
@@ -249,6 +255,170 @@ def _plan_data(the_plan: Plan) -> dict[str, Any]:
     if the_plan.disk is not None:
         data["disk"] = DiskRecord.of(the_plan.disk.plan).to_obj()
     return data
+
+
+# ------------------------------------------------------------------ checks of finished builds
+# (composer/check; README "Checking builds"). Exit codes: 0 same/ok, 1 differences, 2 bad
+# arguments.
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable, on stdout")]
+
+
+def _bad_argument(message: str) -> typer.Exit:
+    typer.echo(f"compose: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@app.command("verify")
+def verify_command(
+    folder: Annotated[Path, typer.Argument(help="a build folder", metavar="DIR")],
+    deep: Annotated[bool, typer.Option("--deep", help="also every file inside the images")] =
+    False,
+    device: Annotated[Path | None, typer.Option(
+        "--device", help="a flashed block device or a dump of one, compared over the mapped "
+        "ranges of disk.bmap", show_default=False)] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Check DIR against its SHA256SUMS and manifest (and a flashed device)."""
+    from composer.check.verify import verify
+
+    _set_globals(quiet, debug)
+    if not folder.is_dir():
+        raise _bad_argument(f"{folder} is not a folder")
+    if device is not None and not device.exists():
+        raise _bad_argument(f"--device {device} does not exist")
+    report = verify(folder, deep, device)
+    if as_json:
+        typer.echo(json.dumps(report.to_obj(), indent=2, sort_keys=True))
+    else:
+        for image, why in report.not_checked:
+            typer.echo(f"not checked: {image}: {why}")
+        for finding in report.findings:
+            typer.echo(f"DIFFERS {finding}")
+        if report.more:
+            typer.echo(f"... and {report.more} more differences")
+        _say(f"{folder}: {'ok' if report.ok else 'DIFFERS'} ({len(report.checked)} checked"
+             f"{f', {len(report.not_checked)} not checked' if report.not_checked else ''})")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command("diff")
+def diff_command(
+    a: Annotated[Path, typer.Argument(help="a build folder or manifest.json", metavar="A")],
+    b: Annotated[Path, typer.Argument(help="a build folder or manifest.json", metavar="B")],
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """What differs between two builds: inputs, partitions, entries, disk, output files."""
+    from composer.check.diff import diff_sides, load_side
+
+    _set_globals(quiet, debug)
+    for side in (a, b):
+        if not side.exists():
+            raise _bad_argument(f"{side} does not exist")
+    try:
+        sides = load_side(a), load_side(b)
+    except ComposerError as exc:
+        raise _bad_argument(exc.render()) from None
+    changes = diff_sides(*sides)
+    if as_json:
+        typer.echo(json.dumps({"identical": not changes,
+                               "changes": [c.to_obj() for c in changes]},
+                              indent=2, sort_keys=True))
+    else:
+        for change in changes:
+            typer.echo(str(change))
+        _say(f"{a} and {b}: {'identical' if not changes else f'{len(changes)} difference(s)'}")
+    raise typer.Exit(1 if changes else 0)
+
+
+@app.command("reproduce")
+def reproduce_command(
+    target: Annotated[Path, typer.Argument(
+        help="a layout file (build it twice) or a build folder (rebuild it from its recorded "
+        "inputs)", metavar="LAYOUT|DIR")],
+    layout: Annotated[Path | None, typer.Option(
+        "--layout", help="with DIR: the layout it was built from (default: the recorded file "
+        "name, in the current folder)", show_default=False)] = None,
+    keep: Annotated[Path | None, typer.Option(
+        "--keep", help="build in this new folder and leave the builds there",
+        show_default=False)] = None,
+    source_date_epoch: EpochOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Build twice under other TZ, umask, locale, paths and member order; compare every byte."""
+    from composer.check.reproduce import reproduce_folder, reproduce_layout
+
+    _set_globals(quiet, debug)
+    if keep is not None and keep.exists():
+        raise _bad_argument(f"--keep {keep} exists already; give a new folder")
+    if target.is_dir():
+        if source_date_epoch is not None:
+            raise _bad_argument("--source-date-epoch goes with a LAYOUT; a build folder "
+                                "records its epoch")
+        report = reproduce_folder(target, layout, keep)
+    elif target.is_file():
+        if layout is not None:
+            raise _bad_argument("--layout goes with a build folder DIR")
+        _epoch(source_date_epoch)  # a bad value is an error before two builds fail on it
+        epoch_args = ("--source-date-epoch", source_date_epoch) if source_date_epoch else ()
+        report = reproduce_layout(target, epoch_args, keep)
+    else:
+        raise _bad_argument(f"{target} is neither a layout file nor a build folder")
+    if as_json:
+        typer.echo(json.dumps(report.to_obj(), indent=2, sort_keys=True))
+    else:
+        for line in report.conditions + report.notes:
+            _say(f"compose: {line}")
+        for name, side in report.missing:
+            typer.echo(f"DIFFERS {name}: missing from the {side} build")
+        for name in report.differing:
+            typer.echo(f"DIFFERS {name}")
+        for change in report.changes:
+            typer.echo(f"  {change}")
+        _say(f"{target}: {'reproducible' if report.identical else 'NOT reproducible'} "
+             f"({len(report.compared)} outputs compared)")
+    raise typer.Exit(0 if report.identical else 1)
+
+
+@app.command("inspect")
+def inspect_command(
+    image: Annotated[Path, typer.Argument(help="a disk, tar or vfat image", metavar="IMAGE")],
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """What IMAGE holds: a disk's partition table, or an archive's or FAT's every entry."""
+    from composer.check.inspect import inspect
+
+    _set_globals(quiet, debug)
+    if not image.is_file():
+        raise _bad_argument(f"{image} is not a file")
+    data = inspect(image)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    if "table" in data:
+        table = data["table"]
+        typer.echo(f"{data['image']}: {table['table']} disk, {data['size']} bytes, id "
+                   f"{table['guid'] or table['signature']}")
+        for p in data["partitions"]:
+            typer.echo(f"  {p['number']:>2} {p.get('name') or '-':<12} offset {p['offset']:>12}"
+                       f"  size {p['size']:>12}  type {p['type']}  partuuid {p['partuuid']}  "
+                       f"fs {p['fs']}")
+        return
+    typer.echo(f"{data['image']}: {data['kind']}, {data['size']} bytes, "
+               f"{len(data['entries'])} entries")
+    for e in data["entries"]:
+        owner = f"{e['uid']}:{e['gid']}" if "uid" in e else "-"
+        link = f" -> {e['target']}" if "target" in e else ""
+        typer.echo(f"  {e['kind']:<8} {e.get('mode', '-'):>4} {owner:>9} {e.get('size', ''):>10}"
+                   f" {e.get('sha256', '')[:16]:<16} {e['path']}{link}")
 
 
 class Interrupted(BaseException):

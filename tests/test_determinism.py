@@ -3,6 +3,7 @@ TZ, locale, output folder or wall clock; another epoch gives other bytes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,16 @@ def test_another_epoch_gives_other_bytes(tmp_path: Path) -> None:
                     env={"SOURCE_DATE_EPOCH": "1600000000"})
     assert first.returncode == second.returncode == third.returncode == 0
     assert _outputs(tmp_path / "o1")["rootfs.img"] != _outputs(tmp_path / "o2")["rootfs.img"]
-    assert _outputs(tmp_path / "o2") == _outputs(tmp_path / "o3")
+    # the same bytes but for the manifest, which records where the epoch came from
+    two, three = _outputs(tmp_path / "o2"), _outputs(tmp_path / "o3")
+    for name in ("manifest.json", "SHA256SUMS"):
+        assert two.pop(name) != three.pop(name)
+    assert two == three
+    m2 = json.loads((tmp_path / "o2" / "manifest.json").read_text())
+    m3 = json.loads((tmp_path / "o3" / "manifest.json").read_text())
+    assert m2["provenance"].pop("epoch_origin") == "--source-date-epoch"
+    assert m3["provenance"].pop("epoch_origin") == "SOURCE_DATE_EPOCH"
+    assert m2 == m3
 
 
 def test_rebuilding_into_the_same_folder_is_stable(tmp_path: Path) -> None:

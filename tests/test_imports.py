@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("composer.__main__",),
     ("composer.cli",),
     ("composer.build",),
-    ("composer.rules", "composer.route", "composer.publish"),
+    # checks of finished builds (verify, diff, reproduce) and the manifest's provenance
+    ("composer.rules", "composer.route", "composer.publish", "composer.check"),
     ("composer.disk.compose",),  # writes disk.img and its own outputs
     ("composer.outputs",),  # bmap, simg, zst, manifest of any image
     # validates writer options (above the registry); the key table names the disk formats' values

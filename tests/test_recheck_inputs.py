@@ -4,6 +4,7 @@ exit 1, and nothing written."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -162,9 +163,15 @@ def test_folder_and_gnu_tar_snapshot_in_any_order_give_the_same_bytes(tmp_path: 
             "docker:\n  from: golden:/var/lib/docker\n")
         result = compose("-q", "build", "layout.yaml", "-o", "out", cwd=folder)
         assert result.returncode == 0, result.stderr
-        images.append([(folder / "out" / n).read_bytes() for n in ("docker.tar",
-                                                                  "manifest.json")])
-    assert images[0] == images[1] == images[2]
+        manifest = json.loads((folder / "out" / "manifest.json").read_text())
+        images.append([(folder / "out" / "docker.tar").read_bytes(),
+                       manifest.pop("provenance"), manifest])
+    assert images[0][0] == images[1][0] == images[2][0]  # the image
+    assert images[0][2] == images[1][2] == images[2][2]  # the manifest but its provenance
+    # which records the source: a folder, or an archive whatever its member order
+    assert images[0][1]["sources"]["golden"]["kind"] == "folder"
+    assert images[1][1]["sources"] == images[2][1]["sources"]
+    assert images[1][1]["sources"]["golden"]["kind"] == "archive"
     # read back with GNU tar, extract as root and compare with the original
     out = tmp_path / "extracted"
     out.mkdir()

@@ -14,6 +14,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -476,6 +477,55 @@ class DiskRecord:
                    image=obj.get("image"), sha256=obj.get("sha256"))
 
 
+class EpochOrigin(StrEnum):
+    """Where the build's epoch came from (README "Time, IDs and determinism")."""
+
+    OPTION = "--source-date-epoch"
+    ENVIRONMENT = "SOURCE_DATE_EPOCH"
+    LAYOUT = "layout"
+    NEWEST_MTIME = "newest input mtime"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One source the build read, by the digest of its tree (composer/sources/digest.py), not
+    by its path (the layout's hash pins that) nor, for an archive, by its file's bytes (member
+    order and compression change those, and no image byte)."""
+
+    kind: str  # registry.SourceKind.value
+    tree_sha256: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tree_sha256": self.tree_sha256}
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> SourceRecord:
+        return cls(kind=obj["kind"], tree_sha256=obj["tree_sha256"])
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceRecord:
+    """The inputs of a build: enough for `compose reproduce DIR` to tell, before it builds,
+    whether it has the inputs the build used. The layout by file name only: its folder, like
+    the output folder, must not change the manifest."""
+
+    layout_file: str
+    layout_sha256: str
+    sources: Mapping[str, SourceRecord]  # by source name, the sources the build read
+    epoch_origin: str  # EpochOrigin.value
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"layout": {"file": self.layout_file, "sha256": self.layout_sha256},
+                "sources": {name: s.to_obj() for name, s in self.sources.items()},
+                "epoch_origin": self.epoch_origin}
+
+    @classmethod
+    def from_obj(cls, obj: Mapping[str, Any]) -> ProvenanceRecord:
+        return cls(layout_file=obj["layout"]["file"], layout_sha256=obj["layout"]["sha256"],
+                   sources={name: SourceRecord.from_obj(s) for name, s in obj["sources"].items()},
+                   epoch_origin=obj["epoch_origin"])
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """manifest.json: what a build wrote and what every image holds."""
@@ -486,6 +536,7 @@ class Manifest:
     outputs: tuple[str, ...]  # every output file but manifest.json, report.txt, SHA256SUMS
     disk: DiskRecord | None = None
     composer: str = field(default=__version__)  # the version that wrote it
+    provenance: ProvenanceRecord | None = None  # None in manifests older than provenance
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {
@@ -494,6 +545,8 @@ class Manifest:
             "outputs": list(self.outputs)}
         if self.disk is not None:
             obj["disk"] = self.disk.to_obj()
+        if self.provenance is not None:
+            obj["provenance"] = self.provenance.to_obj()
         return obj
 
     def to_json(self) -> str:
@@ -506,7 +559,9 @@ class Manifest:
             partitions={name: PartitionRecord.from_obj(p)
                         for name, p in obj["partitions"].items()},
             outputs=tuple(obj["outputs"]),
-            disk=DiskRecord.from_obj(obj["disk"]) if "disk" in obj else None)
+            disk=DiskRecord.from_obj(obj["disk"]) if "disk" in obj else None,
+            provenance=ProvenanceRecord.from_obj(obj["provenance"])
+            if "provenance" in obj else None)
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

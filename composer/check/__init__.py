@@ -1,0 +1,1 @@
+"""Checks of finished builds: provenance, verify, reproduce and diff (README "Checking builds")."""

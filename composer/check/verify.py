@@ -1,0 +1,283 @@
+"""`compose verify`: a build folder against its SHA256SUMS and manifest, a flashed device against
+the disk's bmap, and (deep) every file inside the images against the manifest's entries.
+
+Nothing here claims a check it did not make: an image no reader exists for is listed as not
+checked, with the reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from composer.check.diff import entry_changes, read_sha256sums
+from composer.check.provenance import hash_contents
+from composer.content import ContentStore
+from composer.errors import ComposerError, shown
+from composer.fs.vfat_reader import read_vfat
+from composer.outputs.bmap_reader import Bmap, BmapRange, read_bmap
+from composer.outputs.manifest import EntryRecord, HashingStore, Manifest, image_sha256
+from composer.sources.archive import scan_archive
+from composer.tree import Kind
+
+MAX_FINDINGS = 20  # the first ones are named; a damaged image would give thousands
+READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    where: str  # an output file name, "device", or "<partition>:<path>"
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    checked: list[str] = field(default_factory=list)  # what was compared, in order
+    not_checked: list[tuple[str, str]] = field(default_factory=list)  # (image, why)
+    findings: list[Finding] = field(default_factory=list)
+    more: int = 0  # findings past MAX_FINDINGS, counted only
+
+    def add(self, where: str, what: str) -> None:
+        if len(self.findings) < MAX_FINDINGS:
+            self.findings.append(Finding(where, what))
+        else:
+            self.more += 1
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_obj(self) -> dict[str, object]:
+        return {"ok": self.ok, "checked": self.checked,
+                "not_checked": [{"image": i, "reason": r} for i, r in self.not_checked],
+                "differences": [{"where": f.where, "what": f.what} for f in self.findings],
+                "more_differences": self.more}
+
+
+def load_manifest(folder: Path) -> Manifest:
+    path = folder / "manifest.json"
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ComposerError(f"{folder}: cannot read manifest.json: {exc.strerror}",
+                            hint="give the folder `compose build -o` wrote") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ComposerError(f"{path} is not a composer manifest ({exc})") from None
+
+
+def verify(folder: Path, deep: bool = False, device: Path | None = None) -> VerifyReport:
+    """Every check asked for; a folder that is not a build at all is a ComposerError."""
+    report = VerifyReport()
+    manifest = load_manifest(folder)
+    try:
+        sums = read_sha256sums(folder / "SHA256SUMS")
+    except OSError as exc:
+        report.add("SHA256SUMS", f"cannot be read: {exc.strerror}")
+        return report
+    except ComposerError as exc:
+        report.add("SHA256SUMS", exc.message)
+        return report
+    _check_outputs(folder, manifest, sums, report)
+    if device is not None:
+        check_device(folder, manifest, device, report)
+    if deep:
+        _check_deep(folder, manifest, report)
+    return report
+
+
+def _check_outputs(folder: Path, manifest: Manifest, sums: dict[str, str],
+                   report: VerifyReport) -> None:
+    expected = {*manifest.outputs, "manifest.json", "report.txt"}
+    for name in sorted(expected - sums.keys()):
+        report.add(name, "is an output of the build but not listed in SHA256SUMS")
+    for name in sorted(sums.keys() - expected):
+        report.add(name, "is listed in SHA256SUMS but is no output of the build")
+    recorded = {p.image: p.sha256 for p in manifest.partitions.values()}
+    if manifest.disk is not None and manifest.disk.image and manifest.disk.sha256:
+        recorded[manifest.disk.image] = manifest.disk.sha256
+    for name, digest in sorted(sums.items()):
+        if name in recorded and recorded[name] != digest:
+            report.add(name, f"the manifest says sha256 {recorded[name]}, SHA256SUMS {digest}")
+        if "/" in name or name.startswith("."):
+            report.add(name, "is not a file name of a build folder")
+            continue
+        path = folder / name
+        if not path.is_file():
+            report.add(name, "is missing")
+            continue
+        actual = sparse_sha256(path)
+        report.checked.append(name)
+        if actual != digest:
+            report.add(name, f"sha256 is {actual}, SHA256SUMS says {digest}")
+
+
+def sparse_sha256(path: Path) -> str:
+    """A file's sha256, its holes hashed as zeros without reading them (images are GiB-sized
+    sparse files; the kernel would hand over every zero of a hole)."""
+    size = path.stat().st_size
+    return image_sha256(path, list(_data_extents(path, size)), size)
+
+
+def _data_extents(path: Path, size: int) -> Iterator[tuple[int, int]]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole after pos
+                    return
+                yield pos, size - pos  # no hole reporting: all of it is data
+                return
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            yield start, end - start
+            pos = end
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------- device
+
+
+def check_device(folder: Path, manifest: Manifest, device: Path, report: VerifyReport) -> None:
+    """The device's bytes over every range disk.bmap maps, against the range's sha256; a range
+    that differs is narrowed, with disk.img, to its first differing byte."""
+    if manifest.disk is None or manifest.disk.image is None:
+        raise ComposerError(f"{folder} has no disk image, so there is nothing to compare "
+                            f"{device} with", hint="--device needs a layout with `disk:`")
+    bmap = read_bmap(folder / "disk.bmap")
+    image = folder / manifest.disk.image
+    with device.open("rb") as dev, image.open("rb") as img:
+        for r in bmap.ranges:
+            start, end = bmap.byte_span(r)
+            got = _range_sha256(dev, start, end)
+            if got is None:
+                report.add("device", f"ends before mapped range {_span(bmap, r)}")
+                return
+            if got != r.sha256:
+                first = _first_difference(dev, img, start, end)
+                at = f", first at byte {first}" if first is not None else ""
+                report.add("device", f"mapped range {_span(bmap, r)} differs{at} "
+                           f"(in {_place(manifest, first if first is not None else start)})")
+    mapped = sum(end - start for start, end in map(bmap.byte_span, bmap.ranges))
+    report.checked.append(f"device {device}: {len(bmap.ranges)} mapped ranges, {mapped} bytes")
+
+
+def _span(bmap: Bmap, r: BmapRange) -> str:
+    start, end = bmap.byte_span(r)
+    return f"blocks {r.first}-{r.last} (bytes {start}-{end - 1})"
+
+
+def _range_sha256(f: BinaryIO, start: int, end: int) -> str | None:
+    h = hashlib.sha256()
+    f.seek(start)
+    left = end - start
+    while left:
+        chunk = f.read(min(READ_CHUNK, left))
+        if not chunk:
+            return None
+        h.update(chunk)
+        left -= len(chunk)
+    return h.hexdigest()
+
+
+def _first_difference(dev: BinaryIO, img: BinaryIO, start: int, end: int) -> int | None:
+    dev.seek(start)
+    img.seek(start)
+    pos = start
+    while pos < end:
+        n = min(READ_CHUNK, end - pos)
+        a, b = dev.read(n), img.read(n)
+        if a != b:
+            b = b.ljust(len(a), b"\0")  # a sparse image's tail reads short: zeros
+            for i, (x, y) in enumerate(zip(a, b, strict=False)):
+                if x != y:
+                    return pos + i
+            return pos + min(len(a), len(b))
+        if not a:
+            return None
+        pos += len(a)
+    return None
+
+
+def _place(manifest: Manifest, offset: int) -> str:
+    """What of the disk holds byte `offset`: a partition, a raw blob or the table."""
+    disk = manifest.disk
+    assert disk is not None
+    for p in disk.partitions:
+        if p.offset <= offset < p.offset + p.size:
+            return f"partition {p.name}, byte {offset - p.offset} of it"
+    for b in disk.raw:
+        if b.offset <= offset < b.offset + b.size:
+            return f"raw blob {b.name}, byte {offset - b.offset} of it"
+    return f"the {disk.table} partition table area, outside every partition"
+
+
+# ----------------------------------------------------------------------------------- deep
+
+
+def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
+    for name, part in manifest.partitions.items():
+        if part.fs not in DEEP_READERS:
+            report.not_checked.append((part.image, f"{part.fs}: composer has no reader for "
+                                       f"{part.fs} images yet; only the image's sha256 was "
+                                       "checked"))
+            continue
+        wanted, read = DEEP_READERS[part.fs]
+        try:
+            records = read(folder / part.image)
+        except ComposerError as exc:
+            report.add(part.image, exc.message)
+            continue
+        expected = [view for view in map(wanted, part.entries) if view is not None]
+        for change in entry_changes(name, expected, records):
+            what = (f"{change.field}: the manifest says {change.a}, the image holds {change.b}"
+                    if change.field not in ("added", "removed") else
+                    "is in the image but not in the manifest" if change.field == "added" else
+                    "is in the manifest but not in the image")
+            report.add(change.where, what)
+        report.checked.append(f"{part.image}: {len(records)} entries")
+
+
+def _tar_view(record: EntryRecord) -> EntryRecord | None:
+    """What a tar partition holds of a manifest entry: all of it, but sockets (README
+    "Outputs": no tar format holds them)."""
+    return None if record.kind == Kind.SOCKET.value else record
+
+
+def _fat_view(record: EntryRecord) -> EntryRecord | None:
+    """What FAT holds of a manifest entry: path, kind and content (composer/fs/vfat.py)."""
+    return EntryRecord(path=record.path, kind=record.kind, mode="", uid=0, gid=0, mtime=0,
+                       mtime_ns=0, size=record.size, sha256=record.sha256)
+
+
+def fat_records(path: Path) -> list[EntryRecord]:
+    """The manifest records of what a FAT image holds, as _fat_view shows them."""
+    return [EntryRecord(path=shown(e.path), kind=Kind.DIR.value if e.is_dir else
+                        Kind.FILE.value, mode="", uid=0, gid=0, mtime=0, mtime_ns=0,
+                        size=e.size, sha256=e.sha256) for e in read_vfat(path)]
+
+
+def tar_records(path: Path) -> list[EntryRecord]:
+    """The manifest records of what a tar image holds, read as a source is (libarchive)."""
+    scanned = scan_archive(path.name, path)
+    store = HashingStore(ContentStore({scanned.name: scanned.data}))
+    hash_contents([scanned], store)
+    return [EntryRecord.of(e, store) for e in scanned.entries.values()]
+
+
+# The file systems --deep reads: how a manifest entry looks in one, and the reader.
+DEEP_READERS: dict[str, tuple[Callable[[EntryRecord], EntryRecord | None],
+                              Callable[[Path], list[EntryRecord]]]] = {
+    "tar": (_tar_view, tar_records),
+    "vfat": (_fat_view, fat_records),
+}
