@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, compose, copy_layouts
+from tests.conftest import REPO, compose, copy_layouts, need
 
 INVALID = REPO / "tests" / "layouts" / "invalid"
 
@@ -114,6 +116,24 @@ def test_hard_link_to_a_missing_member(tmp_path: Path) -> None:
         "error: layout.yaml:5:11: source 'golden': member './b' is a hard link to './nowhere', "
         "which is not an earlier file in the archive",
         "  hint: the archive is damaged or was cut short"])
+
+
+def test_hard_link_to_a_symlink_is_refused_by_name(tmp_path: Path) -> None:
+    """GNU tar stores a second name of a symlink inode as a hard link member (extraction gives
+    the symlink two names); composer refuses it with its own reason, not as damage."""
+    need("tar")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "s").symlink_to("/etc/hostname")
+    os.link(tree / "s", tree / "h", follow_symlinks=False)
+    subprocess.run(["tar", "-cf", str(tmp_path / "links.tar"), "-C", str(tree), "s", "h"],
+                   check=True)
+    _layout(tmp_path, "links.tar")
+    _run_failing(tmp_path, [
+        "error: layout.yaml:5:11: source 'golden': member 'h' is a hard link to 's', a symlink: "
+        "composer gives only regular files a second name",
+        "  hint: in the snapshot, replace the hard link with a copy (a second symlink to the "
+        "same target, or a second device node)"])
 
 
 def test_secrets_fail_policy_lists_each_file_and_key(tmp_path: Path, golden: Path) -> None:

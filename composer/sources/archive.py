@@ -153,7 +153,15 @@ class _Found:
         link = name_from_bytes(archive_ffi.raw_hardlink(entry_p) or b"")
         target, _ = member_path(link)
         found = self.entries.get(target)
-        if found is None or found.kind not in (Kind.FILE, Kind.HARDLINK):
+        if found is not None and found.kind not in (Kind.FILE, Kind.HARDLINK):
+            # GNU tar and bsdtar extract this as a second name of a symlink, device or FIFO
+            # inode; the writers give only regular files more than one name
+            raise ComposerError(
+                f"source {self.source!r}: member '{shown(raw)}' is a hard link to "
+                f"'{shown(link)}', a {found.kind.value}: composer gives only regular files a "
+                "second name", hint="in the snapshot, replace the hard link with a copy (a "
+                "second symlink to the same target, or a second device node)")
+        if found is None:
             raise ComposerError(
                 f"source {self.source!r}: member '{shown(raw)}' is a hard link to "
                 f"'{shown(link)}', which is not an earlier file in the archive",
