@@ -78,3 +78,33 @@ def test_hashing_store_is_a_whole_content_store(tmp_path: Path) -> None:
     [(got, stream)] = list(store.stream([content]))
     assert stream.read() == data["f"]
     assert store.digest(got) == hashlib.sha256(data["f"]).hexdigest()
+
+
+def test_an_ext4_writer_used_for_another_request_writes_what_a_fresh_one_does(
+        tmp_path: Path) -> None:
+    """The ext4 writer keeps its prepared entries and plans for the request it serves; a
+    different request (equal entries in another tuple, another epoch) must start afresh."""
+    import uuid
+
+    from composer.fs.base import WriteRequest
+    from composer.fs.ext4 import Ext4Writer
+
+    def request(epoch: int) -> WriteRequest:
+        entries = (Entry(path="/", kind=Kind.DIR, mode=0o755, uid=0, gid=0, mtime_ns=0),
+                   Entry(path="/d", kind=Kind.DIR, mode=0o700, uid=1, gid=2,
+                         mtime_ns=epoch * 10**9))
+        return WriteRequest("p", entries, None, None, uuid.UUID(int=7), epoch)
+
+    def image(writer: Ext4Writer, req: WriteRequest, name: str) -> bytes:
+        store = ContentStore({})
+        writer.check(req)
+        sized = WriteRequest(req.name, req.entries, writer.resolve_size(req), None, req.uuid,
+                             req.epoch)
+        writer.write(sized, tmp_path / name, store)
+        return hashlib.sha256((tmp_path / name).read_bytes()).digest()
+
+    used = Ext4Writer()
+    image(used, request(1_700_000_000), "first.img")
+    used.check(request(1_800_000_000))  # checked, then a third request is written
+    assert image(used, request(1_600_000_000), "again.img") == \
+        image(Ext4Writer(), request(1_600_000_000), "fresh.img")

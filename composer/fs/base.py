@@ -64,7 +64,12 @@ class WriteRequest:
 
 
 class FsWriter(ABC):
-    """One file-system format."""
+    """One file-system format.
+
+    An instance serves one partition of one build: the build calls `check`, `resolve_size`
+    and `write` on it with the same request, in that order, and a writer may keep what it
+    computed for that request in between (ext4 keeps its prepared entries and plans). Nothing
+    is shared between instances, so partitions and builds may run side by side."""
 
     fs: ClassVar[str]
     options: ClassVar[Mapping[str, OptionSpec]] = {}

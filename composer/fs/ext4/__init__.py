@@ -52,8 +52,9 @@ class Ext4Writer(FsWriter):
     }
 
     def __init__(self) -> None:
-        # check(), resolve_size() and write() see the same entries: prepare them once per
-        # block size, and plan once per size and options
+        # this instance serves one partition (see FsWriter): check(), resolve_size() and
+        # write() see the same request, so its entries are prepared once per block size and
+        # planned once per size and options; a different request starts afresh
         self._memo: tuple[tuple[object, ...], dict[int, tuple[Prepared | None,
                                                               list[ComposerError]]]] | None = None
         self._plan_memo: dict[tuple[object, ...], Plan] = {}
@@ -136,7 +137,7 @@ class Ext4Writer(FsWriter):
         """The entries prepared for `block_size` (memoized per request and block size)."""
         key = (req.entries, req.name, req.uuid, req.epoch, req.loc)
         memo = self._memo
-        if memo is None or memo[0][0] is not req.entries or memo[0][1:] != key[1:]:
+        if memo is None or memo[0] != key:  # equal requests, not the same objects
             memo = self._memo = (key, {})
             self._plan_memo = {}
         per_size = memo[1]
