@@ -19,6 +19,7 @@ from composer.acl import ACCESS_XATTR, ACL_ENTRY, ACL_HEADER, MASK, XATTR_VERSIO
 from composer.disk import gpt, mbr
 from composer.outputs.simg import CHUNK_HEADER, SPARSE_HEADER, SPARSE_MAGIC
 from composer.structs import Struct
+from tests.conftest import need
 
 
 def run(*args: str) -> str:
@@ -178,3 +179,41 @@ def test_acl_xattr_reads_what_setfacl_writes(tmp_path: Path) -> None:
                for offset in range(ACL_HEADER.size, len(value), ACL_ENTRY.size)]
     assert {"e_tag": 0x02, "e_perm": 5, "e_id": 1234} in entries
     assert {"e_tag": MASK, "e_perm": 7, "e_id": 0xFFFFFFFF} in entries
+
+
+def test_fat_declarations_read_mkfs_vfat_as_minfo_shows(tmp_path: Path) -> None:
+    """The FAT boot sector, FAT32 extension and FSInfo declarations read an image made by
+    mkfs.vfat as mtools' minfo shows it (neither tool is composer's)."""
+    import re as _re
+
+    from composer.fs.fat_layouts import BPB, BPB_FAT32, FSINFO, FSINFO_LEAD_SIG
+
+    need("mkfs.vfat", "minfo")
+    img = tmp_path / "m.img"
+    subprocess.run(["mkfs.vfat", "-C", "-F", "32", "-i", "1234abcd", "-n", "LBL", str(img),
+                    "65536"], check=True, capture_output=True)
+    shown = subprocess.run(["minfo", "-i", str(img), "::"], check=True, capture_output=True,
+                           text=True).stdout
+
+    def minfo(label: str) -> str:
+        found = _re.search(rf"^{_re.escape(label)}[:=]\s*(.*)$", shown, _re.M)
+        assert found, label
+        return found.group(1).strip()
+
+    data = img.read_bytes()[:1024]
+    bpb, ext = BPB.unpack(data), BPB_FAT32.unpack(data, BPB.size)
+    assert bpb["BPB_BytsPerSec"] == int(minfo("sector size").split()[0])
+    assert bpb["BPB_SecPerClus"] == int(minfo("cluster size").split()[0])
+    assert bpb["BPB_RsvdSecCnt"] == int(minfo("reserved (boot) sectors"))
+    assert bpb["BPB_NumFATs"] == int(minfo("fats"))
+    assert bpb["BPB_SecPerTrk"] == int(minfo("sectors per track"))
+    assert bpb["BPB_NumHeads"] == int(minfo("heads"))
+    assert bpb["BPB_TotSec32"] == int(minfo("big size").split()[0])
+    assert ext["BPB_FATSz32"] == int(minfo("Big fatlen"))
+    assert ext["BPB_RootClus"] == int(minfo("rootCluster"))
+    assert ext["BPB_FSInfo"] == int(minfo("infoSector location"))
+    assert ext["BPB_BkBootSec"] == int(minfo("backup boot sector"))
+    assert f"{ext['BS_VolID']:08X}" == minfo("serial number")
+    assert ext["BS_VolLab"].decode() == minfo("disk label").strip('"')
+    fsinfo = FSINFO.unpack(data, ext["BPB_FSInfo"] * bpb["BPB_BytsPerSec"])
+    assert fsinfo["FSI_LeadSig"] == FSINFO_LEAD_SIG and fsinfo["FSI_TrailSig"] == 0xAA550000

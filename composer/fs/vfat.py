@@ -60,6 +60,15 @@ from composer.fs.base import (
     merge_extents,
     no_progress,
 )
+from composer.fs.fat_layouts import (
+    ATTR_VOLUME_ID,
+    BPB,
+    BPB_FAT32,
+    FSINFO,
+    FSINFO_LEAD_SIG,
+)
+from composer.fs.fat_layouts import DIR_ENTRY as DIR_STRUCT
+from composer.structs import Struct
 from composer.tree import Content, Entry, Kind, parent, sorted_entries
 from composer.units import align_up
 
@@ -80,10 +89,7 @@ MAX_FILE_SIZE = (1 << 32) - 1
 NUM_FATS = 2
 # FAT12 entries 0 and 1 share bytes 0-2; bytes 1-2 = FF FF make FAT[1] = 0xFFF (end of chain)
 FAT12_ENTRY1_EOC = b"\xff\xff"
-DIR_ENTRY = 32  # bytes per directory entry
-DIR_ATTR = 11  # offset of the attribute byte in a directory entry
-ATTR_VOLUME_ID = 0x08
-FAT32_ROOT_CLUSTER = 44  # BPB_RootClus
+DIR_ENTRY = DIR_STRUCT.size  # bytes per directory entry
 LFN_CHARS = 13  # UTF-16 code units per long-name entry
 MAX_NAME_UNITS = 255
 # pyfatfs (FATDirectoryEntry.make_lfn_entry) refuses an encoded UTF-16 name over 255 *bytes*
@@ -108,17 +114,13 @@ FAT32_MIN_SIZE = (66600 + 1) * SECTOR
 FAT32_AUTO_FROM = 512 * MIB  # like mkfs.fat: FAT32 from 512 MiB up, FAT16 below
 AUTO_SLACK = 0.10  # auto size: content + metadata + 10%
 
-# BPB fields pyfatfs leaves at 0 but mtools refuses ("zero number of heads or sectors")
-BPB_SEC_PER_TRK = 24
-BPB_NUM_HEADS = 26
+# BPB_SecPerTrk and BPB_NumHeads: pyfatfs leaves them at 0, which mtools refuses ("zero number
+# of heads or sectors")
 SECTORS_PER_TRACK = 63  # the 255x63 geometry sfdisk uses for images (docs/flashing.md §6)
 HEADS = 255
 FAT32_BACKUP_BOOT_SECTOR = 6
 # FSInfo sector (FAT32): free count and next-free hint, which pyfatfs never updates
 FSINFO_SECTORS = (1, 7)
-FSINFO_LEAD_SIG = 0x41615252
-FSINFO_FREE_COUNT = 488
-FSINFO_NEXT_FREE = 492
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,14 +485,14 @@ def _fix_label_entry(out: Path, geo: Geometry, req: WriteRequest) -> None:
     """
     with out.open("r+b") as f:
         if geo.fat == 32:
-            f.seek(FAT32_ROOT_CLUSTER)
-            (cluster,) = struct.unpack("<I", f.read(4))
+            f.seek(BPB.size)
+            cluster = BPB_FAT32.unpack(f.read(BPB_FAT32.size))["BPB_RootClus"]
             root = geo.metadata_bytes + (cluster - 2) * geo.cluster_size
         else:
             root = (geo.reserved_sectors + NUM_FATS * geo.fat_sectors) * SECTOR
         f.seek(root)
-        entry = f.read(DIR_ENTRY)
-        if entry[DIR_ATTR] != ATTR_VOLUME_ID:
+        entry = DIR_STRUCT.unpack(f.read(DIR_ENTRY))
+        if entry["DIR_Attr"] != ATTR_VOLUME_ID:
             raise _pyfatfs_broke(req.name, "no volume-label entry first in the root directory")
         f.seek(root)
         if req.label is None:
@@ -614,17 +616,24 @@ def _patch_metadata(out: Path, geo: Geometry, name: str) -> None:
                 f.write(FAT12_ENTRY1_EOC)
         boot_sectors = [0] + ([FAT32_BACKUP_BOOT_SECTOR] if geo.fat == 32 else [])
         for sector in boot_sectors:
-            f.seek(sector * SECTOR + BPB_SEC_PER_TRK)
-            f.write(struct.pack("<HH", SECTORS_PER_TRACK, HEADS))
+            _patch_sector(f, sector, BPB, BPB_SecPerTrk=SECTORS_PER_TRACK, BPB_NumHeads=HEADS)
         if geo.fat == 32:
             free, next_free = _fat32_free(f, geo)
             for sector in FSINFO_SECTORS:
                 f.seek(sector * SECTOR)
-                (lead,) = struct.unpack("<I", f.read(4))
-                if lead != FSINFO_LEAD_SIG:
+                if FSINFO.unpack(f.read(FSINFO.size))["FSI_LeadSig"] != FSINFO_LEAD_SIG:
                     raise _pyfatfs_broke(name, f"no FSInfo sector at sector {sector}")
-                f.seek(sector * SECTOR + FSINFO_FREE_COUNT)
-                f.write(struct.pack("<II", free, next_free))
+                _patch_sector(f, sector, FSINFO, FSI_Free_Count=free, FSI_Nxt_Free=next_free)
+
+
+def _patch_sector(f: BinaryIO, sector: int, layout: Struct, **fields: int) -> None:
+    """Set the named fields of the structure at the start of `sector`, and nothing else."""
+    f.seek(sector * SECTOR)
+    data = bytearray(f.read(layout.size))
+    for field, value in fields.items():
+        layout.patch(data, 0, field, value)
+    f.seek(sector * SECTOR)
+    f.write(data)
 
 
 def _fat32_free(f: BinaryIO, geo: Geometry) -> tuple[int, int]:

@@ -1,0 +1,75 @@
+"""The on-disk structures of FAT that composer touches, declared once (composer/structs.py).
+
+Field names and sizes are those of the Microsoft "FAT: General Overview of On-Disk Format"
+specification (version 1.03, 2000; the "Microsoft Extensible Firmware Initiative FAT32 File
+System Specification"): §3.1 the BPB common to FAT12/16/32, §3.3 the FAT32 extension, §5 the
+FSInfo sector, §6 the 32-byte directory entry. pyfatfs writes them; vfat.py patches a few fields
+of each through these declarations, and readers use the same ones.
+"""
+
+from __future__ import annotations
+
+from composer.structs import Struct
+
+_SPEC = "Microsoft FAT specification 1.03"
+
+BPB = Struct("FAT boot sector and BPB", f"{_SPEC} §3.1", 36, "<", (
+    ("BS_jmpBoot", "3s"),
+    ("BS_OEMName", "8s"),
+    ("BPB_BytsPerSec", "H"),
+    ("BPB_SecPerClus", "B"),
+    ("BPB_RsvdSecCnt", "H"),
+    ("BPB_NumFATs", "B"),
+    ("BPB_RootEntCnt", "H"),
+    ("BPB_TotSec16", "H"),
+    ("BPB_Media", "B"),
+    ("BPB_FATSz16", "H"),
+    ("BPB_SecPerTrk", "H"),
+    ("BPB_NumHeads", "H"),
+    ("BPB_HiddSec", "I"),
+    ("BPB_TotSec32", "I"),
+))
+
+# the FAT32 part of the boot sector, right after BPB (offset 36)
+BPB_FAT32 = Struct("FAT32 BPB extension", f"{_SPEC} §3.3", 54, "<", (
+    ("BPB_FATSz32", "I"),
+    ("BPB_ExtFlags", "H"),
+    ("BPB_FSVer", "H"),
+    ("BPB_RootClus", "I"),
+    ("BPB_FSInfo", "H"),
+    ("BPB_BkBootSec", "H"),
+    ("BPB_Reserved", "12s"),
+    ("BS_DrvNum", "B"),
+    ("BS_Reserved1", "B"),
+    ("BS_BootSig", "B"),
+    ("BS_VolID", "I"),
+    ("BS_VolLab", "11s"),
+    ("BS_FilSysType", "8s"),
+))
+
+FSINFO = Struct("FAT32 FSInfo sector", f"{_SPEC} §5", 512, "<", (
+    ("FSI_LeadSig", "I"),
+    ("FSI_Reserved1", "480s"),
+    ("FSI_StrucSig", "I"),
+    ("FSI_Free_Count", "I"),
+    ("FSI_Nxt_Free", "I"),
+    ("FSI_Reserved2", "12s"),
+    ("FSI_TrailSig", "I"),
+))
+FSINFO_LEAD_SIG = 0x41615252
+
+DIR_ENTRY = Struct("FAT directory entry", f"{_SPEC} §6", 32, "<", (
+    ("DIR_Name", "11s"),
+    ("DIR_Attr", "B"),
+    ("DIR_NTRes", "B"),
+    ("DIR_CrtTimeTenth", "B"),
+    ("DIR_CrtTime", "H"),
+    ("DIR_CrtDate", "H"),
+    ("DIR_LstAccDate", "H"),
+    ("DIR_FstClusHI", "H"),
+    ("DIR_WrtTime", "H"),
+    ("DIR_WrtDate", "H"),
+    ("DIR_FstClusLO", "H"),
+    ("DIR_FileSize", "I"),
+))
+ATTR_VOLUME_ID = 0x08
