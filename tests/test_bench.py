@@ -26,3 +26,21 @@ def test_bench_quick_prints_the_table(tmp_path: Path) -> None:
         assert f"\n{row}" in out
     assert out.count("PASS") + out.count("MISS") == 4
     assert "e2fsck -fn: clean" in out
+
+
+def test_pool_stream_reads_across_the_pool_end_in_one_call() -> None:
+    """The full benchmark snapshot has files that wrap around the 64 MiB pool; tarfile takes a
+    short read for the end of the data ("unexpected end of data"), so a read never stops at
+    the wrap."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import make_golden
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    start = make_golden.POOL_SIZE - 10
+    stream = make_golden.PoolStream(100, start)
+    data = stream.read(64)
+    assert len(data) == 64
+    pool = make_golden._POOL[0]
+    assert data == pool[start:] + pool[:54]
+    assert len(stream.read(100)) == 36 and stream.read(10) == b""

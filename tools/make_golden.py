@@ -151,13 +151,18 @@ class PoolStream(io.RawIOBase):
         return True
 
     def read(self, n: int = -1) -> bytes:
+        """Exactly `n` bytes (fewer only at the end): tarfile takes a short read for the end of
+        the data, so a read that crosses the pool's end wraps around within the call."""
         if n < 0 or n > self._left:
             n = self._left
-        n = min(n, POOL_SIZE - self._pos)
-        data = _POOL[0][self._pos:self._pos + n]
-        self._pos = (self._pos + n) % POOL_SIZE
-        self._left -= n
-        return data
+        parts = []
+        while n > 0:
+            take = min(n, POOL_SIZE - self._pos)
+            parts.append(_POOL[0][self._pos:self._pos + take])
+            self._pos = (self._pos + take) % POOL_SIZE
+            self._left -= take
+            n -= take
+        return b"".join(parts)
 
 
 def tlog_line(ts: int, path: list[str], value: object, action: str = "changed") -> str:
