@@ -19,6 +19,7 @@ from composer.check.diff import entry_changes, read_sha256sums
 from composer.check.provenance import hash_contents
 from composer.content import ContentStore
 from composer.errors import ComposerError, shown
+from composer.fs.ext4.constants import LOST_FOUND
 from composer.fs.ext4.reader import Ext4Entry, Ext4Reader
 from composer.fs.vfat_reader import read_vfat
 from composer.outputs.bmap_reader import Bmap, BmapRange, read_bmap
@@ -240,6 +241,9 @@ def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
             report.add(part.image, exc.message)
             continue
         expected = [view for view in map(wanted, part.entries) if view is not None]
+        if part.fs == "ext4" and not any(e.path == LOST_FOUND for e in expected):
+            # the writer adds lost+found (as mke2fs does) when the tree has none
+            records = [r for r in records if r.path != LOST_FOUND]
         for change in entry_changes(name, expected, records):
             what = (f"{change.field}: the manifest says {change.a}, the image holds {change.b}"
                     if change.field not in ("added", "removed") else
