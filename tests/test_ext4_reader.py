@@ -275,3 +275,38 @@ def test_extent_past_the_end(small: Path, tmp_path: Path) -> None:
         f.seek(at + 40 + 12 + 8)  # the first extent's ee_start_lo
         f.write(struct.pack("<I", 0x7FFFFFF0))
     _one_error(img, f"ext4 inode {ino}: extent header in the inode: extent 0", "points outside")
+
+
+def test_two_extent_indexes_to_one_block(small: Path, tmp_path: Path) -> None:
+    """A tree block reached twice (the only loop a depth that must fall by one allows)."""
+    img = _damaged(small, tmp_path)
+    ino, at = _inode_offset(img, "/bin/busybox")
+    leaf = int(_run("debugfs", "-R", 'bmap "/etc/block" 0', str(img)).split()[-1])
+    with img.open("r+b") as f:
+        f.seek(leaf * 1024)  # an empty leaf block: header, depth 0, no entries
+        f.write(struct.pack("<HHHHI", 0xF30A, 0, 84, 0, 0))
+        f.seek(at + 40)  # i_block: depth 1, two indexes to that leaf
+        f.write(struct.pack("<HHHHI", 0xF30A, 2, 4, 1, 0)
+                + struct.pack("<IIHH", 0, leaf, 0, 0) + struct.pack("<IIHH", 9, leaf, 0, 0))
+    _one_error(img, f"ext4 inode {ino}: extent header in the inode: index 1 points to block "
+               f"{leaf} again")
+
+
+def test_huge_entry_count(small: Path, tmp_path: Path) -> None:
+    img = _damaged(small, tmp_path)
+    ino, at = _inode_offset(img, "/bin/busybox")
+    with img.open("r+b") as f:
+        f.seek(at + 40 + 2)  # eh_entries
+        f.write(struct.pack("<H", 0xFFFF))
+    _one_error(img, f"ext4 inode {ino}: extent header in the inode: 65535 entries, more than fit")
+
+
+def test_bad_directory_record(small: Path, tmp_path: Path) -> None:
+    img = _damaged(small, tmp_path)
+    ino = int(re.search(r"Inode (\d+)",  # type: ignore[union-attr]
+                        _run("debugfs", "-R", "imap /deep", str(img))).group(1))
+    block = int(_run("debugfs", "-R", "bmap /deep 0", str(img)).split()[-1])
+    with img.open("r+b") as f:
+        f.seek(block * 1024 + 4)  # "."'s rec_len
+        f.write(struct.pack("<H", 3))
+    _one_error(img, f"ext4 inode {ino}: directory block 0: entry at byte 0 has rec_len 3")
