@@ -388,12 +388,12 @@ def reproduce_command(
 
 @app.command("inspect")
 def inspect_command(
-    image: Annotated[Path, typer.Argument(help="a disk, tar or vfat image", metavar="IMAGE")],
+    image: Annotated[Path, typer.Argument(help="a disk, tar, ext4 or vfat image", metavar="IMAGE")],
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """What IMAGE holds: a disk's partition table, or an archive's or FAT's every entry."""
+    """What IMAGE holds: a disk's partition table, or an archive's, ext4's or FAT's every entry."""
     from composer.check.inspect import inspect
 
     _set_globals(quiet, debug)
@@ -414,6 +414,12 @@ def inspect_command(
         return
     typer.echo(f"{data['image']}: {data['kind']}, {data['size']} bytes, "
                f"{len(data['entries'])} entries")
+    if "ext4" in data:
+        fs = data["ext4"]
+        typer.echo(f"  ext4 uuid {fs['uuid']} label {fs['volume_name']!r}: {fs['blocks_count']}"
+                   f" blocks of {fs['block_size']} ({fs['free_blocks']} free), "
+                   f"{fs['inodes_count']} inodes of {fs['inode_size']} ({fs['free_inodes']} "
+                   f"free), {fs['groups']} groups")
     for e in data["entries"]:
         owner = f"{e['uid']}:{e['gid']}" if "uid" in e else "-"
         link = f" -> {e['target']}" if "target" in e else ""

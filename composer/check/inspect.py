@@ -2,8 +2,8 @@
 whoever wrote it: the partition table (and the file system each partition starts with), or every
 entry of an archive or FAT file system in manifest terms.
 
-ext4 images are recognised but not read yet (no reader); Android sparse and .zst images have to
-be expanded first (simg2img, zstd -d).
+ext4 images are read by composer/fs/ext4/reader.py (superblock facts, then every entry);
+Android sparse and .zst images have to be expanded first (simg2img, zstd -d).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from composer.check.verify import fat_records, tar_records
+from composer.check.verify import ext4_records, fat_records, tar_records
 from composer.disk.table_reader import has_partition_table, read_table
 from composer.errors import ComposerError
+from composer.fs.ext4.reader import Ext4Reader
 
 EXT4_MAGIC_OFFSET = 1024 + 0x38  # s_magic in the superblock (ext4 docs, "The Super Block")
 EXT4_MAGIC = b"\x53\xef"
@@ -82,9 +83,12 @@ def inspect(path: Path) -> dict[str, Any]:
     elif kind is ImageKind.VFAT:
         data["entries"] = [{k: v for k, v in r.to_obj().items() if k in
                             ("path", "kind", "size", "sha256")} for r in fat_records(path)]
+    elif kind is ImageKind.EXT4:
+        with path.open("rb") as f:
+            data["ext4"] = asdict(Ext4Reader(f, path.name).facts())
+        data["entries"] = [r.to_obj() for r in ext4_records(path)]
     else:
-        hint = {ImageKind.EXT4: "composer has no ext4 reader yet; debugfs -R 'ls -l' reads it",
-                ImageKind.SIMG: "expand it first: simg2img NAME.simg NAME.img",
+        hint = {ImageKind.SIMG: "expand it first: simg2img NAME.simg NAME.img",
                 ImageKind.ZSTD: "expand it first: zstd -d NAME.img.zst"}[kind]
         raise ComposerError(f"{path.name}: inspect cannot read {kind.value} images",
                             hint=hint)

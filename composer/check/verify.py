@@ -19,11 +19,13 @@ from composer.check.diff import entry_changes, read_sha256sums
 from composer.check.provenance import hash_contents
 from composer.content import ContentStore
 from composer.errors import ComposerError, shown
+from composer.fs.ext4.constants import LOST_FOUND
+from composer.fs.ext4.reader import Ext4Entry, Ext4Reader
 from composer.fs.vfat_reader import read_vfat
 from composer.outputs.bmap_reader import Bmap, BmapRange, read_bmap
 from composer.outputs.manifest import EntryRecord, HashingStore, Manifest, image_sha256
 from composer.sources.archive import scan_archive
-from composer.tree import Kind
+from composer.tree import Kind, sort_key
 
 MAX_FINDINGS = 20  # the first ones are named; a damaged image would give thousands
 READ_CHUNK = 1 << 20
@@ -239,6 +241,9 @@ def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
             report.add(part.image, exc.message)
             continue
         expected = [view for view in map(wanted, part.entries) if view is not None]
+        if part.fs == "ext4" and not any(e.path == LOST_FOUND for e in expected):
+            # the writer adds lost+found (as mke2fs does) when the tree has none
+            records = [r for r in records if r.path != LOST_FOUND]
         for change in entry_changes(name, expected, records):
             what = (f"{change.field}: the manifest says {change.a}, the image holds {change.b}"
                     if change.field not in ("added", "removed") else
@@ -275,9 +280,42 @@ def tar_records(path: Path) -> list[EntryRecord]:
     return [EntryRecord.of(e, store) for e in scanned.entries.values()]
 
 
+def ext4_records(path: Path) -> list[EntryRecord]:
+    """The manifest records of what an ext4 image holds (composer/fs/ext4/reader.py): a file's
+    second and later paths, in the tree's sorted order, are hard links to its first."""
+    with path.open("rb") as f:
+        reader = Ext4Reader(f, path.name)
+        entries = sorted(reader.entries(),
+                         key=lambda e: sort_key(e.path.decode("utf-8", "surrogateescape")))
+        first_path: dict[int, str] = {}
+        return [_ext4_record(reader, e, first_path) for e in entries]
+
+
+def _ext4_record(reader: Ext4Reader, e: Ext4Entry, first_path: dict[int, str]) -> EntryRecord:
+    path = shown(e.path.decode("utf-8", "surrogateescape"))
+    node = e.inode
+    kind, target, size, digest = e.kind, None, None, None
+    if kind is Kind.FILE and node.number in first_path:
+        kind, target = Kind.HARDLINK, first_path[node.number]
+    elif kind is Kind.FILE:
+        first_path[node.number] = path
+        h = hashlib.sha256()
+        for chunk in reader.chunks(node):
+            h.update(chunk)
+        size, digest = node.size, h.hexdigest()
+    elif e.target is not None:
+        target = shown(e.target.decode("utf-8", "surrogateescape"))
+    return EntryRecord(path, kind.value, f"{node.mode & 0o7777:04o}", node.uid, node.gid,
+                       node.mtime, node.mtime * 1_000_000_000 + node.mtime_ns, size, digest,
+                       target, e.rdev,
+                       tuple(shown(n.decode("utf-8", "surrogateescape"))
+                             for n, _ in reader.xattrs(node)))
+
+
 # The file systems --deep reads: how a manifest entry looks in one, and the reader.
 DEEP_READERS: dict[str, tuple[Callable[[EntryRecord], EntryRecord | None],
                               Callable[[Path], list[EntryRecord]]]] = {
     "tar": (_tar_view, tar_records),
     "vfat": (_fat_view, fat_records),
+    "ext4": (_tar_view, ext4_records),
 }
