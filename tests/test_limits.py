@@ -179,6 +179,29 @@ def test_bounds_are_checked_on_the_event_stream_before_any_tree_is_built(
         load_layout_and_plan(tmp_path / "l.yaml")
 
 
+class _NestingLimitedParser(yaml.SafeLoader):
+    """Stands in for a libyaml that has its own nesting limit (PyYAML 6.0.4's refuses 1000
+    levels with a scanner error before it yields one event), whatever libyaml this machine has."""
+
+    def check_event(self, *choices: object) -> bool:
+        raise yaml.scanner.ScannerError("while increasing flow level", None,
+                                        "exceeded maximum nesting depth", None)
+
+
+def test_a_libyaml_with_its_own_nesting_limit_still_gives_our_located_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from composer.layout import yamlload
+
+    monkeypatch.setattr(yamlload.yaml, "__with_libyaml__", True)
+    monkeypatch.setattr(yamlload.yaml, "CSafeLoader", _NestingLimitedParser, raising=False)
+    (tmp_path / "l.yaml").write_text(CASES["deep-nesting"][0], encoding="utf-8")
+    with pytest.raises(ComposerError) as caught:
+        load_layout_and_plan(tmp_path / "l.yaml")
+    error = caught.value
+    assert "nests deeper than 64 levels" in error.message
+    assert error.loc is not None and (error.loc.line, error.loc.col) == (4, 76)
+
+
 def load_layout_and_plan(path: Path) -> None:
     from composer.build import plan
 

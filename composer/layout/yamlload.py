@@ -81,29 +81,40 @@ def _too_much(what: str, limit: int, loc: Loc) -> ComposerError:
 
 
 def _check_bounds(text: str, file: str) -> None:
-    """Depth, value and alias counts from the event stream, before anything is built."""
-    parse = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    """Depth, value and alias counts from the event stream, before anything is built.
+
+    libyaml is fast but has its own nesting limit in newer builds (PyYAML 6.0.4 refuses 1000
+    levels as a scanner error, before any event comes out); the pure-Python parser is a state
+    machine without recursion, so it walks what libyaml refused and finds our own, located bound.
+    """
+    parsers = [yaml.CSafeLoader, yaml.SafeLoader] if yaml.__with_libyaml__ else [yaml.SafeLoader]
+    for parser in parsers:
+        try:
+            _walk_events(text, file, parser)
+            return
+        except yaml.YAMLError:
+            continue  # the full parse below reports it, with PyYAML's own words
+
+
+def _walk_events(text: str, file: str, parser: type) -> None:
     depth = values = aliases = 0
-    try:
-        for event in yaml.parse(text, Loader=parse):
-            loc = Loc(file, event.start_mark.line + 1, event.start_mark.column + 1)
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise ComposerError(f"the layout nests deeper than {MAX_DEPTH} levels, the "
-                                        "limit", loc, hint="a layout nests a few levels deep")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-            elif isinstance(event, yaml.AliasEvent):
-                aliases += 1
-                if aliases > MAX_ALIASES:
-                    raise _too_much("YAML aliases", MAX_ALIASES, loc)
-            if isinstance(event, yaml.NodeEvent):
-                values += 1
-                if values > MAX_VALUES:
-                    raise _too_much("values", MAX_VALUES, loc)
-    except yaml.YAMLError:
-        return  # the full parse below reports it, with PyYAML's own words
+    for event in yaml.parse(text, Loader=parser):
+        loc = Loc(file, event.start_mark.line + 1, event.start_mark.column + 1)
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ComposerError(f"the layout nests deeper than {MAX_DEPTH} levels, the "
+                                    "limit", loc, hint="a layout nests a few levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise _too_much("YAML aliases", MAX_ALIASES, loc)
+        if isinstance(event, yaml.NodeEvent):
+            values += 1
+            if values > MAX_VALUES:
+                raise _too_much("values", MAX_VALUES, loc)
 
 
 def _expanded_size(node: yaml.Node, file: str, memo: dict[int, int], active: set[int]) -> int:
