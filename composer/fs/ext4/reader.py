@@ -195,10 +195,14 @@ class Ext4Reader:
 
     # ------------------------------------------------------------------------------ inodes
 
-    def _group_inode_table(self, group: int) -> int:
+    def group_desc(self, group: int) -> dict[str, int]:
+        """Group `group`'s descriptor (a 32-byte one with its 64bit halves zero)."""
         raw = self._read(self.gdt_block * self.block_size + group * self.desc_size,
                          self.desc_size, f"group {group} descriptor")
-        desc = GROUP_DESC.unpack(raw[:GROUP_DESC.size].ljust(GROUP_DESC.size, b"\0"))
+        return GROUP_DESC.unpack(raw[:GROUP_DESC.size].ljust(GROUP_DESC.size, b"\0"))
+
+    def _group_inode_table(self, group: int) -> int:
+        desc = self.group_desc(group)
         table = desc["bg_inode_table_lo"] | (
             desc["bg_inode_table_hi"] << 32 if self.desc_size > DESC_SIZE_32 else 0)
         last = table + -(-self.inodes_per_group * self.inode_size // self.block_size)
@@ -234,9 +238,11 @@ class Ext4Reader:
 
     # ----------------------------------------------------------------------------- extents
 
-    def extents(self, inode: Inode) -> Iterator[tuple[int, int, int | None]]:
+    def extents(self, inode: Inode, tree_blocks: set[int] | None = None
+                ) -> Iterator[tuple[int, int, int | None]]:
         """(first logical block, length, first physical block or None when unwritten), in
-        logical order, each checked to lie inside the file system."""
+        logical order, each checked to lie inside the file system; the numbers of the extent
+        tree's own blocks (index and leaf blocks below the inode) are added to `tree_blocks`."""
         if inode.flags & INLINE_DATA_FL:
             self._fail(f"inode {inode.number}: inline data (the inline_data feature) is not "
                        "read by composer")
@@ -245,7 +251,7 @@ class Ext4Reader:
                 return
             self._fail(f"inode {inode.number}: block maps (no extents flag) are not read by "
                        "composer; ext4 images use extents")
-        visited: set[int] = set()
+        visited: set[int] = set() if tree_blocks is None else tree_blocks
         yield from self._extent_node(inode.number, inode.i_block, None, 0, visited)
 
     def _extent_node(self, ino: int, node: bytes, depth: int | None, level: int,

@@ -1,0 +1,199 @@
+"""Field-level differences between two images: which structure and which field of it differ,
+named through the structures' one declaration (composer/structs.py and the layouts modules).
+
+The interface every format module (fielddiff_ext4, fielddiff_disk, fielddiff_fat, fielddiff_tar)
+keeps: a function of two open images (each with the offset and length of the file system in it)
+returning FieldChanges. They stream: both images are compared in CHUNK-sized reads (holes both
+sides share are skipped unread), and only the units that differ are decoded. A change that
+follows from another (a checksum over a changed field, a backup copy of a changed primary) is
+kept with `follows` set to the change it follows, so people see where a difference starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
+
+from composer.structs import Struct
+
+# progress(bytes done, bytes total): called with non-decreasing values, last with done == total
+Progress = Callable[[int, int], None]
+CHUNK = 1 << 20
+MAX_CHANGES = 1000  # beyond this a format module stops decoding (a wholly other image)
+MAX_SHOWN_BYTES = 32  # a longer bytes value is shown as its first bytes and its length
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """`field` of `structure` is `a` in A and `b` in B; a byte range no structure explains has
+    structure "bytes X-Y" and, as field, what holds those bytes ("file data of inode 12")."""
+
+    structure: str  # "ext4 superblock", "inode 12 (/etc/hostname)", "GPT entry 2", "bytes 0-9"
+    field: str
+    a: Any = None
+    b: Any = None
+    follows: str | None = None  # "ext4 superblock s_uuid": the change this one follows from
+
+    @property
+    def is_bytes(self) -> bool:
+        return self.structure.startswith("bytes ")
+
+    @property
+    def key(self) -> str:
+        return f"{self.structure} {self.field}"
+
+    def within(self, prefix: str) -> FieldChange:
+        """The same change inside a bigger whole (a partition of a disk image)."""
+        follows = f"{prefix}: {self.follows}" if self.follows else None
+        if self.is_bytes:
+            return replace(self, structure=f"{prefix}: {self.structure}", follows=follows)
+        return replace(self, structure=f"{prefix}: {self.structure}", follows=follows)
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """Where one side's file system lies in its image file."""
+
+    f: BinaryIO
+    offset: int
+    length: int
+
+    def read(self, at: int, size: int) -> bytes:
+        size = max(0, min(size, self.length - at))
+        self.f.seek(self.offset + at)
+        return self.f.read(size).ljust(size, b"\0")  # a sparse file's short tail reads as zeros
+
+
+def byte_range(start: int, end: int, holder: str, follows: str | None = None) -> FieldChange:
+    """Bytes [start, end) that differ, held by `holder`."""
+    return FieldChange(f"bytes {start}-{end - 1}", holder, follows=follows)
+
+
+def struct_changes(decl: Struct, structure: str, a: bytes, b: bytes, at: int = 0,
+                   show: Callable[[str, Any], Any] | None = None) -> list[FieldChange]:
+    """The fields of `decl` (at byte `at` of a and b) whose values differ."""
+    fa = decl.unpack(a[at:at + decl.size].ljust(decl.size, b"\0"))
+    fb = decl.unpack(b[at:at + decl.size].ljust(decl.size, b"\0"))
+    look = show or (lambda _name, value: value)
+    return [FieldChange(structure, name, shown_value(look(name, fa[name])),
+                        shown_value(look(name, fb[name])))
+            for name, _ in decl.fields if fa[name] != fb[name]]
+
+
+def shown_value(value: Any) -> Any:
+    """A field value as JSON and people take it: bytes as hex (long ones cut short)."""
+    if isinstance(value, bytes | bytearray):
+        if len(value) > MAX_SHOWN_BYTES:
+            return f"{bytes(value[:MAX_SHOWN_BYTES]).hex()}… ({len(value)} bytes)"
+        return bytes(value).hex()
+    return value
+
+
+def guid_le(value: Any) -> Any:
+    """A GUID stored mixed-endian (GPT, uuid.bytes_le) as its text form."""
+    return str(uuid.UUID(bytes_le=bytes(value))) if isinstance(value, bytes) else value
+
+
+def uuid_be(value: Any) -> Any:
+    """A UUID stored in network order (ext4, jbd2) as its text form."""
+    return str(uuid.UUID(bytes=bytes(value))) if isinstance(value, bytes) else value
+
+
+def text_field(value: Any) -> Any:
+    """A NUL-padded name field as text."""
+    if isinstance(value, bytes):
+        return value.rstrip(b"\0").decode("utf-8", "backslashreplace")
+    return value
+
+
+def differing_runs(a: Region, b: Region, unit: int, progress: Progress | None = None,
+                   base: int = 0, total: int | None = None) -> Iterator[tuple[int, int]]:
+    """(first, last) numbers of runs of `unit`-byte units whose bytes differ between a and b,
+    over the longer of the two lengths (past one side's end its bytes are missing: they
+    differ). Holes both files have at the same place are skipped without reading."""
+    length = max(a.length, b.length)
+    total = length if total is None else total
+    run: list[int] | None = None
+    done = 0
+    for start, end in _data_spans(a, b, length):
+        if progress is not None and start > done:
+            progress(base + start, base + total)
+        pos = start
+        while pos < end:
+            n = min(CHUNK, end - pos)
+            x, y = a.read(pos, n), b.read(pos, n)
+            if x != y or (pos + n > min(a.length, b.length)):
+                for i in range(0, n, unit):
+                    if x[i:i + unit] != y[i:i + unit] or pos + i + unit > min(a.length,
+                                                                               b.length):
+                        number = (pos + i) // unit
+                        if run is not None and run[1] == number - 1:
+                            run[1] = number
+                        else:
+                            if run is not None:
+                                yield run[0], run[1]
+                            run = [number, number]
+            pos += n
+            done = pos
+            if progress is not None:
+                progress(base + pos, base + total)
+    if run is not None:
+        yield run[0], run[1]
+    if progress is not None:
+        progress(base + total, base + total)
+
+
+def _data_spans(a: Region, b: Region, length: int) -> Iterator[tuple[int, int]]:
+    """[start, end) spans of the region where either side may hold data, unit-aligned to
+    CHUNK; the rest is a hole in both files."""
+    spans = sorted([*_file_data(a), *_file_data(b)])
+    pos = 0
+    for start, end in spans:
+        start = max(start - start % CHUNK, pos)
+        end = min(length, -(-end // CHUNK) * CHUNK)
+        if start < end:
+            yield start, end
+            pos = end
+    # past a side's end its bytes are missing: always compared
+    short = min(a.length, b.length)
+    if pos < length and short < length:
+        yield max(pos, short - short % CHUNK), length
+
+
+def _file_data(r: Region) -> Iterator[tuple[int, int]]:
+    """The data extents of a region's file, relative to the region (SEEK_DATA/SEEK_HOLE)."""
+    try:
+        fd = r.f.fileno()
+    except (AttributeError, OSError):
+        yield 0, r.length
+        return
+    pos, end = r.offset, r.offset + r.length
+    while pos < end:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                yield pos - r.offset, r.length
+            return
+        if start >= end:
+            return
+        stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+        yield start - r.offset, stop - r.offset
+        pos = stop
+
+
+def mark_following(changes: list[FieldChange],
+                   cause_of: Callable[[FieldChange, dict[str, FieldChange]], str | None]
+                   ) -> list[FieldChange]:
+    """Each change with `follows` set where `cause_of` (given every change by key) names
+    another change it follows from."""
+    by_key = {c.key: c for c in changes}
+    out = []
+    for change in changes:
+        cause = change.follows or cause_of(change, by_key)
+        out.append(replace(change, follows=cause) if cause and cause != change.key else change)
+    return out
