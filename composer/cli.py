@@ -289,7 +289,8 @@ def verify_command(
         raise _bad_argument(f"{folder} is not a folder")
     if device is not None and not device.exists():
         raise _bad_argument(f"--device {device} does not exist")
-    report = verify(folder, deep, device)
+    with _ReadProgress("verifying") as progress:
+        report = verify(folder, deep, device, progress)
     if as_json:
         typer.echo(json.dumps(report.to_obj(), indent=2, sort_keys=True))
     else:
@@ -306,14 +307,17 @@ def verify_command(
 
 @app.command("diff")
 def diff_command(
-    a: Annotated[Path, typer.Argument(help="a build folder or manifest.json", metavar="A")],
-    b: Annotated[Path, typer.Argument(help="a build folder or manifest.json", metavar="B")],
+    a: Annotated[Path, typer.Argument(help="a build folder, manifest.json or image",
+                                      metavar="A")],
+    b: Annotated[Path, typer.Argument(help="a build folder, manifest.json or image",
+                                      metavar="B")],
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """What differs between two builds: inputs, partitions, entries, disk, output files."""
-    from composer.check.diff import diff_sides, load_side
+    """What differs between two builds or images: inputs, partitions, entries, disk, and each
+    structure and field inside the images."""
+    from composer.check.diff import diff_all, load_side
 
     _set_globals(quiet, debug)
     for side in (a, b):
@@ -321,18 +325,56 @@ def diff_command(
             raise _bad_argument(f"{side} does not exist")
     try:
         sides = load_side(a), load_side(b)
+        with _ReadProgress("comparing") as progress:
+            result = diff_all(*sides, progress)
     except ComposerError as exc:
         raise _bad_argument(exc.render()) from None
-    changes = diff_sides(*sides)
+    changes = result.changes
     if as_json:
-        typer.echo(json.dumps({"identical": not changes,
-                               "changes": [c.to_obj() for c in changes]},
-                              indent=2, sort_keys=True))
+        typer.echo(json.dumps(result.to_obj(), indent=2, sort_keys=True))
     else:
         for change in changes:
             typer.echo(str(change))
-        _say(f"{a} and {b}: {'identical' if not changes else f'{len(changes)} difference(s)'}")
-    raise typer.Exit(1 if changes else 0)
+        follow = f"; {len(result.following)} more follow from them (--json lists them)" \
+            if result.following else ""
+        same = not changes and not result.following
+        _say(f"{a} and {b}: {'identical' if same else f'{len(changes)} difference(s)'}{follow}")
+    raise typer.Exit(1 if changes or result.following else 0)
+
+
+class _ReadProgress:
+    """A progress bar over a long read (verify --deep/--device, diff of images): a callback
+    (bytes done, bytes total) for the library, drawn with rich only when stderr is a terminal
+    and not under -q; None otherwise, so nothing is drawn or computed."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._progress: Any = None
+        self._task: Any = None
+        self._total = -1
+
+    def __enter__(self) -> Any:
+        if STATE.quiet or not sys.stderr.isatty():
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        self._progress = Progress(*Progress.get_default_columns()[:1], BarColumn(),
+                                  DownloadColumn(), TimeRemainingColumn(), transient=True,
+                                  console=_stderr_console())
+        self._progress.start()
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self._task is None or total != self._total:  # a new image: a new bar
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(self.label, total=max(total, 1))
+            self._total = total
+        self._progress.update(self._task, completed=done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 @app.command("reproduce")

@@ -46,11 +46,14 @@ class FieldChange:
     def key(self) -> str:
         return f"{self.structure} {self.field}"
 
-    def within(self, prefix: str) -> FieldChange:
-        """The same change inside a bigger whole (a partition of a disk image)."""
+    def within(self, prefix: str, offset: int = 0) -> FieldChange:
+        """The same change inside a bigger whole (a partition at byte `offset` of a disk
+        image): a byte range moves by the offset and names the part in its holder."""
         follows = f"{prefix}: {self.follows}" if self.follows else None
         if self.is_bytes:
-            return replace(self, structure=f"{prefix}: {self.structure}", follows=follows)
+            first, last = (int(n) for n in self.structure.removeprefix("bytes ").split("-"))
+            return replace(self, structure=f"bytes {first + offset}-{last + offset}",
+                           field=f"{prefix}: {self.field}", follows=follows)
         return replace(self, structure=f"{prefix}: {self.structure}", follows=follows)
 
 
@@ -66,6 +69,20 @@ class Region:
         size = max(0, min(size, self.length - at))
         self.f.seek(self.offset + at)
         return self.f.read(size).ljust(size, b"\0")  # a sparse file's short tail reads as zeros
+
+
+def monotone(progress: Progress | None) -> Progress | None:
+    """`progress` never told a smaller number than before (parts read out of order)."""
+    if progress is None:
+        return None
+    best = 0
+
+    def tell(done: int, total: int) -> None:
+        nonlocal best
+        best = max(best, min(done, total))
+        progress(best, total)
+
+    return tell
 
 
 def byte_range(start: int, end: int, holder: str, follows: str | None = None) -> FieldChange:
@@ -171,18 +188,27 @@ def _file_data(r: Region) -> Iterator[tuple[int, int]]:
     except (AttributeError, OSError):
         yield 0, r.length
         return
-    pos, end = r.offset, r.offset + r.length
+    # the buffered file object keeps its own idea of the descriptor's position: put it back
+    saved = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        yield from _extents(fd, r.offset, r.offset + r.length)
+    finally:
+        os.lseek(fd, saved, os.SEEK_SET)
+
+
+def _extents(fd: int, pos: int, end: int) -> Iterator[tuple[int, int]]:
+    base = pos
     while pos < end:
         try:
             start = os.lseek(fd, pos, os.SEEK_DATA)
         except OSError as exc:
             if exc.errno != errno.ENXIO:
-                yield pos - r.offset, r.length
+                yield pos - base, end - base
             return
         if start >= end:
             return
         stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
-        yield start - r.offset, stop - r.offset
+        yield start - base, stop - base
         pos = stop
 
 

@@ -36,7 +36,7 @@ class ImageKind(StrEnum):
 def detect(path: Path) -> ImageKind:
     """What the image is, from its magic numbers; an archive is whatever is left."""
     with path.open("rb") as f:
-        kind = _fs_at(f, 0)
+        kind = fs_at(f, 0)
         if kind is not None:
             return kind
         f.seek(0)
@@ -50,8 +50,9 @@ def detect(path: Path) -> ImageKind:
     return ImageKind.TAR
 
 
-def _fs_at(f: BinaryIO, offset: int) -> ImageKind | None:
-    """The file system starting at `offset`, by its magic, or None."""
+def fs_at(f: BinaryIO, offset: int) -> ImageKind | None:
+    """The file system starting at `offset`, by its magic, or None (also for composer/check/
+    imagediff.py, which compares each partition of two disk images by its file system)."""
     f.seek(offset)
     boot = f.read(0x5A)
     # a FAT boot sector names its type at 0x36 (FAT12/16) or 0x52 (FAT32) (Microsoft FAT spec)
@@ -72,7 +73,7 @@ def inspect(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             data["partitions"] = [
                 {**{k: v for k, v in asdict(p).items() if v is not None},
-                 "fs": (_fs_at(f, p.offset) or "unknown")} for p in table.partitions]
+                 "fs": (fs_at(f, p.offset) or "unknown")} for p in table.partitions]
     elif kind is ImageKind.TAR:
         try:
             data["entries"] = [r.to_obj() for r in tar_records(path)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from composer.check.diff import entry_changes, read_sha256sums
+from composer.check.fielddiff import Progress
 from composer.check.provenance import hash_contents
 from composer.content import ContentStore
 from composer.errors import ComposerError, shown
@@ -75,8 +76,11 @@ def load_manifest(folder: Path) -> Manifest:
         raise ComposerError(f"{path} is not a composer manifest ({exc})") from None
 
 
-def verify(folder: Path, deep: bool = False, device: Path | None = None) -> VerifyReport:
-    """Every check asked for; a folder that is not a build at all is a ComposerError."""
+def verify(folder: Path, deep: bool = False, device: Path | None = None,
+           progress: Progress | None = None) -> VerifyReport:
+    """Every check asked for; a folder that is not a build at all is a ComposerError.
+    `progress(bytes done, bytes total)` follows the long reads: the device's mapped ranges,
+    then (deep) the images read file by file."""
     report = VerifyReport()
     manifest = load_manifest(folder)
     try:
@@ -89,9 +93,9 @@ def verify(folder: Path, deep: bool = False, device: Path | None = None) -> Veri
         return report
     _check_outputs(folder, manifest, sums, report)
     if device is not None:
-        check_device(folder, manifest, device, report)
+        check_device(folder, manifest, device, report, progress)
     if deep:
-        _check_deep(folder, manifest, report)
+        _check_deep(folder, manifest, report, progress)
     return report
 
 
@@ -150,7 +154,8 @@ def _data_extents(path: Path, size: int) -> Iterator[tuple[int, int]]:
 # --------------------------------------------------------------------------------- device
 
 
-def check_device(folder: Path, manifest: Manifest, device: Path, report: VerifyReport) -> None:
+def check_device(folder: Path, manifest: Manifest, device: Path, report: VerifyReport,
+                 progress: Progress | None = None) -> None:
     """The device's bytes over every range disk.bmap maps, against the range's sha256; a range
     that differs is narrowed, with disk.img, to its first differing byte."""
     if manifest.disk is None or manifest.disk.image is None:
@@ -158,8 +163,13 @@ def check_device(folder: Path, manifest: Manifest, device: Path, report: VerifyR
                             f"{device} with", hint="--device needs a layout with `disk:`")
     bmap = read_bmap(folder / "disk.bmap")
     image = folder / manifest.disk.image
+    mapped = sum(end - start for start, end in map(bmap.byte_span, bmap.ranges))
+    done = 0
     with device.open("rb") as dev, image.open("rb") as img:
         for r in bmap.ranges:
+            if progress is not None:
+                progress(done, mapped)
+            done += bmap.byte_span(r)[1] - bmap.byte_span(r)[0]
             start, end = bmap.byte_span(r)
             got = _range_sha256(dev, start, end)
             if got is None:
@@ -170,7 +180,8 @@ def check_device(folder: Path, manifest: Manifest, device: Path, report: VerifyR
                 at = f", first at byte {first}" if first is not None else ""
                 report.add("device", f"mapped range {_span(bmap, r)} differs{at} "
                            f"(in {_place(manifest, first if first is not None else start)})")
-    mapped = sum(end - start for start, end in map(bmap.byte_span, bmap.ranges))
+    if progress is not None:
+        progress(mapped, mapped)
     report.checked.append(f"device {device}: {len(bmap.ranges)} mapped ranges, {mapped} bytes")
 
 
@@ -227,8 +238,14 @@ def _place(manifest: Manifest, offset: int) -> str:
 # ----------------------------------------------------------------------------------- deep
 
 
-def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
+def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport,
+                progress: Progress | None = None) -> None:
+    total = sum(part.size for part in manifest.partitions.values())
+    done = 0
     for name, part in manifest.partitions.items():
+        if progress is not None:
+            progress(done, total)
+        done += part.size
         if part.fs not in DEEP_READERS:
             report.not_checked.append((part.image, f"{part.fs}: composer has no reader for "
                                        f"{part.fs} images yet; only the image's sha256 was "
@@ -251,6 +268,8 @@ def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport) -> None:
                     "is in the manifest but not in the image")
             report.add(change.where, what)
         report.checked.append(f"{part.image}: {len(records)} entries")
+    if progress is not None:
+        progress(total, total)
 
 
 def _tar_view(record: EntryRecord) -> EntryRecord | None:

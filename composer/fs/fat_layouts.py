@@ -73,3 +73,27 @@ DIR_ENTRY = Struct("FAT directory entry", f"{_SPEC} §6", 32, "<", (
     ("DIR_FileSize", "I"),
 ))
 ATTR_VOLUME_ID = 0x08
+
+# the FAT12/16 part of the boot sector, right after BPB (offset 36); FAT32 has BPB_FAT32 there
+BPB_FAT16 = Struct("FAT12/16 BPB extension", f"{_SPEC} §3.2", 26, "<", (
+    ("BS_DrvNum", "B"),
+    ("BS_Reserved1", "B"),
+    ("BS_BootSig", "B"),
+    ("BS_VolID", "I"),
+    ("BS_VolLab", "11s"),
+    ("BS_FilSysType", "8s"),
+))
+
+# a long-name entry: 13 UTF-16 characters of the name, stored before its short entry
+LFN_ENTRY = Struct("FAT long name directory entry", f"{_SPEC} §7", 32, "<", (
+    ("LDIR_Ord", "B"),
+    ("LDIR_Name1", "10s"),
+    ("LDIR_Attr", "B"),  # ATTR_LONG_NAME 0x0F
+    ("LDIR_Type", "B"),
+    ("LDIR_Chksum", "B"),
+    ("LDIR_Name2", "12s"),
+    ("LDIR_FstClusLO", "H"),
+    ("LDIR_Name3", "4s"),
+))
+ATTR_LONG_NAME = 0x0F
+ATTR_DIRECTORY = 0x10

@@ -1,0 +1,142 @@
+"""Two images compared field by field (`compose diff A.img B.img`, and the images of two build
+folders whose bytes nothing in the manifest explains): the image kind from its magic numbers
+(composer/check/inspect.py), then the module of that format. Android sparse and .zst images
+are expanded into a temporary folder first (bounded memory; removed afterwards).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from composer.check.fielddiff import FieldChange, Progress, Region
+from composer.check.fielddiff_disk import FsDiff, diff_disk
+from composer.check.fielddiff_ext4 import diff_ext4
+from composer.check.fielddiff_fat import diff_fat
+from composer.check.fielddiff_tar import diff_tar
+from composer.check.inspect import ImageKind, detect, fs_at
+from composer.errors import ComposerError
+from composer.outputs.bmap_reader import read_bmap
+from composer.outputs.simg_reader import expand_simg
+
+if TYPE_CHECKING:
+    from composer.check.diff import DiffResult
+
+FS_DIFFS: dict[str, FsDiff] = {ImageKind.EXT4.value: diff_ext4, ImageKind.VFAT.value: diff_fat}
+
+
+def diff_images(path_a: Path, path_b: Path, progress: Progress | None = None
+                ) -> list[FieldChange]:
+    """Every field that differs between the images at path_a and path_b (expanded first when
+    they are .simg or .zst), by structure; [] when their bytes are the same."""
+    if path_a.name.endswith(".bmap") and path_b.name.endswith(".bmap"):
+        return diff_bmap(path_a, path_b)
+    with _expanded(path_a) as a, _expanded(path_b) as b:
+        kind_a, kind_b = detect(a), detect(b)
+        if kind_a is not kind_b:
+            return [FieldChange("image", "kind", kind_a.value, kind_b.value)]
+        if kind_a is ImageKind.TAR:
+            return diff_tar(a, b, progress)
+        with a.open("rb") as fa, b.open("rb") as fb:
+            ra, rb = Region(fa, 0, a.stat().st_size), Region(fb, 0, b.stat().st_size)
+            if kind_a is ImageKind.DISK:
+                return diff_disk(ra, rb, a.name, FS_DIFFS, _detect_region, progress)
+            return FS_DIFFS[kind_a.value](ra, rb, a.name, progress, 0, None)
+
+
+def _detect_region(r: Region) -> str | None:
+    kind = fs_at(r.f, r.offset)
+    return kind.value if kind is not None else None
+
+
+@contextmanager
+def _expanded(path: Path) -> Iterator[Path]:
+    kind = detect(path)
+    if kind not in (ImageKind.SIMG, ImageKind.ZSTD):
+        yield path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="compose-diff-"))
+    try:
+        out = folder / path.name.removesuffix(".zst").removesuffix(".simg")
+        if kind is ImageKind.SIMG:
+            expand_simg(path, out)
+        else:
+            _unzstd(path, out)
+        yield out
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unzstd(path: Path, out: Path) -> None:
+    if shutil.which("zstd") is None:
+        raise ComposerError(f"{path.name}: reading .zst images needs the `zstd` command, which "
+                            "was not found", hint="apt-get install zstd")
+    done = subprocess.run(["zstd", "-d", "-q", "--sparse", "-o", str(out), str(path)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ComposerError(f"zstd could not expand {path.name}: {done.stderr.strip()}")
+
+
+IMAGE_SUFFIXES = (".img", ".simg", ".zst", ".tar", ".bmap")
+
+
+def is_image(name: str) -> bool:
+    """Whether an output file is one `image_changes` reads (by its name, as builds name them)."""
+    return name.endswith(IMAGE_SUFFIXES) or ".tar." in name
+
+
+def image_changes(name: str, path_a: Path, path_b: Path, progress: Progress | None = None,
+                  inside: dict[str, str] | None = None) -> DiffResult:
+    """diff_images (or diff_bmap) as the Changes `compose diff` reports: a change that follows
+    another, or lies in a partition `inside` names (label -> the image file that names it),
+    goes to `following`."""
+    from composer.check.diff import Change, DiffResult, Scope
+
+    found = diff_bmap(path_a, path_b) if name.endswith(".bmap") else \
+        diff_images(path_a, path_b, progress)
+    changes, following = [], []
+    for fc in found:
+        if fc.is_bytes:
+            change = Change(Scope.BYTES, f"{name} {fc.structure}", fc.field, None, None)
+        else:
+            change = Change(Scope.STRUCTURE, f"{name}: {fc.structure}", fc.field, fc.a, fc.b)
+        label = (fc.field if fc.is_bytes else fc.structure).split(":", 1)[0].split(" (", 1)[0]
+        if inside and label in inside:
+            following.append((change, inside[label]))
+        elif fc.follows:
+            following.append((change, f"{name}: {fc.follows}"))
+        else:
+            changes.append(change)
+    if not found and detect(path_a) is detect(path_b) and _differ(path_a, path_b):
+        # the same image in another container (.simg chunking, .zst frames); a raw image and
+        # a .simg of the same bytes are the same image
+        changes.append(Change(Scope.BYTES, name, "container bytes (the image inside is the "
+                              "same)", None, None))
+    return DiffResult(changes, following)
+
+
+def diff_bmap(path_a: Path, path_b: Path) -> list[FieldChange]:
+    """A bmap's image size, block size and each mapped range's checksum."""
+    a, b = read_bmap(path_a), read_bmap(path_b)
+    found = [FieldChange("bmap", f, getattr(a, f), getattr(b, f))
+             for f in ("image_size", "block_size") if getattr(a, f) != getattr(b, f)]
+    ranges_a = {(r.first, r.last): r.sha256 for r in a.ranges}
+    ranges_b = {(r.first, r.last): r.sha256 for r in b.ranges}
+    for span in sorted(ranges_a.keys() | ranges_b.keys()):
+        x, y = ranges_a.get(span), ranges_b.get(span)
+        if x != y:
+            where = f"bmap range {span[0]}-{span[1]}"
+            found.append(FieldChange(where, "chksum" if x and y else
+                                     "added" if x is None else "removed", x, y))
+    return found
+
+
+def _differ(path_a: Path, path_b: Path) -> bool:
+    from composer.check.verify import sparse_sha256
+
+    return sparse_sha256(path_a) != sparse_sha256(path_b)
