@@ -90,6 +90,29 @@ def byte_range(start: int, end: int, holder: str, follows: str | None = None) ->
     return FieldChange(f"bytes {start}-{end - 1}", holder, follows=follows)
 
 
+def narrowed(a: Region, b: Region, start: int, end: int, holder: str) -> FieldChange:
+    """The byte range from the first to the last byte of [start, end) that differs (read
+    again in CHUNK pieces: only ranges already known to differ are narrowed)."""
+    first = last = None
+    pos = start
+    while pos < end:
+        n = min(CHUNK, end - pos)
+        x, y = a.read(pos, n), b.read(pos, n)
+        if x != y:
+            hits = [i for i in range(n) if x[i] != y[i]] if n <= 4096 else None
+            if hits is None:
+                lo = next(i for i in range(n) if x[i] != y[i])
+                hi = next(i for i in range(n - 1, -1, -1) if x[i] != y[i])
+            else:
+                lo, hi = hits[0], hits[-1]
+            first = pos + lo if first is None else first
+            last = pos + hi
+        pos += n
+    if first is None or last is None:
+        return byte_range(start, end, holder)
+    return byte_range(first, last + 1, holder)
+
+
 def struct_changes(decl: Struct, structure: str, a: bytes, b: bytes, at: int = 0,
                    show: Callable[[str, Any], Any] | None = None) -> list[FieldChange]:
     """The fields of `decl` (at byte `at` of a and b) whose values differ."""
@@ -133,12 +156,9 @@ def differing_runs(a: Region, b: Region, unit: int, progress: Progress | None = 
     over the longer of the two lengths (past one side's end its bytes are missing: they
     differ). Holes both files have at the same place are skipped without reading."""
     length = max(a.length, b.length)
-    total = length if total is None else total
+    whole = length if total is None else total  # the whole read `base` is a part of
     run: list[int] | None = None
-    done = 0
     for start, end in _data_spans(a, b, length):
-        if progress is not None and start > done:
-            progress(base + start, base + total)
         pos = start
         while pos < end:
             n = min(CHUNK, end - pos)
@@ -155,13 +175,12 @@ def differing_runs(a: Region, b: Region, unit: int, progress: Progress | None = 
                                 yield run[0], run[1]
                             run = [number, number]
             pos += n
-            done = pos
             if progress is not None:
-                progress(base + pos, base + total)
+                progress(base + pos, whole)
     if run is not None:
         yield run[0], run[1]
     if progress is not None:
-        progress(base + total, base + total)
+        progress(base + length, whole)
 
 
 def _data_spans(a: Region, b: Region, length: int) -> Iterator[tuple[int, int]]:

@@ -10,6 +10,8 @@ inode owns what is learnt, only when a differing block needs it, from one walk o
 
 from __future__ import annotations
 
+import struct
+import uuid
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from composer.check.fielddiff import (
     byte_range,
     differing_runs,
     mark_following,
+    narrowed,
     struct_changes,
     text_field,
     uuid_be,
@@ -46,6 +49,7 @@ from composer.fs.ext4.layouts import (
     SUPERBLOCK,
     XATTR_BLOCK_HEADER,
 )
+from composer.fs.ext4.planner import hash_seed_of
 from composer.fs.ext4.reader import Ext4Reader
 from composer.tree import Kind
 
@@ -180,6 +184,8 @@ class _Ext4Differ:
 
     def inode_name(self, number: int) -> str:
         path = self.paths.get(number)
+        if path is None and number == self.ra.sb["s_journal_inum"]:
+            path = "journal"
         return f"inode {number}" + (f" ({path})" if path else "")
 
     def run(self, first: int, last: int) -> list[FieldChange]:
@@ -209,7 +215,7 @@ class _Ext4Differ:
     def _decode(self, area: _Area | None, start: int, end: int) -> list[FieldChange]:
         span = (start * self.bs, end * self.bs)
         if area is None:
-            return [byte_range(*span, "unallocated")]
+            return [narrowed(self.a, self.b, *span, "unallocated")]
         kind = area.kind
         if kind == "superblock":
             return self._superblock(area, start)
@@ -225,7 +231,7 @@ class _Ext4Differ:
             return self._inodes(area, start, end)
         owner = self.inode_name(area.group)
         if kind == "data":
-            return [byte_range(*span, f"file data of {owner}")]
+            return [narrowed(self.a, self.b, *span, f"file data of {owner}")]
         if kind == "journal":
             return self._journal(area, start, end)
         changes: list[FieldChange] = []
@@ -305,7 +311,8 @@ class _Ext4Differ:
                                       lambda n, v: uuid_be(v) if n == "s_uuid" else v)
             start += 1
         if start < end:
-            changes.append(byte_range(start * self.bs, end * self.bs, f"journal of {owner}"))
+            changes.append(narrowed(self.a, self.b, start * self.bs, end * self.bs,
+                                    f"journal of {owner}"))
         return changes
 
     # -------------------------------------------------------------------------- following
@@ -313,6 +320,9 @@ class _Ext4Differ:
     def cause_of(self, change: FieldChange, by_key: dict[str, FieldChange]) -> str | None:
         """The change `change` follows from, if any (module docstring of fielddiff)."""
         structure, field = change.structure, change.field
+        if structure == SUPERBLOCK_NAME and field == "s_hash_seed" and \
+                f"{SUPERBLOCK_NAME} s_uuid" in by_key and self._seeds_follow_uuids():
+            return f"{SUPERBLOCK_NAME} s_uuid"
         if field in CHECKSUM_FIELDS:
             for seed in ("s_checksum_seed",) if self.seeded else ("s_uuid", "s_checksum_seed"):
                 if f"{SUPERBLOCK_NAME} {seed}" in by_key:
@@ -336,6 +346,13 @@ class _Ext4Differ:
             primary = f"{structure.split(' (backup', 1)[0]} {field}"
             return primary if primary in by_key else None
         return None
+
+
+    def _seeds_follow_uuids(self) -> bool:
+        """Whether each side's directory hash seed is the one composer derives from its UUID
+        (composer/fs/ext4/planner.py): then a new UUID explains a new seed."""
+        return all(sb["s_hash_seed"] == struct.pack("<4I", *hash_seed_of(
+            uuid.UUID(bytes=sb["s_uuid"]))) for sb in (self.ra.sb, self.rb.sb))
 
 
 def _has_super(group: int, sparse: bool) -> bool:

@@ -76,7 +76,9 @@ def _unzstd(path: Path, out: Path) -> None:
     if shutil.which("zstd") is None:
         raise ComposerError(f"{path.name}: reading .zst images needs the `zstd` command, which "
                             "was not found", hint="apt-get install zstd")
-    done = subprocess.run(["zstd", "-d", "-q", "--sparse", "-o", str(out), str(path)],
+    # a build folder's outputs are links, which zstd skips without -f (out is a new file)
+    done = subprocess.run(["zstd", "-d", "-q", "-f", "--sparse", "-o", str(out),
+                           str(path.resolve())],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ComposerError(f"zstd could not expand {path.name}: {done.stderr.strip()}")
