@@ -317,7 +317,7 @@ def diff_command(
 ) -> None:
     """What differs between two builds or images: inputs, partitions, entries, disk, and each
     structure and field inside the images."""
-    from composer.check.diff import diff_all, load_side
+    from composer.check.compare import diff_all, load_side
 
     _set_globals(quiet, debug)
     for side in (a, b):

@@ -446,3 +446,11 @@ def test_a_terminal_gets_a_progress_bar_and_quiet_none(built: Path, patched: Pat
     drawn = _on_a_terminal("diff", str(built / "rootfs.img"), str(patched))
     assert "comparing" in drawn and "1 difference(s)" in drawn
     assert _on_a_terminal("-q", "diff", str(built / "rootfs.img"), str(patched)) == ""
+
+
+def test_inspect_reads_simg_and_zst_as_the_image_they_hold(built: Path) -> None:
+    need("zstd")
+    _, raw = compose_json("inspect", str(built / "rootfs.img"))
+    for packed, container in (("rootfs.simg", "simg"), ("rootfs.img.zst", "zst")):
+        _, data = compose_json("inspect", str(built / packed))
+        assert data == {**raw, "image": packed, "container": container}

@@ -1,31 +1,23 @@
 """Two images compared field by field (`compose diff A.img B.img`, and the images of two build
 folders whose bytes nothing in the manifest explains): the image kind from its magic numbers
 (composer/check/inspect.py), then the module of that format. Android sparse and .zst images
-are expanded into a temporary folder first (bounded memory; removed afterwards).
+are expanded first (composer/check/expand.py).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from composer.check.diff import Change, DiffResult, Scope
+from composer.check.expand import expanded
 from composer.check.fielddiff import FieldChange, Progress, Region
 from composer.check.fielddiff_disk import FsDiff, diff_disk
 from composer.check.fielddiff_ext4 import diff_ext4
 from composer.check.fielddiff_fat import diff_fat
 from composer.check.fielddiff_tar import diff_tar
 from composer.check.inspect import ImageKind, detect, fs_at
-from composer.errors import ComposerError
+from composer.check.verify import sparse_sha256
 from composer.outputs.bmap_reader import read_bmap
-from composer.outputs.simg_reader import expand_simg
-
-if TYPE_CHECKING:
-    from composer.check.diff import DiffResult
 
 FS_DIFFS: dict[str, FsDiff] = {ImageKind.EXT4.value: diff_ext4, ImageKind.VFAT.value: diff_fat}
 
@@ -36,7 +28,7 @@ def diff_images(path_a: Path, path_b: Path, progress: Progress | None = None
     they are .simg or .zst), by structure; [] when their bytes are the same."""
     if path_a.name.endswith(".bmap") and path_b.name.endswith(".bmap"):
         return diff_bmap(path_a, path_b)
-    with _expanded(path_a) as a, _expanded(path_b) as b:
+    with expanded(path_a, detect(path_a)) as a, expanded(path_b, detect(path_b)) as b:
         kind_a, kind_b = detect(a), detect(b)
         if kind_a is not kind_b:
             return [FieldChange("image", "kind", kind_a.value, kind_b.value)]
@@ -54,36 +46,6 @@ def _detect_region(r: Region) -> str | None:
     return kind.value if kind is not None else None
 
 
-@contextmanager
-def _expanded(path: Path) -> Iterator[Path]:
-    kind = detect(path)
-    if kind not in (ImageKind.SIMG, ImageKind.ZSTD):
-        yield path
-        return
-    folder = Path(tempfile.mkdtemp(prefix="compose-diff-"))
-    try:
-        out = folder / path.name.removesuffix(".zst").removesuffix(".simg")
-        if kind is ImageKind.SIMG:
-            expand_simg(path, out)
-        else:
-            _unzstd(path, out)
-        yield out
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _unzstd(path: Path, out: Path) -> None:
-    if shutil.which("zstd") is None:
-        raise ComposerError(f"{path.name}: reading .zst images needs the `zstd` command, which "
-                            "was not found", hint="apt-get install zstd")
-    # a build folder's outputs are links, which zstd skips without -f (out is a new file)
-    done = subprocess.run(["zstd", "-d", "-q", "-f", "--sparse", "-o", str(out),
-                           str(path.resolve())],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise ComposerError(f"zstd could not expand {path.name}: {done.stderr.strip()}")
-
-
 IMAGE_SUFFIXES = (".img", ".simg", ".zst", ".tar", ".bmap")
 
 
@@ -97,8 +59,6 @@ def image_changes(name: str, path_a: Path, path_b: Path, progress: Progress | No
     """diff_images (or diff_bmap) as the Changes `compose diff` reports: a change that follows
     another, or lies in a partition `inside` names (label -> the image file that names it),
     goes to `following`."""
-    from composer.check.diff import Change, DiffResult, Scope
-
     found = diff_bmap(path_a, path_b) if name.endswith(".bmap") else \
         diff_images(path_a, path_b, progress)
     changes, following = [], []
@@ -139,6 +99,4 @@ def diff_bmap(path_a: Path, path_b: Path) -> list[FieldChange]:
 
 
 def _differ(path_a: Path, path_b: Path) -> bool:
-    from composer.check.verify import sparse_sha256
-
     return sparse_sha256(path_a) != sparse_sha256(path_b)

@@ -3,16 +3,16 @@ whoever wrote it: the partition table (and the file system each partition starts
 entry of an archive or FAT file system in manifest terms.
 
 ext4 images are read by composer/fs/ext4/reader.py (superblock facts, then every entry);
-Android sparse and .zst images have to be expanded first (simg2img, zstd -d).
+Android sparse and .zst images are read as the image they hold (composer/check/expand.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from composer.check.expand import ImageKind, expanded
 from composer.check.verify import ext4_records, fat_records, tar_records
 from composer.disk.table_reader import has_partition_table, read_table
 from composer.errors import ComposerError
@@ -22,15 +22,6 @@ EXT4_MAGIC_OFFSET = 1024 + 0x38  # s_magic in the superblock (ext4 docs, "The Su
 EXT4_MAGIC = b"\x53\xef"
 SIMG_MAGIC = b"\x3a\xff\x26\xed"  # sparse_header_t.magic 0xed26ff3a, little endian
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-class ImageKind(StrEnum):
-    DISK = "disk"
-    TAR = "tar"  # or any archive libarchive reads
-    VFAT = "vfat"
-    EXT4 = "ext4"
-    SIMG = "simg"
-    ZSTD = "zst"
 
 
 def detect(path: Path) -> ImageKind:
@@ -66,6 +57,18 @@ def fs_at(f: BinaryIO, offset: int) -> ImageKind | None:
 
 def inspect(path: Path) -> dict[str, Any]:
     kind = detect(path)
+    if kind in (ImageKind.SIMG, ImageKind.ZSTD):
+        # the image inside, expanded into a temporary folder (composer/check/expand.py)
+        with expanded(path, kind) as raw:
+            inner = detect(raw)
+            if inner in (ImageKind.SIMG, ImageKind.ZSTD):
+                raise ComposerError(f"{path.name}: a {kind.value} image holding another "
+                                    f"{inner.value} image is not read")
+            return {**_inspect(raw, inner), "image": path.name, "container": kind.value}
+    return _inspect(path, kind)
+
+
+def _inspect(path: Path, kind: ImageKind) -> dict[str, Any]:
     data: dict[str, Any] = {"image": path.name, "kind": kind.value, "size": path.stat().st_size}
     if kind is ImageKind.DISK:
         table = read_table(path)
@@ -88,9 +91,4 @@ def inspect(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             data["ext4"] = asdict(Ext4Reader(f, path.name).facts())
         data["entries"] = [r.to_obj() for r in ext4_records(path)]
-    else:
-        hint = {ImageKind.SIMG: "expand it first: simg2img NAME.simg NAME.img",
-                ImageKind.ZSTD: "expand it first: zstd -d NAME.img.zst"}[kind]
-        raise ComposerError(f"{path.name}: inspect cannot read {kind.value} images",
-                            hint=hint)
     return data

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from composer.check.diff import Change, Side, diff_sides, read_sha256sums
+from composer.check.compare import Side, diff_sides
+from composer.check.diff import Change, read_sha256sums
 from composer.check.provenance import current_record, layout_sha256
 from composer.check.reorder import reversed_tar
 from composer.check.verify import load_manifest, sparse_sha256
@@ -232,7 +233,8 @@ def _compare(first: Path, second: Path, report: ReproduceReport) -> None:
         sides = []
         for folder in (first, second):
             try:
-                sides.append(Side(load_manifest(folder), read_sha256sums(folder / "SHA256SUMS")))
+                sides.append(Side(load_manifest(folder), read_sha256sums(folder / "SHA256SUMS"),
+                                  folder))
             except (ComposerError, OSError):
                 return  # no manifest to name entries with: the file names have to do
         report.changes = diff_sides(*sides)
