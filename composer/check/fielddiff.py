@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
@@ -23,7 +23,7 @@ from composer.structs import Struct
 # progress(bytes done, bytes total): called with non-decreasing values, last with done == total
 Progress = Callable[[int, int], None]
 CHUNK = 1 << 20
-MAX_CHANGES = 1000  # beyond this a format module stops decoding (a wholly other image)
+MAX_CHANGES = 10000  # beyond this a format module stops decoding (a wholly other image)
 MAX_SHOWN_BYTES = 32  # a longer bytes value is shown as its first bytes and its length
 
 
@@ -229,6 +229,26 @@ def _extents(fd: int, pos: int, end: int) -> Iterator[tuple[int, int]]:
         stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
         yield start - base, stop - base
         pos = stop
+
+
+def decode_runs(runs: Iterable[tuple[int, int]], unit: int,
+                decode: Callable[[int, int], list[FieldChange]]) -> list[FieldChange]:
+    """Each run of differing units decoded, until MAX_CHANGES are found (a wholly other image);
+    the runs after that are read to the end (progress, and their extent) but only counted."""
+    changes: list[FieldChange] = []
+    skipped, first_skipped, last_skipped = 0, 0, 0
+    for first, last in runs:
+        if len(changes) < MAX_CHANGES:
+            changes += decode(first, last)
+            continue
+        first_skipped = first if not skipped else first_skipped
+        last_skipped = last
+        skipped += 1
+    if skipped:
+        changes.append(byte_range(first_skipped * unit, (last_skipped + 1) * unit,
+                                  f"{skipped} more runs of differing bytes, not decoded "
+                                  f"({MAX_CHANGES} changes were named before them)"))
+    return changes
 
 
 def mark_following(changes: list[FieldChange],

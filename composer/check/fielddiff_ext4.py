@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from composer.check.fielddiff import (
-    MAX_CHANGES,
     FieldChange,
     Progress,
     Region,
     byte_range,
+    decode_runs,
     differing_runs,
     mark_following,
     narrowed,
@@ -84,10 +84,8 @@ def diff_ext4(a: Region, b: Region, name: str,
     ra = Ext4Reader(a.f, f"{name} (A)", a.offset, a.length)
     rb = Ext4Reader(b.f, f"{name} (B)", b.offset, b.length)
     differ = _Ext4Differ(ra, rb, a, b)
-    changes: list[FieldChange] = []
-    for first, last in differing_runs(a, b, ra.block_size, progress, base, total):
-        if len(changes) < MAX_CHANGES:
-            changes += differ.run(first, last)
+    changes = decode_runs(differing_runs(a, b, ra.block_size, progress, base, total),
+                          ra.block_size, differ.run)
     return mark_following(changes, differ.cause_of)
 
 

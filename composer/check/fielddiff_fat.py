@@ -17,6 +17,7 @@ from composer.check.fielddiff import (
     Progress,
     Region,
     byte_range,
+    decode_runs,
     differing_runs,
     mark_following,
     struct_changes,
@@ -47,10 +48,8 @@ _SHOW = {"BS_VolID": lambda v: f"{v >> 16:04X}-{v & 0xFFFF:04X}", "BS_VolLab": t
 def diff_fat(a: Region, b: Region, name: str, progress: Progress | None = None,
              base: int = 0, total: int | None = None) -> list[FieldChange]:
     differ = _FatDiffer(a, b, name)
-    changes: list[FieldChange] = []
-    for first, last in differing_runs(a, b, differ.bps, progress, base, total):
-        if len(changes) < MAX_CHANGES:
-            changes += differ.run(first, last)
+    changes = decode_runs(differing_runs(a, b, differ.bps, progress, base, total),
+                          differ.bps, differ.run)
     return mark_following(changes, _cause_of)
 
 
