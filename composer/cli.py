@@ -441,7 +441,8 @@ def inspect_command(
     _set_globals(quiet, debug)
     if not image.is_file():
         raise _bad_argument(f"{image} is not a file")
-    data = inspect(image)
+    with _ReadProgress("reading") as progress:
+        data = inspect(image, progress)
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return

@@ -21,9 +21,8 @@ from composer.check.diff import (
 )
 from composer.check.fielddiff import Progress
 from composer.check.imagediff import image_changes, is_image
-from composer.check.verify import DEEP_READERS
+from composer.check.verify import DEEP_READERS, recorded_and_held
 from composer.errors import ComposerError
-from composer.fs.ext4.constants import LOST_FOUND
 from composer.outputs.manifest import Manifest
 
 
@@ -111,11 +110,7 @@ def _image_against_manifest(image: Path, manifest: Manifest, image_first: bool) 
         raise ComposerError(f"the manifest records no partition image named {image.name} that "
                             "composer reads", hint="compare an image with the manifest of the "
                             "build that wrote it, under its file name")
-    view, read = DEEP_READERS[part.fs]
-    recorded = [v for v in map(view, part.entries) if v is not None]
-    held = read(image)
-    if part.fs == "ext4" and not any(e.path == LOST_FOUND for e in recorded):
-        held = [r for r in held if r.path != LOST_FOUND]
+    recorded, held = recorded_and_held(part, image)
     pair = (held, recorded) if image_first else (recorded, held)
     return DiffResult(entry_changes(name, *pair), [])
 

@@ -5,7 +5,8 @@ explains its image's new bytes, that image's bmap, .simg and .zst, the disk imag
 SHA256SUMS; a new epoch explains every entry whose mtime is one source time clamped to each
 epoch, and every image (file systems store the epoch in their headers). An image whose bytes
 differ while nothing that would explain it differs is named as such: the difference is outside
-what the manifest records (a superblock field, a timestamp a writer leaked).
+what the manifest records (a superblock field, a timestamp a writer leaked); between build
+folders, composer/check/compare.py then names its structure and field (imagediff.py).
 """
 
 from __future__ import annotations

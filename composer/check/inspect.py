@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from composer.check.expand import ImageKind, expanded
+from composer.check.fielddiff import Progress
 from composer.check.verify import ext4_records, fat_records, tar_records
 from composer.disk.table_reader import has_partition_table, read_table
 from composer.errors import ComposerError
@@ -55,7 +56,9 @@ def fs_at(f: BinaryIO, offset: int) -> ImageKind | None:
     return None
 
 
-def inspect(path: Path) -> dict[str, Any]:
+def inspect(path: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """What the image at `path` holds; `progress` follows the reading of an ext4 image's files
+    (composer/check/verify.py ext4_records), the long read of inspect."""
     kind = detect(path)
     if kind in (ImageKind.SIMG, ImageKind.ZSTD):
         # the image inside, expanded into a temporary folder (composer/check/expand.py)
@@ -64,11 +67,12 @@ def inspect(path: Path) -> dict[str, Any]:
             if inner in (ImageKind.SIMG, ImageKind.ZSTD):
                 raise ComposerError(f"{path.name}: a {kind.value} image holding another "
                                     f"{inner.value} image is not read")
-            return {**_inspect(raw, inner), "image": path.name, "container": kind.value}
-    return _inspect(path, kind)
+            return {**_inspect(raw, inner, progress), "image": path.name,
+                    "container": kind.value}
+    return _inspect(path, kind, progress)
 
 
-def _inspect(path: Path, kind: ImageKind) -> dict[str, Any]:
+def _inspect(path: Path, kind: ImageKind, progress: Progress | None) -> dict[str, Any]:
     data: dict[str, Any] = {"image": path.name, "kind": kind.value, "size": path.stat().st_size}
     if kind is ImageKind.DISK:
         table = read_table(path)
@@ -90,5 +94,5 @@ def _inspect(path: Path, kind: ImageKind) -> dict[str, Any]:
     elif kind is ImageKind.EXT4:
         with path.open("rb") as f:
             data["ext4"] = asdict(Ext4Reader(f, path.name).facts())
-        data["entries"] = [r.to_obj() for r in ext4_records(path)]
+        data["entries"] = [r.to_obj() for r in ext4_records(path, progress)]
     return data

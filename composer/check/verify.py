@@ -24,7 +24,13 @@ from composer.fs.ext4.constants import LOST_FOUND
 from composer.fs.ext4.reader import Ext4Entry, Ext4Reader
 from composer.fs.vfat_reader import read_vfat
 from composer.outputs.bmap_reader import Bmap, BmapRange, read_bmap
-from composer.outputs.manifest import EntryRecord, HashingStore, Manifest, image_sha256
+from composer.outputs.manifest import (
+    EntryRecord,
+    HashingStore,
+    Manifest,
+    PartitionRecord,
+    image_sha256,
+)
 from composer.sources.archive import scan_archive
 from composer.tree import Kind, sort_key
 
@@ -251,16 +257,11 @@ def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport,
                                        f"{part.fs} images yet; only the image's sha256 was "
                                        "checked"))
             continue
-        wanted, read = DEEP_READERS[part.fs]
         try:
-            records = read(folder / part.image)
+            expected, records = recorded_and_held(part, folder / part.image)
         except ComposerError as exc:
             report.add(part.image, exc.message)
             continue
-        expected = [view for view in map(wanted, part.entries) if view is not None]
-        if part.fs == "ext4" and not any(e.path == LOST_FOUND for e in expected):
-            # the writer adds lost+found (as mke2fs does) when the tree has none
-            records = [r for r in records if r.path != LOST_FOUND]
         for change in entry_changes(name, expected, records):
             what = (f"{change.field}: the manifest says {change.a}, the image holds {change.b}"
                     if change.field not in ("added", "removed") else
@@ -270,6 +271,19 @@ def _check_deep(folder: Path, manifest: Manifest, report: VerifyReport,
         report.checked.append(f"{part.image}: {len(records)} entries")
     if progress is not None:
         progress(total, total)
+
+
+def recorded_and_held(part: PartitionRecord, image: Path
+                      ) -> tuple[list[EntryRecord], list[EntryRecord]]:
+    """What the manifest records of a partition (as far as its file system holds it) and what
+    `image` holds, read back (DEEP_READERS: the partition's fs must have a reader)."""
+    wanted, read = DEEP_READERS[part.fs]
+    records = read(image)
+    expected = [view for view in map(wanted, part.entries) if view is not None]
+    if part.fs == "ext4" and not any(e.path == LOST_FOUND for e in expected):
+        # the writer adds lost+found (as mke2fs does) when the tree has none
+        records = [r for r in records if r.path != LOST_FOUND]
+    return expected, records
 
 
 def _tar_view(record: EntryRecord) -> EntryRecord | None:
@@ -299,18 +313,33 @@ def tar_records(path: Path) -> list[EntryRecord]:
     return [EntryRecord.of(e, store) for e in scanned.entries.values()]
 
 
-def ext4_records(path: Path) -> list[EntryRecord]:
+def ext4_records(path: Path, progress: Progress | None = None) -> list[EntryRecord]:
     """The manifest records of what an ext4 image holds (composer/fs/ext4/reader.py): a file's
-    second and later paths, in the tree's sorted order, are hard links to its first."""
+    second and later paths, in the tree's sorted order, are hard links to its first.
+    `progress` counts the file bytes hashed against the blocks the superblock says are used
+    (an upper bound: metadata blocks are never hashed), and ends at that total."""
     with path.open("rb") as f:
         reader = Ext4Reader(f, path.name)
         entries = sorted(reader.entries(),
                          key=lambda e: sort_key(e.path.decode("utf-8", "surrogateescape")))
         first_path: dict[int, str] = {}
-        return [_ext4_record(reader, e, first_path) for e in entries]
+        facts = reader.facts()
+        total = max(facts.blocks_count - facts.free_blocks, 0) * facts.block_size
+        done = [0]
+
+        def hashed(n: int) -> None:
+            done[0] = min(done[0] + n, total)
+            if progress is not None:
+                progress(done[0], total)
+
+        records = [_ext4_record(reader, e, first_path, hashed) for e in entries]
+        if progress is not None:
+            progress(total, total)
+        return records
 
 
-def _ext4_record(reader: Ext4Reader, e: Ext4Entry, first_path: dict[int, str]) -> EntryRecord:
+def _ext4_record(reader: Ext4Reader, e: Ext4Entry, first_path: dict[int, str],
+                 hashed: Callable[[int], None]) -> EntryRecord:
     path = shown(e.path.decode("utf-8", "surrogateescape"))
     node = e.inode
     kind, target, size, digest = e.kind, None, None, None
@@ -321,6 +350,7 @@ def _ext4_record(reader: Ext4Reader, e: Ext4Entry, first_path: dict[int, str]) -
         h = hashlib.sha256()
         for chunk in reader.chunks(node):
             h.update(chunk)
+            hashed(len(chunk))
         size, digest = node.size, h.hexdigest()
     elif e.target is not None:
         target = shown(e.target.decode("utf-8", "surrogateescape"))
