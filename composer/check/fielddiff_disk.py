@@ -88,13 +88,22 @@ def _mbr(a: Region, b: Region) -> list[FieldChange]:
     x, y = a.read(0, SECTOR), b.read(0, SECTOR)
     if x == y:
         return []
-    found = [f for f in struct_changes(MBR_SECTOR, "MBR", x, y)
+    found = [f for f in struct_changes(MBR_SECTOR, "MBR", x, y, 0, _mbr_show)
              if f.field != "partition_records"]
     records_at = MBR_SECTOR.offset("partition_records")
     for i in range(MAX_PRIMARY):
         found += struct_changes(MBR_ENTRY, f"MBR partition record {i + 1}", x, y,
-                                records_at + i * MBR_ENTRY.size)
+                                records_at + i * MBR_ENTRY.size, _mbr_show)
     return found
+
+
+def _mbr_show(name: str, value: Any) -> Any:
+    """The disk signature and type byte in hex, as sfdisk and `compose plan` show them."""
+    if name == "unique_mbr_disk_signature":
+        return f"0x{value:08x}"
+    if name in ("os_type", "boot_indicator"):
+        return f"0x{value:02x}"
+    return value
 
 
 def _header(r: Region, lba: int) -> bytes | None:
