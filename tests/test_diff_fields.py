@@ -197,6 +197,33 @@ def test_the_fat_volume_id_set_by_mlabel(built: Path, tmp_path: Path, epoch: int
     assert data["following"] == []
 
 
+def test_a_fat_directory_entry_by_path_set_by_mattrib(built: Path, tmp_path: Path) -> None:
+    need("mattrib", "mdir")
+    image = _copy(built / "boot.img", tmp_path / "boot.img")
+    _run("mattrib", "-i", str(image), "+r", "::/config.txt")
+    assert re.search(r"^\s*R\s.*config\.txt", _run("mattrib", "-i", str(image), "::/config.txt"),
+                     re.MULTILINE)
+    code, lines, _ = _diff(built / "boot.img", image)
+    assert code == 1 and lines == ["structure: boot.img: directory entry /config.txt DIR_Attr: "
+                                   "0 -> 1"]  # ATTR_READ_ONLY
+
+
+def test_mbr_fields_of_a_disk_sfdisk_made(tmp_path: Path) -> None:
+    need("sfdisk")
+    one = tmp_path / "one.img"
+    one.write_bytes(b"")
+    os.truncate(one, 20 << 20)
+    subprocess.run(["sfdisk", "-q", str(one)], input="label: dos\nlabel-id: 0x12345678\n"
+                   "2048,8192,83\n,,c\n", text=True, check=True)
+    two = _copy(one, tmp_path / "two.img")
+    _run("sfdisk", "-q", "--disk-id", str(two), "0xdeadbeef")
+    _run("sfdisk", "-q", "--part-type", str(two), "1", "82")
+    code, lines, _ = _diff(one, two)
+    assert code == 1 and lines == [
+        "structure: one.img: MBR unique_mbr_disk_signature: 0x12345678 -> 0xdeadbeef",
+        "structure: one.img: MBR partition record 1 os_type: 0x83 -> 0x82"]
+
+
 # ------------------------------------------------------------------------------------- tar
 
 
