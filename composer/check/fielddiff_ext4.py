@@ -89,6 +89,67 @@ def diff_ext4(a: Region, b: Region, name: str,
     return mark_following(changes, differ.cause_of)
 
 
+class _Owners:
+    """Which inode owns which block of one file system, and each inode's first path: learnt
+    from one walk of its tree, made the first time a block outside the fixed metadata is
+    looked up."""
+
+    def __init__(self, reader: Ext4Reader) -> None:
+        self.reader = reader
+
+    @cached_property
+    def owned(self) -> list[_Area]:
+        """The blocks each inode in use owns, from one walk of the tree."""
+        areas: list[_Area] = []
+        for number in self._inodes_in_use():
+            inode = self.reader.inode(number)
+            kind = "journal" if number == self.reader.sb["s_journal_inum"] else \
+                "dir" if inode.kind is Kind.DIR else "data"
+            if inode.file_acl:
+                areas.append(_Area(inode.file_acl, inode.file_acl + 1, "xattr", number))
+            if inode.kind is Kind.SYMLINK and inode.size < 60 and \
+                    not inode.flags & c.EXTENTS_FL:
+                continue  # a fast symlink: its target is in i_block
+            tree: set[int] = set()
+            for logical, length, start in self.reader.extents(inode, tree):
+                if start is not None:
+                    areas.append(_Area(start, start + length, kind, number, logical))
+            areas += [_Area(t, t + 1, "extent", number) for t in tree]
+        return sorted(areas, key=lambda x: x.start)
+
+    @cached_property
+    def paths(self) -> dict[int, str]:
+        """inode number -> its first path (hard links: the first in walk order)."""
+        found: dict[int, str] = {}
+        for entry in self.reader.entries():
+            found.setdefault(entry.number, entry.path.decode("utf-8", "backslashreplace"))
+        return found
+
+    def _inodes_in_use(self) -> Iterator[int]:
+        reserved = range(1, min(self.reader.sb["s_first_ino"], self.reader.inodes_count + 1))
+        for number in reserved:
+            if number in self.paths:
+                continue
+            inode = self.reader.inode(number)
+            if inode.links and inode.flags & c.EXTENTS_FL:
+                yield number
+        yield from self.paths
+
+    @cached_property
+    def starts(self) -> list[int]:
+        return [x.start for x in self.owned]
+
+    def find(self, block: int) -> _Area | None:
+        i = bisect_right(self.starts, block) - 1
+        if i >= 0 and block < self.owned[i].end:
+            return self.owned[i]
+        return None
+
+
+_OWNED_AS = {"data": "file data", "dir": "a directory block", "extent": "an extent tree block",
+             "xattr": "an xattr block", "journal": "the journal"}
+
+
 class _Ext4Differ:
     def __init__(self, ra: Ext4Reader, rb: Ext4Reader, a: Region, b: Region) -> None:
         self.ra, self.rb, self.a, self.b = ra, rb, a, b
@@ -97,6 +158,7 @@ class _Ext4Differ:
         self.bpg = sb["s_blocks_per_group"]
         self.first = sb["s_first_data_block"]
         self.seeded = bool(sb["s_feature_incompat"] & INCOMPAT_CSUM_SEED)
+        self.own_a, self.own_b = _Owners(ra), _Owners(rb)
 
     # -------------------------------------------------------------------------- block map
 
@@ -126,62 +188,22 @@ class _Ext4Differ:
         return sorted(areas, key=lambda x: x.start)
 
     @cached_property
-    def owned(self) -> list[_Area]:
-        """The blocks each inode in use owns, from one walk of A's tree."""
-        areas: list[_Area] = []
-        for number in self._inodes_in_use():
-            inode = self.ra.inode(number)
-            kind = "journal" if number == self.ra.sb["s_journal_inum"] else \
-                "dir" if inode.kind is Kind.DIR else "data"
-            if inode.file_acl:
-                areas.append(_Area(inode.file_acl, inode.file_acl + 1, "xattr", number))
-            if inode.kind is Kind.SYMLINK and inode.size < 60 and \
-                    not inode.flags & c.EXTENTS_FL:
-                continue  # a fast symlink: its target is in i_block
-            tree: set[int] = set()
-            for logical, length, start in self.ra.extents(inode, tree):
-                if start is not None:
-                    areas.append(_Area(start, start + length, kind, number, logical))
-            areas += [_Area(t, t + 1, "extent", number) for t in tree]
-        return sorted(areas, key=lambda x: x.start)
-
-    @cached_property
-    def paths(self) -> dict[int, str]:
-        """inode number -> its first path in A (hard links: the first in walk order)."""
-        found: dict[int, str] = {}
-        for entry in self.ra.entries():
-            found.setdefault(entry.number, entry.path.decode("utf-8", "backslashreplace"))
-        return found
-
-    def _inodes_in_use(self) -> Iterator[int]:
-        reserved = range(1, min(self.ra.sb["s_first_ino"], self.ra.inodes_count + 1))
-        for number in reserved:
-            if number in self.paths:
-                continue
-            inode = self.ra.inode(number)
-            if inode.links and inode.flags & c.EXTENTS_FL:
-                yield number
-        yield from self.paths
-
-    @cached_property
-    def _starts(self) -> tuple[list[int], list[int]]:
-        return [x.start for x in self.fixed], [x.start for x in self.owned]
+    def _fixed_starts(self) -> list[int]:
+        return [x.start for x in self.fixed]
 
     def _area(self, block: int) -> _Area | None:
-        """The area holding `block`: fixed metadata first (the owner walk is only made for a
-        block that is none of it)."""
-        i = bisect_right(self._starts[0], block) - 1
+        """The area holding `block` in A: fixed metadata first (the owner walk is only made
+        for a block that is none of it)."""
+        i = bisect_right(self._fixed_starts, block) - 1
         if i >= 0 and block < self.fixed[i].end:
             return self.fixed[i]
-        i = bisect_right(self._starts[1], block) - 1
-        if i >= 0 and block < self.owned[i].end:
-            return self.owned[i]
-        return None
+        return self.own_a.find(block)
 
     # ------------------------------------------------------------------------- decoding
 
     def inode_name(self, number: int) -> str:
-        path = self.paths.get(number)
+        """'inode 14 (/etc/hostname)': its path in A, else in B (a new file), if any."""
+        path = self.own_a.paths.get(number) or self.own_b.paths.get(number)
         if path is None and number == self.ra.sb["s_journal_inum"]:
             path = "journal"
         return f"inode {number}" + (f" ({path})" if path else "")
@@ -200,7 +222,8 @@ class _Ext4Differ:
     def _next_area(self, block: int, last: int) -> int:
         """The first block after `block` (up to last + 1) that lies in some area."""
         nxt = last + 1
-        for areas, starts in zip((self.fixed, self.owned), self._starts, strict=True):
+        for areas, starts in ((self.fixed, self._fixed_starts),
+                              (self.own_a.owned, self.own_a.starts)):
             i = bisect_right(starts, block)
             if i < len(areas):
                 nxt = min(nxt, areas[i].start)
@@ -213,7 +236,10 @@ class _Ext4Differ:
     def _decode(self, area: _Area | None, start: int, end: int) -> list[FieldChange]:
         span = (start * self.bs, end * self.bs)
         if area is None:
-            return [narrowed(self.a, self.b, *span, "unallocated")]
+            in_b = self.own_b.find(start)
+            holder = "unallocated" if in_b is None else (
+                f"unallocated in A; {_OWNED_AS[in_b.kind]} of {self.inode_name(in_b.group)} in B")
+            return [narrowed(self.a, self.b, *span, holder)]
         kind = area.kind
         if kind == "superblock":
             return self._superblock(area, start)
@@ -397,9 +423,10 @@ def _with_rest(found: list[FieldChange], x: bytes, y: bytes, at: int, holder: st
 
 def _inode(name: str, x: bytes, y: bytes, at: int) -> list[FieldChange]:
     found = [f for f in struct_changes(INODE, name, x, y) if f.field != "i_block"]
-    ax, ay = INODE.unpack(x[:INODE.size]), INODE.unpack(y[:INODE.size])
+    # a 128-byte inode (no extra fields) reads as a 256-byte one whose extra part is zero
+    ax, ay = (INODE.unpack(v[:INODE.size].ljust(INODE.size, b"\0")) for v in (x, y))
     if ax["i_block"] != ay["i_block"]:
-        if ax["i_flags"] & ay["i_flags"] & c.EXTENTS_FL:
+        if (ax["i_flags"] | ay["i_flags"]) & c.EXTENTS_FL:
             found += _extent_node(f"{name} i_block", ax["i_block"], ay["i_block"], tail=False)
         else:
             found.append(FieldChange(name, "i_block", ax["i_block"].hex(),
