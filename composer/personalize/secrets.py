@@ -46,7 +46,7 @@ from typing import Any, BinaryIO, NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from composer.errors import ComposerError, Loc
 
@@ -140,9 +140,9 @@ def load_secrets(data: bytes, source: str) -> tuple[PlaintextSecret, ...]:
     if bad_byte is not None:
         line = data.count(b"\n", 0, bad_byte) + 1
         raise ComposerError("secrets file is not UTF-8", Loc(source, line), hint=_INPUT_HINT)
-    secrets: list[PlaintextSecret] = []
-    for index, (offset, document) in enumerate(_documents(text, source)):
-        secrets.append(_secret(document, _loc(source, text, offset), index))
+    documents = list(_documents(text, source))  # a syntax error anywhere comes first
+    secrets = [_secret(document, _loc(source, text, offset), index)
+               for index, (offset, document) in enumerate(documents)]
     if not secrets:
         raise ComposerError("secrets file holds no secret", Loc(source), hint=_INPUT_HINT)
     _check_unique(secrets)
@@ -343,9 +343,8 @@ def device_key(certificate: bytes, device: str) -> DeviceKey:
                             "(PEM or DER)") from None
     public_key = cert.public_key()
     if not isinstance(public_key, rsa.RSAPublicKey):
-        kind = type(public_key).__name__.removeprefix("_").removesuffix("PublicKey")
         raise ComposerError(
-            f"device {device}: its certificate holds an {kind} key, and Greengrass "
+            f"device {device}: its certificate holds {_key_kind(public_key)} key, and Greengrass "
             "SecretManager encrypts its secrets only for RSA device keys",
             hint="give this device an RSA key and certificate, or personalize it without --secrets")
     if public_key.key_size < MIN_RSA_BITS:
@@ -356,6 +355,12 @@ def device_key(certificate: bytes, device: str) -> DeviceKey:
     pem = public_key.public_bytes(serialization.Encoding.PEM,
                                   serialization.PublicFormat.SubjectPublicKeyInfo)
     return DeviceKey(key_id=hashlib.sha1(spki).hexdigest(), public_key_pem=pem)
+
+
+def _key_kind(public_key: object) -> str:
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"an EC ({public_key.curve.name})"
+    return f"a {type(public_key).__name__.removeprefix('_').removesuffix('PublicKey')}"
 
 
 # --- encrypting -------------------------------------------------------------------------------

@@ -1,0 +1,367 @@
+"""SecretManager's secretResponse re-encrypted for a device: judged by the consumer's side.
+
+The judge is the AWS Encryption SDK decrypting with the device's PRIVATE key (what the device's
+SecretManager does, through the Java SDK, in crypto/Crypter.decrypt), a key id computed by
+openssl from the certificate, and a parser of the message header written here from the AWS
+Encryption SDK message format (version 2), independent of the SDK's own deserializer.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import json
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from composer.errors import ComposerError
+from composer.personalize.secrets import (
+    PlaintextSecret,
+    SecretKind,
+    device_key,
+    load_secrets,
+    read_secrets,
+    secret_response_for,
+)
+from tests.conftest import need
+
+aws_encryption_sdk = pytest.importorskip("aws_encryption_sdk")
+from aws_encryption_sdk.exceptions import DecryptKeyError  # noqa: E402
+from aws_encryption_sdk.identifiers import (  # noqa: E402
+    CommitmentPolicy,
+    EncryptionKeyType,
+    WrappingAlgorithm,
+)
+from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey  # noqa: E402
+from aws_encryption_sdk.key_providers.raw import RawMasterKey  # noqa: E402
+
+ARN_DB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:line/db-AbCdEf"
+ARN_BLOB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:line/blob-GhIjKl"
+DB_PASSWORD = "correct horse battery staple ✓"
+BLOB = bytes(range(256)) * 3
+
+
+@dataclass(frozen=True)
+class Device:
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    cert_pem: bytes
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+
+def _device(name: str, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Device:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=365))
+            .sign(key, hashes.SHA256()))
+    return Device(key, cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.fixture(scope="module")
+def device() -> Device:
+    return _device("line-device-1", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+@pytest.fixture(scope="module")
+def other_device() -> Device:
+    return _device("line-device-2", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+def _records() -> list[dict[str, object]]:
+    """What `aws secretsmanager get-secret-value --output json` prints (CLI v2 dates, CLI v1
+    epoch seconds), plus boto3's ResponseMetadata."""
+    return [
+        {"ARN": ARN_DB, "Name": "line/db", "VersionId": "11111111-aaaa-bbbb-cccc-000000000001",
+         "SecretString": DB_PASSWORD, "VersionStages": ["AWSCURRENT"],
+         "CreatedDate": "2026-03-04T05:06:07.891000+00:00"},
+        {"ARN": ARN_BLOB, "Name": "line/blob", "VersionId": "22222222-aaaa-bbbb-cccc-000000000002",
+         "SecretBinary": base64.b64encode(BLOB).decode(), "VersionStages": ["AWSCURRENT", "NEW"],
+         "CreatedDate": 1772600767.891, "ResponseMetadata": {"HTTPStatusCode": 200}},
+    ]
+
+
+def _secrets() -> tuple[PlaintextSecret, ...]:
+    return load_secrets(json.dumps(_records(), ensure_ascii=False).encode(), "secrets.json")
+
+
+def _openssl_key_id(cert_pem: bytes) -> str:
+    """SHA-1 of the certificate's SubjectPublicKeyInfo DER, by openssl and hashlib-free sha1sum."""
+    need("openssl", "sha1sum")
+    pubkey = subprocess.run(["openssl", "x509", "-pubkey", "-noout"], input=cert_pem,
+                            capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pubkey,
+                         capture_output=True, check=True).stdout
+    digest = subprocess.run(["sha1sum"], input=der, capture_output=True, check=True).stdout
+    return digest.split()[0].decode()
+
+
+def _decrypt(ciphertext_b64: str, private_key_pem: bytes, key_id: str) -> tuple[bytes, object]:
+    """What the device's SecretManager does: its own private key under provider gg:secrets."""
+    master_key = RawMasterKey(
+        provider_id="gg:secrets", key_id=key_id.encode(),
+        wrapping_key=WrappingKey(wrapping_algorithm=WrappingAlgorithm.RSA_PKCS1,
+                                 wrapping_key=private_key_pem,
+                                 wrapping_key_type=EncryptionKeyType.PRIVATE))
+    client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    # Java's Base64.getDecoder() is the strict standard alphabet: no newlines, no URL-safe chars
+    message = base64.b64decode(ciphertext_b64, validate=True)
+    return client.decrypt(source=message, key_provider=master_key)
+
+
+@dataclass(frozen=True)
+class Header:
+    version: int
+    suite_id: int
+    context: dict[str, str]
+    data_keys: list[tuple[str, bytes, bytes]]  # provider id, provider info, encrypted key
+
+
+def _header(message: bytes) -> Header:
+    """The AWS Encryption SDK message header, version 2 (message-format.md): version, suite id,
+    message id (32), AAD (length, count, key/value pairs), encrypted data keys."""
+    view = io.BytesIO(message)
+
+    def u16() -> int:
+        return struct.unpack(">H", view.read(2))[0]
+
+    def field() -> bytes:
+        return view.read(u16())
+
+    version, suite_id = struct.unpack(">BH", view.read(3))
+    view.read(32)  # message id
+    aad = io.BytesIO(field())
+    context = {}
+    if aad.getbuffer().nbytes:
+        pairs = struct.unpack(">H", aad.read(2))[0]
+        for _ in range(pairs):
+            key = aad.read(struct.unpack(">H", aad.read(2))[0]).decode()
+            context[key] = aad.read(struct.unpack(">H", aad.read(2))[0]).decode()
+    data_keys = [(field().decode(), field(), field()) for _ in range(u16())]
+    return Header(version, suite_id, context, data_keys)
+
+
+def _response(secrets: tuple[PlaintextSecret, ...], device: Device) -> dict[str, object]:
+    return json.loads(secret_response_for(secrets, device.cert_pem, "line-device-1"))
+
+
+def test_secrets_decrypt_with_the_device_private_key(device: Device) -> None:
+    key_id = _openssl_key_id(device.cert_pem)
+    store = _response(_secrets(), device)
+    by_arn = {entry["arn"]: entry for entry in store["secrets"]}
+    text, text_header = _decrypt(by_arn[ARN_DB]["encryptedSecretString"], device.key_pem, key_id)
+    blob, blob_header = _decrypt(by_arn[ARN_BLOB]["encryptedSecretBinary"], device.key_pem, key_id)
+    assert text.decode("utf-8") == DB_PASSWORD
+    assert blob == BLOB
+    # Crypter.decrypt compares the context's "Context" with the secret's ARN
+    assert text_header.encryption_context["Context"] == ARN_DB
+    assert blob_header.encryption_context["Context"] == ARN_BLOB
+    assert text_header.algorithm.algorithm_id == 0x0578
+
+
+def test_message_header_names_the_device_key_and_the_committing_suite(device: Device) -> None:
+    key_id = _openssl_key_id(device.cert_pem)
+    assert device_key(device.cert_pem, "d").key_id == key_id
+    store = _response(_secrets(), device)
+    for entry in store["secrets"]:
+        encoded = entry.get("encryptedSecretString") or entry["encryptedSecretBinary"]
+        assert base64.b64encode(base64.b64decode(encoded)) == encoded.encode()  # no newlines
+        header = _header(base64.b64decode(encoded))
+        assert (header.version, header.suite_id) == (2, 0x0578)
+        # the signing suite adds the signature's public key; Context is the one SecretManager reads
+        assert header.context["Context"] == entry["arn"]
+        assert set(header.context) == {"Context", "aws-crypto-public-key"}
+        assert len(header.data_keys) == 1
+        provider, info, wrapped = header.data_keys[0]
+        # RSA raw master key: the provider info is the key id alone (no IV, unlike AES)
+        assert (provider, info.decode()) == ("gg:secrets", key_id)
+        assert len(wrapped) == 256  # RSA-2048 PKCS#1 v1.5 of the data key
+
+
+def test_store_document_has_secretmanager_s_shape(device: Device) -> None:
+    text = secret_response_for(_secrets(), device.cert_pem, "line-device-1")
+    assert " " not in text.replace(DB_PASSWORD, "")  # compact, as Jackson writes it
+    store = json.loads(text)
+    assert list(store) == ["secrets"]
+    db, blob = store["secrets"]  # sorted by ARN: blob < db
+    db, blob = (db, blob) if db["arn"] == ARN_DB else (blob, db)
+    assert list(db) == ["arn", "name", "versionId", "encryptedSecretString", "versionStages",
+                        "createdDate"]
+    assert list(blob) == ["arn", "name", "versionId", "encryptedSecretBinary", "versionStages",
+                          "createdDate"]
+    assert db["name"] == "line/db" and db["versionId"].endswith("0001")
+    assert blob["versionStages"] == ["AWSCURRENT", "NEW"]
+    # epoch milliseconds, an integer (AWSSecretResponse.createdDate is a Java long)
+    expected = int(datetime.datetime(2026, 3, 4, 5, 6, 7, 891000, datetime.UTC).timestamp()) * 1000
+    assert db["createdDate"] == expected + 891
+    assert blob["createdDate"] == 1772600767891
+    assert DB_PASSWORD not in text and base64.b64encode(BLOB).decode() not in text
+
+
+def test_store_document_does_not_depend_on_input_order(device: Device) -> None:
+    forward = _secrets()
+    backward = load_secrets(json.dumps(_records()[::-1]).encode(), "secrets.json")
+    arns = [[e["arn"] for e in _response(s, device)["secrets"]] for s in (forward, backward)]
+    assert arns[0] == arns[1] == sorted([ARN_DB, ARN_BLOB])
+
+
+def test_another_device_key_cannot_decrypt(device: Device, other_device: Device) -> None:
+    store = _response(_secrets(), device)
+    encoded = store["secrets"][1]["encryptedSecretString"]
+    # the other device's own key id: not the key this message was wrapped for
+    with pytest.raises(DecryptKeyError):
+        _decrypt(encoded, other_device.key_pem, _openssl_key_id(other_device.cert_pem))
+    # even claiming this device's key id, the other private key cannot unwrap the data key
+    with pytest.raises(DecryptKeyError):
+        _decrypt(encoded, other_device.key_pem, _openssl_key_id(device.cert_pem))
+
+
+def test_ec_device_is_refused_naming_the_device() -> None:
+    ec_device = _device("ec-device", ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(ComposerError) as caught:
+        secret_response_for(_secrets(), ec_device.cert_pem, "ec-device-7")
+    message = str(caught.value)
+    assert "ec-device-7" in message and "RSA" in message and "an EC (secp256r1) key" in message
+    assert DB_PASSWORD not in message
+
+
+def test_small_rsa_key_and_non_certificate_are_refused() -> None:
+    small = _device("small", rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    with pytest.raises(ComposerError, match="dev-small: its RSA key has 1024 bits"):
+        device_key(small.cert_pem, "dev-small")
+    with pytest.raises(ComposerError, match="dev-junk: its certificate is not an X.509"):
+        device_key(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+                   "dev-junk")
+
+
+def test_der_certificate_and_chain_file_give_the_device_key(device: Device,
+                                                            other_device: Device) -> None:
+    cert = x509.load_pem_x509_certificate(device.cert_pem)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    key_id = _openssl_key_id(device.cert_pem)
+    assert device_key(der, "d").key_id == key_id
+    # a chain file: the device's certificate first, then its issuer
+    assert device_key(device.cert_pem + other_device.cert_pem, "d").key_id == key_id
+
+
+def test_each_call_draws_a_fresh_data_key(device: Device) -> None:
+    """Not reproducible by design: the caller writes one device's value once (README)."""
+    secrets = _secrets()
+    assert (secret_response_for(secrets, device.cert_pem)
+            != secret_response_for(secrets, device.cert_pem))
+
+
+def test_plaintext_is_not_in_repr(device: Device) -> None:
+    secrets = _secrets()
+    assert DB_PASSWORD not in repr(secrets)
+    assert repr(BLOB) not in repr(secrets)
+    assert secrets[0].kind is SecretKind.STRING and secrets[1].kind is SecretKind.BINARY
+
+
+def test_one_record_and_json_lines_are_read() -> None:
+    one = load_secrets(json.dumps(_records()[0]).encode(), "one.json")
+    lines = load_secrets("\n".join(json.dumps(r) for r in _records()).encode() + b"\n", "l.json")
+    assert [s.arn for s in one] == [ARN_DB]
+    assert [s.arn for s in lines] == [ARN_DB, ARN_BLOB]
+    assert lines[1].loc.line == 2
+
+
+def _error(data: str | bytes) -> ComposerError:
+    raw = data.encode() if isinstance(data, str) else data
+    with pytest.raises(ComposerError) as caught:
+        load_secrets(raw, "secrets.json")
+    error = caught.value
+    text = str(error)
+    # the error never quotes a value, nor keeps the input in its context
+    assert "hunter2" not in text and "hunter2" not in repr(error.__context__)
+    assert error.__cause__ is None and (error.__context__ is None
+                                        or error.__suppress_context__)
+    return error
+
+
+def _record(**changes: object) -> dict[str, object]:
+    record = dict(_records()[0], SecretString="hunter2")
+    for key, value in changes.items():
+        if value is None:
+            record.pop(key)
+        else:
+            record[key] = value
+    return record
+
+
+def _lines(*records: dict[str, object]) -> str:
+    return "\n".join(json.dumps(r) for r in records)
+
+
+@pytest.mark.parametrize(("data", "where", "message"), [
+    ('[{"ARN": "x",\n "SecretString": "hunter2" ', "secrets.json:2:", "not valid JSON"),
+    (b'{"SecretString": "hunter2\xff"}', "secrets.json:1", "not UTF-8"),
+    ("[]", "secrets.json", "holds no secret"),
+    ('["hunter2"]', "secrets.json:1:2", "must be a JSON object"),
+    ('[{"a": 1}] x', "secrets.json:1:12", "text after the array"),
+    (_lines(_record(), _record(ARN=None)), "secrets.json:2:1: [1].ARN", "missing"),
+    (_lines(_record(ARN="arn:aws:s3:::hunter2")), "[0].ARN", "not a Secrets Manager secret ARN"),
+    (_lines(_record(Name="")), "[0].Name", "non-empty string"),
+    (_lines(_record(VersionId=None)), "[0].VersionId", "missing"),
+    (_lines(_record(SecretBinary="aHVudGVyMg==")), "[0].SecretString", "exactly one of"),
+    (_lines(_record(SecretString=None)), "[0].SecretString", "exactly one of"),
+    (_lines(_record(SecretString=["hunter2"])), "[0].SecretString", "must be a string"),
+    (_lines(_record(SecretString="")), "[0].SecretString", "is empty"),
+    (_lines(_record(SecretString=None, SecretBinary="hunter2!")), "[0].SecretBinary",
+     "standard base64"),
+    ('{"ARN": "' + ARN_DB + '", "Name": "n", "VersionId": "v", "SecretString": "\\ud800hunter2",'
+     ' "VersionStages": ["AWSCURRENT"], "CreatedDate": 1}', "[0].SecretString", "lone surrogate"),
+    (_lines(_record(SecretString="x" * 65537)), "[0].SecretString", "more than"),
+    (_lines(_record(VersionStages=[])), "[0].VersionStages", "non-empty list"),
+    (_lines(_record(VersionStages=["A", "A"])), "[0].VersionStages", "listed twice"),
+    (_lines(_record(CreatedDate=None)), "[0].CreatedDate", "missing"),
+    (_lines(_record(CreatedDate="2026-03-04T05:06:07")), "[0].CreatedDate", "must be a date"),
+    (_lines(_record(CreatedDate=True)), "[0].CreatedDate", "must be a date"),
+    (_lines(_record(SecretStrng="hunter2")), "[0].SecretStrng", "unknown field"),
+    (_lines(_record(), _record()), "secrets.json:2:1", "given twice (first at secrets.json:1:1)"),
+    (_lines(_record(), _record(VersionId="v2")), "secrets.json:2:1",
+     "label AWSCURRENT is on two versions"),
+    (_lines(_record(), _record(ARN=ARN_BLOB)), "secrets.json:2:1", "names two ARNs"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
+def test_bad_secrets_get_one_located_error(data: str | bytes, where: str, message: str) -> None:
+    error = _error(data)
+    assert where in str(error) and message in str(error), str(error)
+
+
+def test_read_secrets_from_stdin_and_file(tmp_path: Path) -> None:
+    data = json.dumps(_records()).encode()
+    from_stdin = read_secrets("-", io.BytesIO(data))
+    assert [s.arn for s in from_stdin] == [ARN_DB, ARN_BLOB]
+    assert from_stdin[0].loc.file == "<stdin>"
+    path = tmp_path / "secrets.json"
+    path.write_bytes(data)
+    assert read_secrets(str(path), io.BytesIO()) == from_stdin
+    with pytest.raises(ComposerError, match="missing.json: cannot read the secrets"):
+        read_secrets(str(tmp_path / "missing.json"), io.BytesIO())
+
+
+@pytest.mark.parametrize(("created", "ms"), [
+    (1772600767.8919, 1772600767891),  # rounded down, as Java's Instant.toEpochMilli
+    (1772600767, 1772600767000),
+    ("2026-03-04T05:06:07.891999+00:00", 1772600767891),
+    ("2026-03-04T07:06:07.891Z", 1772600767891 + 2 * 3600 * 1000),
+    ("2026-03-04T07:06:07.891+02:00", 1772600767891),
+])
+def test_created_date_becomes_epoch_milliseconds(created: object, ms: int) -> None:
+    record = dict(_records()[0], CreatedDate=created)
+    assert load_secrets(json.dumps(record).encode(), "s.json")[0].created_date_ms == ms
