@@ -29,6 +29,7 @@ from composer.personalize.secrets import (
     SecretKind,
     device_key,
     load_secrets,
+    not_configured,
     read_secrets,
     secret_response_for,
 )
@@ -365,3 +366,18 @@ def test_read_secrets_from_stdin_and_file(tmp_path: Path) -> None:
 def test_created_date_becomes_epoch_milliseconds(created: object, ms: int) -> None:
     record = dict(_records()[0], CreatedDate=created)
     assert load_secrets(json.dumps(record).encode(), "s.json")[0].created_date_ms == ms
+
+
+def test_secrets_outside_the_cloud_secrets_configuration_are_found() -> None:
+    """SecretManager keeps a stored version only if a configured ARN is part of its ARN and it
+    carries a configured label or AWSCURRENT (LocalStoreMap.save)."""
+    db, blob = _secrets()  # db: AWSCURRENT; blob: AWSCURRENT and NEW
+    assert not_configured((db, blob), [{"arn": ARN_DB}, {"arn": ARN_BLOB}]) == ()
+    assert not_configured((db, blob), [{"arn": ARN_DB, "labels": ["NEW"]}]) == (blob,)
+    # a partial ARN (without the random suffix) is matched as SecretManager matches it
+    assert not_configured((db,), [{"arn": ARN_DB.removesuffix("-AbCdEf")}]) == ()
+    only_new = load_secrets(json.dumps(dict(_records()[1], VersionStages=["NEW"])).encode(), "s")
+    assert not_configured(only_new, [{"arn": ARN_BLOB}]) == only_new
+    assert not_configured(only_new, [{"arn": ARN_BLOB, "labels": ["NEW"]}]) == ()
+    assert not_configured((db,), None) == (db,)
+    assert not_configured((db,), [{"labels": ["AWSCURRENT"]}, "junk"]) == (db,)

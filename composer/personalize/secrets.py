@@ -327,6 +327,33 @@ def _check_unique(secrets: list[PlaintextSecret]) -> None:
                                 f"(first at {first.loc})", secret.loc)
 
 
+# --- what SecretManager keeps -------------------------------------------------------------------
+
+# where the component's configuration lists the secrets it syncs (SecretManagerService.SECRETS_TOPIC
+# under the component's `configuration`), and the label it always adds (SecretManager.LATEST_LABEL)
+CLOUD_SECRETS_KEY = "services.aws.greengrass.SecretManager.configuration.cloudSecrets"
+ALWAYS_SYNCED_LABEL = "AWSCURRENT"
+
+
+def not_configured(secrets: Iterable[PlaintextSecret],
+                   cloud_secrets: object) -> tuple[PlaintextSecret, ...]:
+    """The secrets SecretManager would drop from its store at its first start: at install it
+    keeps only the versions whose ARN contains a configured `arn` and that carry one of that
+    entry's `labels` or AWSCURRENT (SecretManager.syncFromCloud -> LocalStoreMap.syncWithConfig
+    -> save, SecretManager.getSecretConfiguration). `cloud_secrets` is the golden device's
+    configured value (a list of {"arn", "labels"}); anything else keeps nothing."""
+    configured: list[tuple[str, frozenset[str]]] = []
+    for entry in cloud_secrets if isinstance(cloud_secrets, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("arn"), str):
+            labels = entry.get("labels")
+            labels = [x for x in labels if isinstance(x, str)] if isinstance(labels, list) else []
+            configured.append((entry["arn"], frozenset([*labels, ALWAYS_SYNCED_LABEL])))
+    return tuple(
+        secret for secret in secrets
+        if not any(arn in secret.arn and labels.intersection(secret.version_stages)
+                   for arn, labels in configured))
+
+
 # --- the device key ---------------------------------------------------------------------------
 
 
