@@ -12,12 +12,19 @@ import base64
 import datetime
 import io
 import json
+import os
 import struct
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import aws_encryption_sdk
 import pytest
+from aws_encryption_sdk.exceptions import DecryptKeyError
+from aws_encryption_sdk.identifiers import CommitmentPolicy, EncryptionKeyType, WrappingAlgorithm
+from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
+from aws_encryption_sdk.key_providers.raw import RawMasterKey
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -34,16 +41,6 @@ from composer.personalize.secrets import (
     secret_response_for,
 )
 from tests.conftest import need
-
-aws_encryption_sdk = pytest.importorskip("aws_encryption_sdk")
-from aws_encryption_sdk.exceptions import DecryptKeyError  # noqa: E402
-from aws_encryption_sdk.identifiers import (  # noqa: E402
-    CommitmentPolicy,
-    EncryptionKeyType,
-    WrappingAlgorithm,
-)
-from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey  # noqa: E402
-from aws_encryption_sdk.key_providers.raw import RawMasterKey  # noqa: E402
 
 ARN_DB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:line/db-AbCdEf"
 ARN_BLOB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:line/blob-GhIjKl"
@@ -381,3 +378,34 @@ def test_secrets_outside_the_cloud_secrets_configuration_are_found() -> None:
     assert not_configured(only_new, [{"arn": ARN_BLOB, "labels": ["NEW"]}]) == ()
     assert not_configured((db,), None) == (db,)
     assert not_configured((db,), [{"labels": ["AWSCURRENT"]}, "junk"]) == (db,)
+
+
+_WRITES: list[str] | None = None  # while a list: every file opened for writing, by path
+
+
+def _record_writes(event: str, args: tuple[object, ...]) -> None:
+    if _WRITES is not None and event == "open":
+        path, mode, flags = args
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        if writing:
+            _WRITES.append(str(path))
+
+
+def test_reading_and_encrypting_open_no_file_for_writing(tmp_path: Path, device: Device) -> None:
+    """Plaintext never touches the disk: every Python-level open (io.open, os.open) of the
+    whole read-and-encrypt path is audited, the SDK's and cryptography's included."""
+    global _WRITES
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps(_records(), ensure_ascii=False))
+    sys.addaudithook(_record_writes)  # cannot be removed: inert once _WRITES is None again
+    _WRITES = []
+    try:
+        secrets = read_secrets(str(path), io.BytesIO())
+        secret_response_for(secrets, device.cert_pem, "line-device-1")
+        assert _WRITES == []
+        # the audit sees a write: this test can fail
+        (tmp_path / "probe").write_bytes(b"")
+        assert _WRITES == [str(tmp_path / "probe")]
+    finally:
+        _WRITES = None
