@@ -33,13 +33,18 @@ from cryptography.x509.oid import NameOID
 from composer.errors import ComposerError
 from composer.personalize.secrets import (
     PlaintextSecret,
+    RsaWrapping,
     SecretKind,
+    check_configured,
     device_key,
     load_secrets,
     not_configured,
     read_secrets,
     secret_response_for,
+    secret_store_site,
+    store_format,
 )
+from composer.rules.tlog import effective, parse_tlog
 from tests.conftest import need
 
 ARN_DB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:line/db-AbCdEf"
@@ -108,12 +113,12 @@ def _openssl_key_id(cert_pem: bytes) -> str:
     return digest.split()[0].decode()
 
 
-def _decrypt(ciphertext_b64: str, private_key_pem: bytes, key_id: str) -> tuple[bytes, object]:
+def _decrypt(ciphertext_b64: str, private_key_pem: bytes, key_id: str,
+             wrapping: WrappingAlgorithm = WrappingAlgorithm.RSA_PKCS1) -> tuple[bytes, object]:
     """What the device's SecretManager does: its own private key under provider gg:secrets."""
     master_key = RawMasterKey(
         provider_id="gg:secrets", key_id=key_id.encode(),
-        wrapping_key=WrappingKey(wrapping_algorithm=WrappingAlgorithm.RSA_PKCS1,
-                                 wrapping_key=private_key_pem,
+        wrapping_key=WrappingKey(wrapping_algorithm=wrapping, wrapping_key=private_key_pem,
                                  wrapping_key_type=EncryptionKeyType.PRIVATE))
     client = aws_encryption_sdk.EncryptionSDKClient(
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
@@ -409,3 +414,70 @@ def test_reading_and_encrypting_open_no_file_for_writing(tmp_path: Path, device:
         assert _WRITES == [str(tmp_path / "probe")]
     finally:
         _WRITES = None
+
+
+@pytest.mark.parametrize(("version", "path", "wrapping"), [
+    ("2.2.6", "services.aws.greengrass.SecretManager.runtime.secretResponse", RsaWrapping.PKCS1),
+    ("2.1.4", "services.aws.greengrass.SecretManager.runtime.secretResponse", RsaWrapping.PKCS1),
+    ("2.1.3", "services.aws.greengrass.SecretManager.secretResponse", RsaWrapping.PKCS1),
+    ("2.1.0", "services.aws.greengrass.SecretManager.secretResponse", RsaWrapping.PKCS1),
+    ("2.0.9", "services.aws.greengrass.SecretManager.secretResponse", RsaWrapping.OAEP_SHA256),
+    ("2.0.6", "services.aws.greengrass.SecretManager.secretResponse", RsaWrapping.OAEP_SHA256),
+])
+def test_store_format_follows_the_secretmanager_version(version: str, path: str,
+                                                         wrapping: RsaWrapping) -> None:
+    form = store_format(version)
+    assert (form.dotted, form.wrapping) == (path, wrapping)
+
+
+@pytest.mark.parametrize("version", ["2.0.5", "2.0", "latest"])
+def test_secretmanager_without_committing_suites_is_refused(version: str) -> None:
+    with pytest.raises(ComposerError, match=f"SecretManager {version}: only 2.0.6 and later"):
+        store_format(version)
+
+
+def test_oaep_wrapping_for_secretmanager_2_0(device: Device) -> None:
+    """2.0.6-2.0.9 unwrap with RSA/ECB/OAEPWithSHA-256AndMGF1Padding: a PKCS#1 v1.5 key
+    cannot, an OAEP-SHA256 one can."""
+    key_id = _openssl_key_id(device.cert_pem)
+    text = secret_response_for(_secrets(), device.cert_pem, "d", RsaWrapping.OAEP_SHA256)
+    entry = next(e for e in json.loads(text)["secrets"] if e["arn"] == ARN_DB)
+    with pytest.raises(DecryptKeyError):
+        _decrypt(entry["encryptedSecretString"], device.key_pem, key_id)
+    plain, _ = _decrypt(entry["encryptedSecretString"], device.key_pem, key_id,
+                        WrappingAlgorithm.RSA_OAEP_SHA256_MGF1)
+    assert plain.decode() == DB_PASSWORD
+
+
+def _config(tlog: str) -> dict[tuple[str, ...], object]:
+    lines, problems = parse_tlog(tlog.encode())
+    assert not problems
+    return effective(lines)
+
+
+def _tlog_line(ts: int, path: list[str], value: object) -> str:
+    return json.dumps({"TS": ts, "TP": path, "W": "changed", "V": value}) + "\n"
+
+
+def test_secret_store_site_reads_the_golden_configuration() -> None:
+    manager = ["services", "aws.greengrass.SecretManager"]
+    tlog = (_tlog_line(1, [*manager, "version"], "2.1.3")
+            + _tlog_line(2, [*manager, "configuration", "cloudSecrets"],
+                         [{"arn": ARN_DB}, {"arn": ARN_BLOB, "labels": ["NEW"]}])
+            + _tlog_line(3, [*manager, "version"], "2.2.6"))  # an update: the newer line wins
+    site = secret_store_site(_config(tlog))
+    assert site.version == "2.2.6"
+    assert site.format.dotted == "services.aws.greengrass.SecretManager.runtime.secretResponse"
+    check_configured(_secrets(), site)
+    narrower = _tlog_line(2, [*manager, "configuration", "cloudSecrets"], [{"arn": ARN_BLOB}])
+    with pytest.raises(ComposerError) as caught:
+        check_configured(_secrets(), secret_store_site(_config(tlog + narrower)))
+    # located at the record in the secrets file, naming the ARN
+    assert str(caught.value).startswith(f"error: secrets.json:1:2: secret {ARN_DB} (AWSCURRENT)")
+    assert "cloudSecrets" in str(caught.value)
+
+
+def test_golden_without_secretmanager_is_refused() -> None:
+    nucleus = _tlog_line(1, ["services", "aws.greengrass.Nucleus", "version"], "2.12.0")
+    with pytest.raises(ComposerError, match="runs no aws.greengrass.SecretManager"):
+        secret_store_site(_config(nucleus))

@@ -37,7 +37,7 @@ for f in crypto/Crypter.java crypto/RSAMasterKey.java crypto/MasterKey.java cryp
 done
 # KeyChain's one Lombok @Getter, written out (Lombok is not installed)
 sed -i -e '/^import lombok.Getter;/d' -e '/^    @Getter$/d' \
-  -e 's/^\(    private final List<JceMasterKey> keyProviders = new ArrayList<>();\)/\1\n    public List<JceMasterKey> getKeyProviders() { return keyProviders; }/' \
+  -e 's/^\(    private \(final \)\{0,1\}List<JceMasterKey> keyProviders = new ArrayList<>();\)/\1\n    public List<JceMasterKey> getKeyProviders() { return keyProviders; }/' \
   "$pkg/crypto/KeyChain.java"
 
 cat > src/gg/DeviceDecrypt.java <<'EOF'
@@ -78,21 +78,25 @@ public class DeviceDecrypt {
 }
 EOF
 cp=/usr/share/java/bcprov.jar:/usr/share/java/commons-lang3.jar:/usr/share/java/jsr305.jar
-javac -nowarn -d classes -cp "$cp" $(find src -name '*.java') 2>&1 | grep -v '^Note:' || true
-test -f classes/DeviceDecrypt.class
+javac -nowarn -d classes -cp "$cp" $(find src -name '*.java') > javac.txt 2>&1 || {
+  cat javac.txt; exit 1; }
 
 for device in d1 d2; do
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$device.key" -out "$device.crt" \
     -subj "/CN=$device" -days 1 2>/dev/null
 done
 
-# composer's side: the secrets (a UTF-8 string and a multi-frame binary) encrypted for d1
-PYTHONPATH="$here" python3 - <<'EOF'
+# composer's side: the secrets (a UTF-8 string and a multi-frame binary) encrypted for d1, wrapped
+# as SecretManager's version at SM_REV unwraps them
+# (SM_VERSION overrides: the newest tag reachable from a branch head can be an older release's)
+version=${SM_VERSION:-$(git -C "$sm" describe --tags "$sm_rev" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)}
+SM_VERSION=$version PYTHONPATH="$here" python3 - <<'EOF'
 import base64
 import json
+import os
 from pathlib import Path
 
-from composer.personalize.secrets import load_secrets, secret_response_for
+from composer.personalize.secrets import load_secrets, secret_response_for, store_format
 
 prefix = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:"
 blob = bytes(range(256)) * 200  # 51,200 bytes: thirteen 4 KiB frames
@@ -104,7 +108,9 @@ records = [
      "CreatedDate": 1700000000},
 ]
 secrets = load_secrets(json.dumps(records).encode(), "crosscheck")
-store = json.loads(secret_response_for(secrets, Path("d1.crt").read_bytes(), "d1"))
+wrapping = store_format(os.environ["SM_VERSION"]).wrapping
+print(f"SecretManager {os.environ['SM_VERSION']}: data keys wrapped with {wrapping.value}")
+store = json.loads(secret_response_for(secrets, Path("d1.crt").read_bytes(), "d1", wrapping))
 lines = [f"{e['arn']}\t{e.get('encryptedSecretString') or e['encryptedSecretBinary']}"
          for e in store["secrets"]]
 Path("d1.tsv").write_text("\n".join(lines) + "\n")

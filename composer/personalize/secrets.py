@@ -17,6 +17,11 @@ ciphertext is (LocalStoreMap.encryptAWSResponse, crypto/Crypter.java, crypto/RSA
 - encryption context {"Context": <secret ARN>}, which Crypter.decrypt checks on the device;
 - of the secret's UTF-8 string or its raw binary; then standard base64 of the message.
 
+Older versions differ (store_format): before 2.1.4 the store sat at
+services.aws.greengrass.SecretManager.secretResponse; 2.0.6 to 2.0.9 wrapped data keys with
+RSA/ECB/OAEPWithSHA-256AndMGF1Padding; 2.0.5 pinned the Java SDK 1.6.2, which reads no committing
+suite, and is refused.
+
 The key pair is the device identity (LocalStoreMap.loadCrypter): the certificate at
 system.certificateFilePath and the private key at system.privateKeyPath (file or PKCS#11). Only
 RSA works: JceMasterKey with RSA/ECB/PKCS1Padding cannot wrap with an EC key. Wrapping needs only
@@ -37,7 +42,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -50,8 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from composer.errors import ComposerError, Loc
 
-# the config key the secret store lives under (FileSecretStore.java; SecretManager >= 2.1.4)
-SECRET_RESPONSE_KEY = "services.aws.greengrass.SecretManager.runtime.secretResponse"
+SECRET_MANAGER = ("services", "aws.greengrass.SecretManager")
 KEY_PROVIDER_ID = "gg:secrets"  # RSAMasterKey.KEY_PROVIDER
 CONTEXT_KEY = "Context"  # Crypter.CONTEXT_STR
 SUITE_ID = 0x0578  # ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384
@@ -327,12 +331,81 @@ def _check_unique(secrets: list[PlaintextSecret]) -> None:
                                 f"(first at {first.loc})", secret.loc)
 
 
-# --- what SecretManager keeps -------------------------------------------------------------------
+# --- where and how a SecretManager version keeps its store -------------------------------------
 
-# where the component's configuration lists the secrets it syncs (SecretManagerService.SECRETS_TOPIC
-# under the component's `configuration`), and the label it always adds (SecretManager.LATEST_LABEL)
-CLOUD_SECRETS_KEY = "services.aws.greengrass.SecretManager.configuration.cloudSecrets"
+
+class RsaWrapping(Enum):
+    """RSAMasterKey.WRAPPING_ALGO, the JCE transformation wrapping each data key."""
+
+    PKCS1 = "RSA/ECB/PKCS1Padding"  # SecretManager 2.1.0 and later (commit c7e645d)
+    # 2.0.6 to 2.0.9; the Java SDK's RsaJceKeyCipher uses MGF1 with the same hash
+    OAEP_SHA256 = "RSA/ECB/OAEPWithSHA-256AndMGF1Padding"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFormat:
+    """Where one SecretManager version keeps secretResponse, and how it unwraps data keys."""
+
+    path: tuple[str, ...]  # config key path, as the nucleus spells it
+    wrapping: RsaWrapping
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+# the label SecretManager always syncs, configured or not (SecretManager.LATEST_LABEL)
 ALWAYS_SYNCED_LABEL = "AWSCURRENT"
+
+
+def store_format(version: str) -> StoreFormat:
+    """The store of SecretManager `version` (its tags in aws-greengrass-secret-manager)."""
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    if len(numbers) < 3 or numbers < (2, 0, 6):
+        # 2.0.5 pins the Encryption SDK for Java 1.6.2, which reads no committing suite
+        raise ComposerError(
+            f"aws.greengrass.SecretManager {version}: only 2.0.6 and later read secrets "
+            "encrypted with a key-committing suite", hint="deploy a newer SecretManager to the "
+            "golden device, or personalize without --secrets")
+    # the store moved under `runtime` in 2.1.4 (commit 8a11ab2, FileSecretDao.java)
+    path = (*SECRET_MANAGER, "runtime", "secretResponse") if numbers >= (2, 1, 4) else (
+        *SECRET_MANAGER, "secretResponse")
+    wrapping = RsaWrapping.PKCS1 if numbers >= (2, 1, 0) else RsaWrapping.OAEP_SHA256
+    return StoreFormat(path, wrapping)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretStoreSite:
+    """What the golden device's configuration says about its SecretManager."""
+
+    version: str
+    format: StoreFormat
+    cloud_secrets: object  # configuration.cloudSecrets: a list of {"arn", "labels"} when valid
+
+
+def secret_store_site(config: Mapping[tuple[str, ...], Any]) -> SecretStoreSite:
+    """SecretManager's version and configured secrets in `config`, the golden device's effective
+    configuration keyed by lower-cased paths (composer.rules.tlog.effective)."""
+    component = tuple(part.lower() for part in SECRET_MANAGER)
+    version = config.get((*component, "version"))
+    if not isinstance(version, str):
+        raise ComposerError(
+            "the golden device runs no aws.greengrass.SecretManager: the secrets would have no "
+            "component to read them", hint="deploy SecretManager to the golden device (with the "
+            "secrets in its cloudSecrets), or personalize without --secrets")
+    # SecretManagerService.SECRETS_TOPIC under the component's configuration
+    cloud_secrets = config.get((*component, "configuration", "cloudsecrets"))
+    return SecretStoreSite(version, store_format(version), cloud_secrets)
+
+
+def check_configured(secrets: Iterable[PlaintextSecret], site: SecretStoreSite) -> None:
+    """A located error for the first secret SecretManager would drop at its first start."""
+    for secret in not_configured(secrets, site.cloud_secrets):
+        raise ComposerError(
+            f"secret {secret.arn} ({', '.join(secret.version_stages)}) is not in the golden "
+            "device's SecretManager configuration: SecretManager would drop it at its first start",
+            secret.loc, hint="add it to cloudSecrets (arn, and labels unless AWSCURRENT) in the "
+            "deployment that made the golden device")
 
 
 def not_configured(secrets: Iterable[PlaintextSecret],
@@ -394,10 +467,12 @@ def _key_kind(public_key: object) -> str:
 
 
 def secret_response_for(secrets: Iterable[PlaintextSecret], device_cert_pem: bytes,
-                        device: str = "") -> str:
+                        device: str = "", wrapping: RsaWrapping = RsaWrapping.PKCS1) -> str:
     """The secretResponse value for one device: every secret encrypted for the key in its
-    certificate. Each call draws fresh data keys, so two calls never give the same text; a
-    caller that must write one device's value twice (patch and full image) calls this once."""
+    certificate, its data key wrapped as the golden device's SecretManager unwraps it
+    (store_format(version).wrapping). Each call draws fresh data keys, so two calls never give
+    the same text; a caller that must write one device's value twice (patch and full image)
+    calls this once."""
     # imported here: the SDK pulls in boto3, which only a personalization with secrets needs
     import aws_encryption_sdk
     from aws_encryption_sdk.identifiers import (
@@ -409,11 +484,13 @@ def secret_response_for(secrets: Iterable[PlaintextSecret], device_cert_pem: byt
     from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
     from aws_encryption_sdk.key_providers.raw import RawMasterKey
 
+    python_wrapping = {RsaWrapping.PKCS1: WrappingAlgorithm.RSA_PKCS1,
+                        RsaWrapping.OAEP_SHA256: WrappingAlgorithm.RSA_OAEP_SHA256_MGF1}
     key = device_key(device_cert_pem, device)
     master_key = RawMasterKey(
         provider_id=KEY_PROVIDER_ID,
         key_id=key.key_id.encode("ascii"),
-        wrapping_key=WrappingKey(wrapping_algorithm=WrappingAlgorithm.RSA_PKCS1,
+        wrapping_key=WrappingKey(wrapping_algorithm=python_wrapping[wrapping],
                                  wrapping_key=key.public_key_pem,
                                  wrapping_key_type=EncryptionKeyType.PUBLIC),
     )
