@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from composer.errors import ComposerError
+from composer.errors import ComposerError, Loc
 from composer.personalize.secrets import (
+    LineSecrets,
     PlaintextSecret,
     RsaWrapping,
     SecretKind,
@@ -481,3 +482,25 @@ def test_golden_without_secretmanager_is_refused() -> None:
     nucleus = _tlog_line(1, ["services", "aws.greengrass.Nucleus", "version"], "2.12.0")
     with pytest.raises(ComposerError, match="runs no aws.greengrass.SecretManager"):
         secret_store_site(_config(nucleus))
+
+
+def test_line_secrets_give_each_device_its_store(device: Device) -> None:
+    manager = ["services", "aws.greengrass.SecretManager"]
+    config = _config(_tlog_line(1, [*manager, "version"], "2.1.8")
+                     + _tlog_line(2, [*manager, "configuration", "cloudSecrets"],
+                                  [{"arn": ARN_DB}, {"arn": ARN_BLOB}]))
+    line = LineSecrets(_secrets())
+    record = Loc("devices.csv", 3, 1)
+    values = line.values_for(config, "line-device-1", device.cert_pem, record)
+    (path, text), = values.items()
+    assert path == ("services", "aws.greengrass.SecretManager", "runtime", "secretResponse")
+    entry = next(e for e in json.loads(text)["secrets"] if e["arn"] == ARN_DB)
+    key_id = _openssl_key_id(device.cert_pem)
+    assert _decrypt(entry["encryptedSecretString"], device.key_pem, key_id)[0].decode() \
+        == DB_PASSWORD
+    with pytest.raises(ComposerError, match=r"devices.csv:3:1: device d9: --secrets needs"):
+        line.check_device("d9", None, record)
+    ec_device = _device("ec", ec.generate_private_key(ec.SECP384R1()))
+    with pytest.raises(ComposerError, match=r"devices.csv:3:1: device d8: its certificate holds "
+                                            r"an EC \(secp384r1\) key"):
+        line.values_for(config, "d8", ec_device.cert_pem, record)

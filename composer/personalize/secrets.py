@@ -430,9 +430,10 @@ def not_configured(secrets: Iterable[PlaintextSecret],
 # --- the device key ---------------------------------------------------------------------------
 
 
-def device_key(certificate: bytes, device: str) -> DeviceKey:
+def device_key(certificate: bytes, device: str, loc: Loc | None = None) -> DeviceKey:
     """The RSA public key of a device certificate (PEM, the first certificate of the file, or
-    DER), named as RSAMasterKey names it. An EC or other key is refused, naming the device."""
+    DER), named as RSAMasterKey names it. An EC or other key is refused, naming the device
+    (and `loc`, its record)."""
     try:
         if b"-----BEGIN" in certificate:
             cert = x509.load_pem_x509_certificates(certificate)[0]
@@ -440,16 +441,16 @@ def device_key(certificate: bytes, device: str) -> DeviceKey:
             cert = x509.load_der_x509_certificate(certificate)
     except ValueError:
         raise ComposerError(f"device {device}: its certificate is not an X.509 certificate "
-                            "(PEM or DER)") from None
+                            "(PEM or DER)", loc) from None
     public_key = cert.public_key()
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise ComposerError(
             f"device {device}: its certificate holds {_key_kind(public_key)} key, and Greengrass "
-            "SecretManager encrypts its secrets only for RSA device keys",
+            "SecretManager encrypts its secrets only for RSA device keys", loc,
             hint="give this device an RSA key and certificate, or personalize it without --secrets")
     if public_key.key_size < MIN_RSA_BITS:
         raise ComposerError(f"device {device}: its RSA key has {public_key.key_size} bits; AWS "
-                            f"IoT accepts {MIN_RSA_BITS} or more")
+                            f"IoT accepts {MIN_RSA_BITS} or more", loc)
     spki = public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
     pem = public_key.public_bytes(serialization.Encoding.PEM,
@@ -467,7 +468,8 @@ def _key_kind(public_key: object) -> str:
 
 
 def secret_response_for(secrets: Iterable[PlaintextSecret], device_cert_pem: bytes,
-                        device: str = "", wrapping: RsaWrapping = RsaWrapping.PKCS1) -> str:
+                        device: str = "", wrapping: RsaWrapping = RsaWrapping.PKCS1,
+                        loc: Loc | None = None) -> str:
     """The secretResponse value for one device: every secret encrypted for the key in its
     certificate, its data key wrapped as the golden device's SecretManager unwraps it
     (store_format(version).wrapping). Each call draws fresh data keys, so two calls never give
@@ -486,7 +488,7 @@ def secret_response_for(secrets: Iterable[PlaintextSecret], device_cert_pem: byt
 
     python_wrapping = {RsaWrapping.PKCS1: WrappingAlgorithm.RSA_PKCS1,
                         RsaWrapping.OAEP_SHA256: WrappingAlgorithm.RSA_OAEP_SHA256_MGF1}
-    key = device_key(device_cert_pem, device)
+    key = device_key(device_cert_pem, device, loc)
     master_key = RawMasterKey(
         provider_id=KEY_PROVIDER_ID,
         key_id=key.key_id.encode("ascii"),
@@ -514,3 +516,33 @@ def secret_response_for(secrets: Iterable[PlaintextSecret], device_cert_pem: byt
             "createdDate": secret.created_date_ms,
         })
     return json.dumps({"secrets": entries}, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- one personalization run ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LineSecrets:
+    """The `--secrets` of one personalization run: checks each device up front, then gives each
+    device its configuration value (composer.personalize.device.Tailor sets it like a record's)."""
+
+    secrets: tuple[PlaintextSecret, ...]
+
+    def check_device(self, device: str, certificate: bytes | None, loc: Loc | None) -> None:
+        """Refuse, before anything is written, a device the secrets cannot be encrypted for."""
+        if certificate is None:
+            raise ComposerError(f"device {device}: --secrets needs the device's certificate, and "
+                                "its record gives none", loc,
+                                hint="give every device record a certificate")
+        device_key(certificate, device, loc)
+
+    def values_for(self, golden_config: Mapping[tuple[str, ...], Any], device: str,
+                   certificate: bytes | None, loc: Loc | None) -> dict[tuple[str, ...], str]:
+        """{config path: value} that gives `device` the secrets: SecretManager's store, made
+        for its certificate as the golden device's SecretManager version reads it."""
+        site = secret_store_site(golden_config)
+        check_configured(self.secrets, site)
+        self.check_device(device, certificate, loc)
+        assert certificate is not None
+        return {site.format.path: secret_response_for(self.secrets, certificate, device,
+                                                      site.format.wrapping, loc)}
