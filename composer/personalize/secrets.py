@@ -410,10 +410,11 @@ def check_configured(secrets: Iterable[PlaintextSecret], site: SecretStoreSite) 
 
 def not_configured(secrets: Iterable[PlaintextSecret],
                    cloud_secrets: object) -> tuple[PlaintextSecret, ...]:
-    """The secrets SecretManager would drop from its store at its first start: at install it
-    keeps only the versions whose ARN contains a configured `arn` and that carry one of that
-    entry's `labels` or AWSCURRENT (SecretManager.syncFromCloud -> LocalStoreMap.syncWithConfig
-    -> save, SecretManager.getSecretConfiguration). `cloud_secrets` is the golden device's
+    """The secrets SecretManager would drop from its store at its first start: at install, online
+    or not, it keeps only the versions whose ARN contains a configured `arn` and that carry one
+    of that entry's `labels` or AWSCURRENT (SecretManagerService.install -> serviceChanged ->
+    SecretManager.syncFromCloud -> LocalStoreMap.syncWithConfig -> save;
+    SecretManager.getSecretConfiguration). `cloud_secrets` is the golden device's
     configured value (a list of {"arn", "labels"}); anything else keeps nothing."""
     configured: list[tuple[str, frozenset[str]]] = []
     for entry in cloud_secrets if isinstance(cloud_secrets, list) else []:
