@@ -489,9 +489,9 @@ def test_line_secrets_give_each_device_its_store(device: Device) -> None:
     config = _config(_tlog_line(1, [*manager, "version"], "2.1.8")
                      + _tlog_line(2, [*manager, "configuration", "cloudSecrets"],
                                   [{"arn": ARN_DB}, {"arn": ARN_BLOB}]))
-    line = LineSecrets(_secrets())
+    line = LineSecrets.for_golden(_secrets(), config)
     record = Loc("devices.csv", 3, 1)
-    values = line.values_for(config, "line-device-1", device.cert_pem, record)
+    values = line.values_for("line-device-1", device.cert_pem, record)
     (path, text), = values.items()
     assert path == ("services", "aws.greengrass.SecretManager", "runtime", "secretResponse")
     entry = next(e for e in json.loads(text)["secrets"] if e["arn"] == ARN_DB)
@@ -503,4 +503,10 @@ def test_line_secrets_give_each_device_its_store(device: Device) -> None:
     ec_device = _device("ec", ec.generate_private_key(ec.SECP384R1()))
     with pytest.raises(ComposerError, match=r"devices.csv:3:1: device d8: its certificate holds "
                                             r"an EC \(secp384r1\) key"):
-        line.values_for(config, "d8", ec_device.cert_pem, record)
+        line.values_for("d8", ec_device.cert_pem, record)
+    # bound to the golden device: one whose configuration lists only the blob is refused
+    narrow = _config(_tlog_line(1, [*manager, "version"], "2.1.8")
+                     + _tlog_line(2, [*manager, "configuration", "cloudSecrets"],
+                                  [{"arn": ARN_BLOB}]))
+    with pytest.raises(ComposerError, match=f"secret {ARN_DB} .* not in the golden"):
+        LineSecrets.for_golden(_secrets(), narrow)

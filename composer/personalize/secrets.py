@@ -524,26 +524,36 @@ def secret_response_for(secrets: Iterable[PlaintextSecret], device_cert_pem: byt
 
 @dataclass(frozen=True, slots=True)
 class LineSecrets:
-    """The `--secrets` of one personalization run: checks each device up front, then gives each
-    device its configuration value (composer.personalize.device.Tailor sets it like a record's)."""
+    """The `--secrets` of one personalization run, bound to the golden device's SecretManager by
+    for_golden, which refuses what it could not keep; then each device's value, checked first
+    for every device (check_device) so that a refusal comes before anything is written."""
 
     secrets: tuple[PlaintextSecret, ...]
+    site: SecretStoreSite
+
+    @classmethod
+    def for_golden(cls, secrets: tuple[PlaintextSecret, ...],
+                   golden_config: Mapping[tuple[str, ...], Any]) -> LineSecrets:
+        """`golden_config`: the golden device's effective configuration (lower-cased keys, as
+        composer.rules.tlog.effective gives it)."""
+        site = secret_store_site(golden_config)
+        check_configured(secrets, site)
+        return cls(secrets, site)
 
     def check_device(self, device: str, certificate: bytes | None, loc: Loc | None) -> None:
-        """Refuse, before anything is written, a device the secrets cannot be encrypted for."""
+        """Refuse a device the secrets cannot be encrypted for."""
         if certificate is None:
             raise ComposerError(f"device {device}: --secrets needs the device's certificate, and "
                                 "its record gives none", loc,
                                 hint="give every device record a certificate")
         device_key(certificate, device, loc)
 
-    def values_for(self, golden_config: Mapping[tuple[str, ...], Any], device: str,
-                   certificate: bytes | None, loc: Loc | None) -> dict[tuple[str, ...], str]:
+    def values_for(self, device: str, certificate: bytes | None,
+                   loc: Loc | None) -> dict[tuple[str, ...], str]:
         """{config path: value} that gives `device` the secrets: SecretManager's store, made
-        for its certificate as the golden device's SecretManager version reads it."""
-        site = secret_store_site(golden_config)
-        check_configured(self.secrets, site)
+        for its certificate as the golden device's SecretManager version reads it. Call once
+        per device and run (every call draws new data keys)."""
         self.check_device(device, certificate, loc)
         assert certificate is not None
-        return {site.format.path: secret_response_for(self.secrets, certificate, device,
-                                                      site.format.wrapping, loc)}
+        return {self.site.format.path: secret_response_for(
+            self.secrets, certificate, device, self.site.format.wrapping, loc)}
