@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from composer.check.planted import stamp_wallclock
 from composer.check.provenance import provenance
@@ -86,6 +86,15 @@ class Plan:
     epoch_origin: EpochOrigin = EpochOrigin.LAYOUT
 
 
+class Tailor(Protocol):
+    """A change of the whole build for one device (composer/personalize/device.py): the layout
+    before anything is read, and the device tree once the rules made it."""
+
+    def layout(self, layout: Layout) -> Layout: ...
+
+    def tree(self, asm: Assembly, layout: Layout) -> None: ...
+
+
 class Events:
     """Progress hooks; the CLI draws them, tests ignore them."""
 
@@ -101,7 +110,8 @@ class Events:
 
 def plan(layout_path: Path, epoch_override: int | None = None,
          events: Events | None = None,
-         override_origin: EpochOrigin = EpochOrigin.OPTION) -> Plan:
+         override_origin: EpochOrigin = EpochOrigin.OPTION,
+         tailor: Tailor | None = None) -> Plan:
     """Everything up to writing: validate, scan sources, apply rules, route, check.
 
     Reads the layout and the sources (metadata, and the few small files the rules edit); writes
@@ -109,6 +119,8 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     events = events or Events()
     start = time.monotonic()
     layout = load_layout(layout_path)
+    if tailor is not None:
+        layout = tailor.layout(layout)
     log.debug("loaded %s: %d partitions, outputs %s", layout_path, len(layout.partitions),
               ", ".join(layout.outputs) or "none")
     events.step("scanning sources")
@@ -122,6 +134,9 @@ def plan(layout_path: Path, epoch_override: int | None = None,
         for warning in source.warnings:
             asm.report.warn(warning)
     tree = _assemble(layout, asm)
+    if tailor is not None:
+        tailor.tree(asm, layout)
+        raise_all(asm.errors)
     routing = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
     raise_all(list(routing.errors))
     for name, entries in routing.partitions.items():

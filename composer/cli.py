@@ -386,6 +386,56 @@ def reproduce_command(
     raise typer.Exit(0 if report.identical else 1)
 
 
+@app.command("personalize")
+def personalize_command(
+    target: Annotated[Path, typer.Argument(
+        help="the golden build folder; with --apply, the image or device to patch",
+        metavar="BUILD_DIR|TARGET", show_default=False)],
+    devices: Annotated[Path | None, typer.Option(
+        "--devices", help="device records: CSV with a header row, or JSON lines",
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="output folder",
+                                             show_default=False)] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="keep each device's complete build (OUT/ID/full) beside its patches")
+    ] = False,
+    layout: Annotated[Path | None, typer.Option(
+        "--layout", help="the golden build's layout (default: the recorded file name, in the "
+        "current folder)", show_default=False)] = None,
+    apply: Annotated[Path | None, typer.Option(
+        "--apply", help="write this patch onto TARGET, after checking it holds the golden "
+        "bytes", metavar="PATCH", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Make each device's images and block patches from a golden build, or apply a patch."""
+    from composer.personalize.patch import apply_patch
+    from composer.personalize.run import open_golden, personalize
+
+    _set_globals(quiet, debug)
+    if apply is not None:
+        if devices is not None or out is not None or full or layout is not None:
+            raise _bad_argument("--apply takes only PATCH and TARGET")
+        header = apply_patch(apply, target)
+        _say(f"{target}: applied {apply} ({len(header.runs)} runs, "
+             f"{human_size(header.payload_bytes)}) for device {header.device}")
+        return
+    if devices is None or out is None:
+        raise _bad_argument("personalize needs --devices FILE and -o OUT")
+    if not target.is_dir():
+        raise _bad_argument(f"{target} is not a build folder")
+    golden = open_golden(target, layout)
+    events = _CliEvents()
+    try:
+        results = personalize(golden, devices, out, full, events=events)
+    finally:
+        events.close()
+    for result in results:
+        size = sum(p.blocks for p in result.patches) * 4096
+        _say(f"device {result.device}: {len(result.patches)} patches, {human_size(size)} of "
+             f"blocks{', full build in ' + str(out / result.full) if result.full else ''}")
+
+
 @app.command("inspect")
 def inspect_command(
     image: Annotated[Path, typer.Argument(help="a disk, tar, ext4 or vfat image", metavar="IMAGE")],

@@ -1,0 +1,230 @@
+"""Block patches: the 4 KiB blocks of an image that differ between the golden build and one
+device's build, with their new bytes and the sha256 of the old and new bytes of every run.
+
+File format (docs/personalize.md "Patch format"), version 1:
+
+    line 1   b"composer-patch 1\\n"
+    line 2   one JSON object and b"\\n": {"image", "device", "block_size", "size",
+             "golden_sha256", "patched_sha256", "runs": [{"block", "count", "old_sha256",
+             "new_sha256"}, ...]}, runs sorted by block and not touching
+    then     the new bytes of every run, in the order of "runs", count * block_size each
+
+`apply_patch` writes a patch onto an image file or a block device: it first reads every run's
+old bytes and refuses (writing nothing) unless each one's sha256 is the golden one, so a patch
+never lands on another build or a device flashed with something else; then it writes the runs
+and reads them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from composer.errors import ComposerError
+
+MAGIC = b"composer-patch 1\n"
+BLOCK = 4096  # the bmap's block: a flashed device is written in these
+CHUNK = 1 << 20
+MAX_HEADER = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    block: int
+    count: int
+    old_sha256: str
+    new_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatchHeader:
+    image: str
+    device: str
+    block_size: int
+    size: int
+    golden_sha256: str
+    patched_sha256: str
+    runs: tuple[Run, ...]
+
+    def to_json(self) -> bytes:
+        obj = {"image": self.image, "device": self.device, "block_size": self.block_size,
+               "size": self.size, "golden_sha256": self.golden_sha256,
+               "patched_sha256": self.patched_sha256,
+               "runs": [{"block": r.block, "count": r.count, "old_sha256": r.old_sha256,
+                         "new_sha256": r.new_sha256} for r in self.runs]}
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(r.count for r in self.runs) * self.block_size
+
+
+def _data_ranges(f: BinaryIO, size: int) -> list[tuple[int, int]]:
+    """The byte ranges of a sparse file that may hold data (everything else is a hole)."""
+    fd = f.fileno()
+    ranges = []
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError:
+            break  # no data after offset
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        ranges.append((start, min(end, size)))
+        offset = end
+    return ranges
+
+
+def _union_blocks(a: list[tuple[int, int]], b: list[tuple[int, int]],
+                  size: int) -> Iterator[tuple[int, int]]:
+    """Block-aligned ranges covering the data of either file, merged."""
+    spans = sorted((s // BLOCK * BLOCK, min(-(-e // BLOCK) * BLOCK, size)) for s, e in a + b)
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    yield from merged
+
+
+def diff_blocks(golden: Path, patched: Path) -> list[tuple[int, int]]:
+    """(first block, count) of every run of 4 KiB blocks whose bytes differ; holes read as
+    zeros, and ranges that are holes in both files are not read."""
+    size = golden.stat().st_size
+    if patched.stat().st_size != size:
+        raise ComposerError(f"{patched.name} is {patched.stat().st_size} bytes but the golden "
+                            f"one is {size}: a device build must keep every image's size",
+                            hint="a personalized image must not need more space than golden")
+    runs: list[tuple[int, int]] = []
+    with golden.open("rb") as g, patched.open("rb") as p:
+        for start, end in _union_blocks(_data_ranges(g, size), _data_ranges(p, size), size):
+            g.seek(start)
+            p.seek(start)
+            offset = start
+            while offset < end:
+                n = min(CHUNK, end - offset)
+                a, b = g.read(n), p.read(n)
+                if a != b:
+                    for i in range(0, n, BLOCK):
+                        if a[i:i + BLOCK] != b[i:i + BLOCK]:
+                            block = (offset + i) // BLOCK
+                            if runs and runs[-1][0] + runs[-1][1] == block:
+                                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+                            else:
+                                runs.append((block, 1))
+                offset += n
+    return runs
+
+
+def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:
+    f.seek(offset)
+    data = f.read(n)
+    return data + bytes(n - len(data))
+
+
+def make_patch(golden: Path, patched: Path, out: Path, device: str, golden_sha256: str,
+               patched_sha256: str) -> PatchHeader:
+    """Write the patch that turns `golden` into `patched` to `out` (mode 0600)."""
+    blocks = diff_blocks(golden, patched)
+    runs = []
+    with golden.open("rb") as g, patched.open("rb") as p:
+        for block, count in blocks:
+            offset, n = block * BLOCK, count * BLOCK
+            runs.append(Run(block, count, hashlib.sha256(_read_at(g, offset, n)).hexdigest(),
+                            hashlib.sha256(_read_at(p, offset, n)).hexdigest()))
+        header = PatchHeader(golden.name, device, BLOCK, golden.stat().st_size, golden_sha256,
+                             patched_sha256, tuple(runs))
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC)
+            f.write(header.to_json())
+            for run in runs:
+                f.write(_read_at(p, run.block * BLOCK, run.count * BLOCK))
+    return header
+
+
+def read_header(f: BinaryIO, where: str) -> PatchHeader:
+    if f.read(len(MAGIC)) != MAGIC:
+        raise ComposerError(f"{where} is not a composer patch (no 'composer-patch 1' line)",
+                            hint="give a .patch file that compose personalize wrote")
+    line = f.readline(MAX_HEADER)
+    try:
+        obj = json.loads(line)
+        runs = tuple(Run(int(r["block"]), int(r["count"]), str(r["old_sha256"]),
+                         str(r["new_sha256"])) for r in obj["runs"])
+        header = PatchHeader(str(obj["image"]), str(obj["device"]), int(obj["block_size"]),
+                             int(obj["size"]), str(obj["golden_sha256"]),
+                             str(obj["patched_sha256"]), runs)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ComposerError(f"{where}: the patch header is damaged ({exc.__class__.__name__})",
+                            hint="write the patch again") from None
+    end = 0
+    for run in header.runs:
+        if run.count <= 0 or run.block < end or (run.block + run.count) * header.block_size \
+                > header.size:
+            raise ComposerError(f"{where}: run at block {run.block} is out of order or outside "
+                                f"the {header.size}-byte image", hint="write the patch again")
+        end = run.block + run.count
+    return header
+
+
+def _target_size(target: Path) -> int:
+    st = target.stat()
+    if stat.S_ISBLK(st.st_mode):
+        with target.open("rb") as f:
+            return f.seek(0, os.SEEK_END)
+    return st.st_size
+
+
+def apply_patch(patch: Path, target: Path) -> PatchHeader:
+    """Write `patch` onto `target` (an image or a block device) after checking that every run
+    of the target holds the golden bytes; nothing is written when one does not."""
+    with patch.open("rb") as f:
+        header = read_header(f, str(patch))
+        payload_start = f.tell()
+        if os.fstat(f.fileno()).st_size != payload_start + header.payload_bytes:
+            raise ComposerError(f"{patch} holds {os.fstat(f.fileno()).st_size - payload_start} "
+                                f"bytes of blocks, its header says {header.payload_bytes}",
+                                hint="the patch is truncated or damaged; copy it again")
+        size = _target_size(target)
+        if size < header.size:
+            raise ComposerError(f"{target} is {size} bytes, smaller than the {header.size}-byte "
+                                f"{header.image} the patch is for", hint="is this the right "
+                                "target?")
+        bs = header.block_size
+        with target.open("r+b") as t:
+            for run in header.runs:
+                old = _read_at(t, run.block * bs, run.count * bs)
+                if hashlib.sha256(old).hexdigest() != run.old_sha256:
+                    raise ComposerError(
+                        f"{target}: blocks {run.block}-{run.block + run.count - 1} do not hold "
+                        f"the golden {header.image} bytes the patch was made against; nothing "
+                        "was written", hint="flash the golden image of this build first (or "
+                        "the patch was already applied)")
+            offset = payload_start
+            for run in header.runs:
+                f.seek(offset)
+                new = f.read(run.count * bs)
+                if hashlib.sha256(new).hexdigest() != run.new_sha256:
+                    raise ComposerError(f"{patch}: the bytes of run at block {run.block} do not "
+                                        "match their sha256", hint="the patch is damaged")
+                offset += len(new)
+            f.seek(payload_start)
+            for run in header.runs:
+                t.seek(run.block * bs)
+                t.write(f.read(run.count * bs))
+            t.flush()
+            os.fsync(t.fileno())
+            for run in header.runs:
+                if hashlib.sha256(_read_at(t, run.block * bs, run.count * bs)).hexdigest() \
+                        != run.new_sha256:
+                    raise ComposerError(f"{target}: blocks at {run.block} read back differently "
+                                        "after writing", hint="the device may be failing")
+    return header
