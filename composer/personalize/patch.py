@@ -6,17 +6,24 @@ File format (docs/personalize.md "Patch format"), version 1:
     line 1   b"composer-patch 1\\n"
     line 2   one JSON object and b"\\n": {"image", "device", "block_size", "size",
              "golden_sha256", "patched_sha256", "runs": [{"block", "count", "old_sha256",
-             "new_sha256"}, ...]}, runs sorted by block and not touching
+             "new_sha256"}, ...]}, runs sorted by block and not overlapping
     then     the new bytes of every run, in the order of "runs", count * block_size each
 
+A run holds the blocks whose bytes differ, and also every block the device's block map (its
+.bmap) maps but the golden one does not: flashing the golden image with bmaptool skipped those,
+so a flashed device holds old bytes there even where the two images both read zeros. A run
+lies wholly inside or wholly outside the golden block map; outside, its `old_sha256` is null,
+since nothing defines those bytes on a flashed device.
+
 `apply_patch` writes a patch onto an image file or a block device: it first reads every run's
-old bytes and refuses (writing nothing) unless each one's sha256 is the golden one, so a patch
-never lands on another build or a device flashed with something else; then it writes the runs
-and reads them back.
+old bytes and refuses (writing nothing) unless each one's sha256 is the golden one (null: not
+checked), so a patch never lands on another build or a device flashed with something else;
+then it writes the runs and reads them back.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -38,7 +45,7 @@ MAX_HEADER = 64 << 20
 class Run:
     block: int
     count: int
-    old_sha256: str
+    old_sha256: str | None  # None: the golden block map leaves these blocks out
     new_sha256: str
 
 
@@ -94,15 +101,15 @@ def _union_blocks(a: list[tuple[int, int]], b: list[tuple[int, int]],
     yield from merged
 
 
-def diff_blocks(golden: Path, patched: Path) -> list[tuple[int, int]]:
-    """(first block, count) of every run of 4 KiB blocks whose bytes differ; holes read as
-    zeros, and ranges that are holes in both files are not read."""
+def diff_blocks(golden: Path, patched: Path) -> set[int]:
+    """Every 4 KiB block whose bytes differ; holes read as zeros, and ranges that are holes in
+    both files are not read."""
     size = golden.stat().st_size
     if patched.stat().st_size != size:
         raise ComposerError(f"{patched.name} is {patched.stat().st_size} bytes but the golden "
                             f"one is {size}: a device build must keep every image's size",
                             hint="a personalized image must not need more space than golden")
-    runs: list[tuple[int, int]] = []
+    blocks: set[int] = set()
     with golden.open("rb") as g, patched.open("rb") as p:
         for start, end in _union_blocks(_data_ranges(g, size), _data_ranges(p, size), size):
             g.seek(start)
@@ -112,14 +119,34 @@ def diff_blocks(golden: Path, patched: Path) -> list[tuple[int, int]]:
                 n = min(CHUNK, end - offset)
                 a, b = g.read(n), p.read(n)
                 if a != b:
-                    for i in range(0, n, BLOCK):
-                        if a[i:i + BLOCK] != b[i:i + BLOCK]:
-                            block = (offset + i) // BLOCK
-                            if runs and runs[-1][0] + runs[-1][1] == block:
-                                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-                            else:
-                                runs.append((block, 1))
+                    blocks.update((offset + i) // BLOCK for i in range(0, n, BLOCK)
+                                  if a[i:i + BLOCK] != b[i:i + BLOCK])
                 offset += n
+    return blocks
+
+
+BlockRanges = tuple[tuple[int, int], ...]  # (first, last) 4 KiB blocks, inclusive: a bmap's
+
+
+def _mapped(ranges: BlockRanges, block: int) -> bool:
+    i = bisect.bisect_right(ranges, (block, 1 << 62)) - 1
+    return i >= 0 and ranges[i][0] <= block <= ranges[i][1]
+
+
+def patch_runs(blocks: set[int], golden_map: BlockRanges,
+               device_map: BlockRanges) -> list[tuple[int, int, bool]]:
+    """(first block, count, mapped in golden) of the blocks a patch must write: those that
+    differ, and those only the device maps; split where the golden map starts or ends."""
+    wanted = set(blocks)
+    for first, last in device_map:
+        wanted.update(b for b in range(first, last + 1) if not _mapped(golden_map, b))
+    runs: list[tuple[int, int, bool]] = []
+    for block in sorted(wanted):
+        mapped = _mapped(golden_map, block)
+        if runs and runs[-1][0] + runs[-1][1] == block and runs[-1][2] == mapped:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, mapped)
+        else:
+            runs.append((block, 1, mapped))
     return runs
 
 
@@ -130,14 +157,17 @@ def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:
 
 
 def make_patch(golden: Path, patched: Path, out: Path, device: str, golden_sha256: str,
-               patched_sha256: str) -> PatchHeader:
-    """Write the patch that turns `golden` into `patched` to `out` (mode 0600)."""
-    blocks = diff_blocks(golden, patched)
+               patched_sha256: str, golden_map: BlockRanges,
+               device_map: BlockRanges) -> PatchHeader:
+    """Write the patch that turns `golden` into `patched` to `out` (mode 0600); the maps are
+    the two builds' .bmap ranges of this image."""
     runs = []
     with golden.open("rb") as g, patched.open("rb") as p:
-        for block, count in blocks:
+        for block, count, mapped in patch_runs(diff_blocks(golden, patched), golden_map,
+                                               device_map):
             offset, n = block * BLOCK, count * BLOCK
-            runs.append(Run(block, count, hashlib.sha256(_read_at(g, offset, n)).hexdigest(),
+            old = hashlib.sha256(_read_at(g, offset, n)).hexdigest() if mapped else None
+            runs.append(Run(block, count, old,
                             hashlib.sha256(_read_at(p, offset, n)).hexdigest()))
         header = PatchHeader(golden.name, device, BLOCK, golden.stat().st_size, golden_sha256,
                              patched_sha256, tuple(runs))
@@ -157,7 +187,8 @@ def read_header(f: BinaryIO, where: str) -> PatchHeader:
     line = f.readline(MAX_HEADER)
     try:
         obj = json.loads(line)
-        runs = tuple(Run(int(r["block"]), int(r["count"]), str(r["old_sha256"]),
+        runs = tuple(Run(int(r["block"]), int(r["count"]),
+                         None if r["old_sha256"] is None else str(r["old_sha256"]),
                          str(r["new_sha256"])) for r in obj["runs"])
         header = PatchHeader(str(obj["image"]), str(obj["device"]), int(obj["block_size"]),
                              int(obj["size"]), str(obj["golden_sha256"]),
@@ -201,6 +232,8 @@ def apply_patch(patch: Path, target: Path) -> PatchHeader:
         bs = header.block_size
         with target.open("r+b") as t:
             for run in header.runs:
+                if run.old_sha256 is None:
+                    continue  # not written by flashing the golden image: anything goes
                 old = _read_at(t, run.block * bs, run.count * bs)
                 if hashlib.sha256(old).hexdigest() != run.old_sha256:
                     raise ComposerError(

@@ -23,9 +23,10 @@ from composer.check.provenance import layout_sha256
 from composer.check.verify import load_manifest
 from composer.errors import ComposerError
 from composer.layout.load import load_layout
+from composer.outputs.bmap_reader import read_bmap
 from composer.outputs.manifest import EpochOrigin, Manifest
 from composer.personalize.device import ConfigPath, Tailor
-from composer.personalize.patch import PatchHeader, make_patch
+from composer.personalize.patch import BLOCK, BlockRanges, PatchHeader, make_patch
 from composer.personalize.records import Device, load_devices
 
 RUN_MANIFEST = "personalize.json"
@@ -127,7 +128,8 @@ def _one(golden: Golden, device: Device, out: Path, full: bool,
         for image, golden_sha in sorted(golden.images().items()):
             name = f"{image}.patch"
             header = make_patch(golden.folder / image, built / image, folder / name, device.id,
-                                golden_sha, device_images[image])
+                                golden_sha, device_images[image],
+                                block_map(golden.folder / image), block_map(built / image))
             patches.append(_patch_file(folder / name, f"{device.id}/{name}", header))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -137,6 +139,15 @@ def _one(golden: Golden, device: Device, out: Path, full: bool,
     else:
         shutil.rmtree(built)
     return DeviceResult(device.id, tuple(patches), f"{device.id}/full" if full else None)
+
+
+def block_map(image: Path) -> BlockRanges:
+    """The 4 KiB block ranges the image's .bmap maps (what bmaptool writes when flashing)."""
+    bmap = read_bmap(image.with_suffix(".bmap"))
+    if bmap.block_size != BLOCK:
+        raise ComposerError(f"{image.with_suffix('.bmap')} has {bmap.block_size}-byte blocks, "
+                            f"not {BLOCK}", hint="build the golden image again")
+    return tuple((r.first, r.last) for r in bmap.ranges)
 
 
 def _same_sources(golden: Golden, device: Manifest) -> None:
