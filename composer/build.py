@@ -27,9 +27,9 @@ from composer.disk.compose import (
     write_layout_disk,
 )
 from composer.errors import ComposerError, raise_all
-from composer.fs.base import FsWriter, WriteRequest, WriteResult
+from composer.fs.base import FsWriter, Reserve, WriteRequest, WriteResult
 from composer.layout.load import epoch_problem, load_layout
-from composer.layout.model import Layout, Output, output_names
+from composer.layout.model import Layout, Output, Partition, output_names
 from composer.outputs.manifest import (
     DiskRecord,
     EntryRecord,
@@ -48,9 +48,10 @@ from composer.rules.assembly import Assembly
 from composer.rules.docker import DockerRule
 from composer.rules.files import FilesRule
 from composer.rules.greengrass import GreengrassRule
+from composer.rules.personal import personal_room
 from composer.rules.systemd import SystemdRule
 from composer.sources import Scanned
-from composer.tree import DeviceTree, canonical_hardlinks
+from composer.tree import DeviceTree, canonical_hardlinks, is_under, relative
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def plan(layout_path: Path, epoch_override: int | None = None,
         for warning in source.warnings:
             asm.report.warn(warning)
     tree = _assemble(layout, asm)
+    room = personal_room(layout, asm)  # from the golden tree, so every device keeps the same
     if tailor is not None:
         tailor.tree(asm, layout)
         raise_all(asm.errors)
@@ -141,7 +143,7 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     raise_all(list(routing.errors))
     for name, entries in routing.partitions.items():
         log.debug("routed %d entries to %s", len(entries), name)
-    planned = _plan_partitions(layout, routing.partitions, epoch)
+    planned = _plan_partitions(layout, routing.partitions, epoch, room)
     disk = None
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
@@ -238,8 +240,24 @@ def _prefetch(layout: Layout, asm: Assembly) -> None:
     asm.read_small(wanted)
 
 
+def _reserve(layout: Layout, part: Partition, room: Mapping[str, int]) -> Reserve | None:
+    """What partition `part` keeps for per-device builds (composer/rules/personal.py)."""
+    if layout.personalize is None:
+        return None
+    mounts = [p.mount for p in layout.partitions]
+
+    def holder(path: str) -> str:
+        return max((m for m in mounts if is_under(path, m)), key=len, default="")
+
+    mine = tuple(sorted((relative(path, part.mount), n) for path, n in room.items()
+                        if holder(path) == part.mount))
+    seed = derived_uuid(layout.name, part.name, "fs") \
+        if part.name in layout.personalize.uuids else None
+    return Reserve(mine, seed)
+
+
 def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
-                     epoch: int) -> list[PlannedPartition]:
+                     epoch: int, room: Mapping[str, int]) -> list[PlannedPartition]:
     available = WRITERS
     planned: list[PlannedPartition] = []
     errors: list[ComposerError] = []
@@ -249,7 +267,8 @@ def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
             name=part.name, size=part.size,
             entries=stamp_wallclock(part.name, for_writer(routed[part.name])),
             label=part.label, uuid=part.uuid or derived_uuid(layout.name, part.name, "fs"),
-            epoch=epoch, options=dict(part.options), loc=part.loc)
+            epoch=epoch, options=dict(part.options), loc=part.loc,
+            reserve=_reserve(layout, part, room))
         problems = writer.check(request)
         errors += problems
         size = None

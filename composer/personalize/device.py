@@ -33,18 +33,16 @@ from composer.personalize.records import Device
 from composer.personalize.yamlset import set_values
 from composer.rules.assembly import Assembly
 from composer.rules.greengrass import EFFECTIVE, INIT_CONFIGS, TLOGS
-from composer.rules.tlog import effective, parse_tlog
+from composer.rules.personal import CERT_PATH, KEY_PATH, golden_config, identity_paths
+from composer.rules.tlog import parse_tlog
 from composer.rules.yamlcut import YamlCutError
-from composer.tree import Content, Entry, Kind, norm
+from composer.tree import Content, Entry, Kind
 from composer.types import Claim
 
 ConfigPath = tuple[str, ...]
 NUCLEUS = ("services", "aws.greengrass.Nucleus", "configuration")
 FLEET = ("services", "aws.greengrass.FleetProvisioningByClaim", "configuration")
 THING_NAME: ConfigPath = ("system", "thingName")
-CERT_PATH: ConfigPath = ("system", "certificateFilePath")
-KEY_PATH: ConfigPath = ("system", "privateKeyPath")
-DEFAULT_FILES = {CERT_PATH: "thingCert.crt", KEY_PATH: "privKey.key"}  # the installer's names
 CERT_MODE, KEY_MODE = 0o644, 0o600
 # derived IDs: uuid5(COMPOSER_NS, "<layout>/<partition>/fs/<device id>") and
 # "<layout>/partition/<partition>/<device id>" (the golden ones without "/<device id>")
@@ -76,21 +74,6 @@ class DeviceInputs:
     files: tuple[IdentityFile, ...]
     fs_uuids: Mapping[str, uuid.UUID]
     part_uuids: Mapping[str, uuid.UUID]
-
-
-def identity_paths(config: Mapping[tuple[str, ...], Any], root: str) -> dict[ConfigPath, str]:
-    """Where the identity files go: the golden configuration's paths (kept by identity: strip),
-    else the installer's defaults under the root."""
-    paths = {}
-    for key, default in DEFAULT_FILES.items():
-        value = config.get(tuple(k.lower() for k in key))
-        if isinstance(value, str) and value.startswith("file://"):
-            value = value[len("file://"):]
-        if isinstance(value, str) and value and not value.startswith("pkcs11:"):
-            paths[key] = norm(value if value.startswith("/") else posixpath.join(root, value))
-        else:
-            paths[key] = posixpath.join(root, default)
-    return paths
 
 
 def device_uuids(device: Device, layout: Layout, namespace: uuid.UUID
@@ -202,11 +185,3 @@ class Tailor:
                             Content.of_bytes(file.data)), claim)
             asm.report.changed(f"{file.path}: device {self.device.id}'s {file.what} "
                                f"(mode {file.mode:04o})")
-
-
-def golden_config(asm: Assembly, root: str) -> dict[tuple[str, ...], Any]:
-    """The configuration config.tlog of the composed tree gives (keys lower-cased)."""
-    entry = asm.tree.get(posixpath.join(root, "config", "config.tlog"))
-    if entry is None or entry.content is None:
-        return {}
-    return effective(parse_tlog(asm.read_small([entry.content])[entry.content])[0])
