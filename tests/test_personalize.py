@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import uuid
@@ -350,3 +351,70 @@ def test_personalize_section_errors_are_located(tmp_path: Path) -> None:
     assert any("personalize.vary[1]: 'serial' is not one of" in ln for ln in lines), lines
     assert any("personalize.uuids[0]: 'boot' is not an ext4 partition" in ln for ln in lines)
     assert any("personalize.uuids[1]: 'rotfs' is not an ext4 partition" in ln for ln in lines)
+
+
+def _metadata_blocks(image: Path) -> set[int]:
+    """Superblock and descriptor copies, bitmaps and inode tables, as dumpe2fs lists them."""
+    out = subprocess.run(["dumpe2fs", str(image)], capture_output=True, text=True,
+                         check=True).stdout
+    blocks: set[int] = set()
+    for pattern in (r"superblock at (\d+), Group descriptors at (\d+)-(\d+)",
+                    r"Inode table at (\d+)-(\d+)"):
+        for m in re.finditer(pattern, out):
+            numbers = [int(g) for g in m.groups()]
+            blocks.add(numbers[0])
+            blocks.update(range(numbers[-2], numbers[-1] + 1))
+    for m in re.finditer(r"(?:Block|Inode) bitmap at (\d+)", out):
+        blocks.add(int(m.group(1)))
+    return blocks
+
+
+def test_a_devices_rootfs_patch_touches_only_what_the_device_changes(
+        fleet: dict[str, Path]) -> None:
+    """The golden plan's room (README "Personalizing devices"): the patched blocks are file
+    system metadata, the journal superblock (it holds a copy of the UUID), the changed
+    configuration files and the identity files; no other file moves. Judged by dumpe2fs and
+    debugfs icheck/ncheck on the device's image."""
+    need("debugfs", "dumpe2fs")
+    image = fleet["out"] / "dev-a" / "full" / "rootfs.img"
+    with (fleet["out"] / "dev-a" / "rootfs.img.patch").open("rb") as f:
+        f.readline()
+        runs = json.loads(f.readline())["runs"]
+    blocks = [b for r in runs for b in range(r["block"], r["block"] + r["count"])]
+    assert len(blocks) <= 32, len(blocks)  # measured: 25 (85 without the golden plan's room)
+    metadata = _metadata_blocks(image)
+    owners = subprocess.run(["debugfs", "-R", "icheck " + " ".join(map(str, blocks)), str(image)],
+                            capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    inodes = set()
+    for line in owners:
+        block, owner = line.split("\t")
+        if owner == "<block not found>":
+            assert int(block) in metadata, line
+        else:
+            inodes.add(int(owner))
+    paths = subprocess.run(["debugfs", "-R", "ncheck " + " ".join(map(str, inodes - {8})),
+                            str(image)], capture_output=True, text=True,
+                           check=True).stdout.splitlines()[1:]
+    changed = {f"{GG}/config/{n}" for n in (*TLOGS, "effectiveConfig.yaml",
+                                            "effectiveConfig.yaml~")}
+    changed |= {f"{GG}/thingCert.crt", f"{GG}/privKey.key", GG}  # GG: their two names
+    assert {line.split("\t")[1] for line in paths} <= changed, paths
+
+
+def test_golden_and_device_differ_only_in_the_uuid_and_counts(fleet: dict[str, Path]) -> None:
+    need("dumpe2fs")
+
+    def header(image: Path) -> dict[str, str]:
+        out = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True, text=True,
+                             check=True).stdout
+        return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+
+    golden = header(fleet["golden"] / "rootfs.img")
+    device = header(fleet["out"] / "dev-a" / "full" / "rootfs.img")
+    assert "metadata_csum_seed" in golden["Filesystem features"]
+    differ = {k for k in golden if golden[k] != device.get(k)}
+    # "Checksum" is the superblock's own crc32c
+    assert differ == {"Filesystem UUID", "Free blocks", "Free inodes", "Checksum"}, differ
+    assert device["Filesystem UUID"].strip() == str(uuid.uuid5(COMPOSER_NS,
+                                                               "gg-demo/rootfs/fs/dev-a"))
+    assert golden["Checksum seed"] == device["Checksum seed"]
