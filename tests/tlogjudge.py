@@ -1,5 +1,6 @@
 """A replayer of Greengrass config.tlog files that follows the nucleus, written from its sources
-(docs/greengrass.md §13), not from composer's code: the judge of what a device will believe.
+(docs/greengrass.md §6, and the nucleus classes named below), not from composer's code: the
+judge of what a device will believe.
 
 * `KernelLifecycle.initConfigAndTlog`: the first *valid* file of config.tlog, config.tlog~,
   bootstrap.tlog, bootstrap.tlog~ is replayed; a file is invalid when empty or when any line

@@ -131,10 +131,12 @@ class Tailor:
     this device by composer.personalize.secrets); they are applied like the record's."""
 
     def __init__(self, device: Device, namespace: uuid.UUID,
-                 extra: Mapping[ConfigPath, Any] | None = None) -> None:
+                 extra: Mapping[ConfigPath, Any] | None = None,
+                 images_only: bool = False) -> None:
         self.device = device
         self.namespace = namespace
         self.extra = dict(extra or {})
+        self.images_only = images_only  # no simg, zst or sfdisk: the build is only diffed
         self.inputs: DeviceInputs | None = None  # known once tree() has read the golden config
 
     def layout(self, layout: Layout) -> Layout:
@@ -148,7 +150,8 @@ class Tailor:
                 placement = part.disk or DiskPlacement()
                 part = replace(part, disk=replace(placement, partuuid=part_uuids[part.name]))
             parts.append(part)
-        return replace(layout, partitions=tuple(parts))
+        return replace(layout, partitions=tuple(parts),
+                       outputs=() if self.images_only else layout.outputs)
 
     def tree(self, asm: Assembly, layout: Layout) -> None:
         assert layout.greengrass is not None and layout.personalize is not None

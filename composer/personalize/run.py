@@ -119,8 +119,8 @@ def _one(golden: Golden, device: Device, out: Path, full: bool,
         prov = golden.manifest.provenance
         assert prov is not None
         the_plan = plan(golden.layout, golden.manifest.epoch, events,
-                        EpochOrigin(prov.epoch_origin), tailor=Tailor(device, COMPOSER_NS,
-                                                                      extra))
+                        EpochOrigin(prov.epoch_origin),
+                        tailor=Tailor(device, COMPOSER_NS, extra, images_only=not full))
         result = build(the_plan, built, events)
         _same_sources(golden, result.manifest)
         device_images = _image_digests(result.manifest)

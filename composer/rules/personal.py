@@ -1,6 +1,6 @@
 """What the golden build reserves for personalization (layout `personalize:`), decided from the
 golden device tree, so that a device's build, which adds lines to the configuration files and
-writes its identity files, moves nothing else in the image (README "Personalizing devices").
+writes its identity files, moves nothing else in the image (docs/personalize.md §2).
 
 * every configuration file a device changes (config.tlog and its copies, effectiveConfig.yaml
   and its copy, config.yaml) gets its size plus `personalize.slack` bytes of room;
