@@ -418,3 +418,26 @@ def test_golden_and_device_differ_only_in_the_uuid_and_counts(fleet: dict[str, P
     assert device["Filesystem UUID"].strip() == str(uuid.uuid5(COMPOSER_NS,
                                                                "gg-demo/rootfs/fs/dev-a"))
     assert golden["Checksum seed"] == device["Checksum seed"]
+
+
+def test_slack_keeps_free_blocks_after_each_config_file(golden: Path, tmp_path: Path) -> None:
+    """personalize.slack: the blocks after config.tlog's are free in the golden image, as many
+    as the slack needs (debugfs blocks and testb)."""
+    need("debugfs")
+    layout = personal_layout(tmp_path / "in", golden, "  slack: 12KiB\n")
+    done = compose("-q", "build", str(layout), "-o", str(tmp_path / "g"))
+    assert done.returncode == 0, done.stderr
+    image = tmp_path / "g" / "rootfs.img"
+    for name in ("config.tlog", "effectiveConfig.yaml"):
+        blocks = subprocess.run(["debugfs", "-R", f"blocks {GG}/config/{name}", str(image)],
+                                capture_output=True, text=True, check=True).stdout.split()
+        last = int(blocks[-1])
+        probe = subprocess.run(["debugfs", "-R", f"testb {last + 1} 4", str(image)],
+                               capture_output=True, text=True, check=True).stdout
+        states = re.findall(r"Block (\d+) (not in use|marked in use)", probe)
+        assert len(states) == 4, probe
+        # 12 KiB of room after the file's bytes: its last block's tail and then 3 free blocks
+        # at most, at least 2 whole ones; then the next file's block
+        free = [int(b) for b, state in states if state == "not in use"]
+        assert len(free) >= 2 and free == list(range(last + 1, last + 1 + len(free))), probe
+        assert len(free) <= 3, probe
