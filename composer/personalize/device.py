@@ -95,15 +95,14 @@ def device_inputs(device: Device, layout: Layout, namespace: uuid.UUID,
     files: list[IdentityFile] = []
     if device.thing_name is not None:
         values[THING_NAME] = device.thing_name
-    if device.certificate is not None:
+    if (certificate := device.certificate()) is not None:
         values[CERT_PATH] = paths[CERT_PATH]
-        files.append(IdentityFile(paths[CERT_PATH], device.certificate, CERT_MODE,
-                                  "certificate"))
+        files.append(IdentityFile(paths[CERT_PATH], certificate, CERT_MODE, "certificate"))
     if device.private_key_uri is not None:
         values[KEY_PATH] = device.private_key_uri
-    elif device.private_key is not None:
+    elif (key := device.private_key()) is not None:
         values[KEY_PATH] = paths[KEY_PATH]
-        files.append(IdentityFile(paths[KEY_PATH], device.private_key, KEY_MODE, "private key"))
+        files.append(IdentityFile(paths[KEY_PATH], key, KEY_MODE, "private key"))
     for name, value in sorted(device.endpoints.items()):
         values[(*NUCLEUS, name)] = value
     for name, value in sorted(device.template_parameters.items()):

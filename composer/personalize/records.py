@@ -2,8 +2,9 @@
 
 Every problem is one ComposerError located at `file:line` with the field and a hint; all of a
 file's problems are reported together. A record may only set what the layout's `personalize.vary`
-lists, so a golden build prepared for it. Private key bytes are held in memory only, never
-shown: a record's repr leaves them out and messages name the field, never the value.
+lists, so a golden build prepared for it. A record keeps the paths of its PEM files, not their
+bytes, so a fleet of any size costs little memory; `Device.pem()` reads and checks a file again
+when the device's build needs it. Key bytes are never shown: messages name the field only.
 """
 
 from __future__ import annotations
@@ -51,14 +52,31 @@ class Device:
     id: str
     loc: Loc
     thing_name: str | None = None
-    certificate: bytes | None = None  # PEM
-    certificate_file: Path | None = None
-    private_key: bytes | None = field(default=None, repr=False)  # PEM; None with a URI
+    certificate_file: Path | None = None  # PEM
+    private_key_file: Path | None = None  # PEM; None with a URI
     private_key_uri: str | None = None  # pkcs11:...
     endpoints: Mapping[str, str] = field(default_factory=dict)  # Nucleus key -> value
     template_parameters: Mapping[str, str] = field(default_factory=dict)
     fs_uuids: Mapping[str, uuid.UUID] = field(default_factory=dict)  # partition -> pinned
     part_uuids: Mapping[str, uuid.UUID] = field(default_factory=dict)
+
+    def certificate(self) -> bytes | None:
+        return _read_pem(self, self.certificate_file, PEM_CERT, "certificate")
+
+    def private_key(self) -> bytes | None:
+        return _read_pem(self, self.private_key_file, PEM_KEY, "private_key")
+
+
+def _read_pem(device: Device, path: Path | None, pattern: re.Pattern[bytes],
+              name: str) -> bytes | None:
+    if path is None:
+        return None
+    problems: list[str] = []
+    data = _pem_bytes(path, str(path), pattern, name, lambda _n, m, _h=None: problems.append(m))
+    if data is None:
+        raise ComposerError(f"device {device.id}: {problems[0]}", device.loc, path=name,
+                            hint="do not change device records while personalize runs")
+    return data
 
 
 def load_devices(path: Path, spec: Personalize) -> list[Device]:
@@ -211,44 +229,48 @@ def _device(path: Path, loc: Loc, record: Mapping[str, Any], spec: Personalize,
     if thing is not None and not THING_NAME.match(thing):
         fail("thing_name", f"thing_name {thing!r} has characters AWS IoT refuses or is longer "
              "than 128", "a thing name is letters, digits, ':', '_' and '-'")
-    certificate, cert_file = _pem(path, strings.get("certificate"), PEM_CERT, "certificate",
-                                  fail)
+    cert_file = _pem(path, strings.get("certificate"), PEM_CERT, "certificate", fail)
     key_uri = None
-    key = None
+    key_file = None
     if (key_value := strings.get("private_key")) is not None:
         if key_value.startswith(PKCS11):
             key_uri = key_value
         else:
-            key, _ = _pem(path, key_value, PEM_KEY, "private_key", fail)
+            key_file = _pem(path, key_value, PEM_KEY, "private_key", fail)
     parameters = _template_parameters(record.get("template_parameters"), fail)
     fs_uuids = _uuids(strings, "uuid", fail)
     part_uuids = _uuids(strings, "partuuid", fail)
     if len(errors) > before or device_id is None:
         return None
-    return Device(device_id, loc, thing, certificate, cert_file, key, key_uri,
+    return Device(device_id, loc, thing, cert_file, key_file, key_uri,
                   {ENDPOINT_FIELDS[n]: v for n, v in strings.items() if n in ENDPOINT_FIELDS},
                   parameters, fs_uuids, part_uuids)
 
 
 def _pem(records: Path, value: str | None, pattern: re.Pattern[bytes], name: str,
-         fail: Any) -> tuple[bytes | None, Path | None]:
+         fail: Any) -> Path | None:
     """The PEM file a field names (relative to the records file), checked for its kind."""
     if value is None:
-        return None, None
+        return None
     file = records.parent / value
+    return file if _pem_bytes(file, value, pattern, name, fail) is not None else None
+
+
+def _pem_bytes(file: Path, shown: str, pattern: re.Pattern[bytes], name: str,
+               fail: Any) -> bytes | None:
     try:
         with file.open("rb") as f:
             data = f.read(MAX_PEM + 1)
     except OSError as exc:
-        fail(name, f"cannot read {name} file {value!r}: {exc.strerror or exc}",
+        fail(name, f"cannot read {name} file {shown!r}: {exc.strerror or exc}",
              "a path relative to the device records file")
-        return None, None
+        return None
     what = "certificate" if name == "certificate" else "private key"
     if len(data) > MAX_PEM or pattern.fullmatch(data.strip() + b"\n") is None:
         hint = "a pkcs11: URI for a key in a secure element" if name == "private_key" else None
-        fail(name, f"{value!r} is not one PEM {what}", hint or f"a PEM file with one {what}")
-        return None, None
-    return data, file
+        fail(name, f"{shown!r} is not one PEM {what}", hint or f"a PEM file with one {what}")
+        return None
+    return data
 
 
 def _template_parameters(value: Any, fail: Any) -> dict[str, str]:
