@@ -109,6 +109,19 @@ class Events:
         pass
 
 
+@dataclass(slots=True)
+class Assembled:
+    """A plan up to the device tree the rules made: what every device's build shares."""
+
+    layout: Layout
+    epoch: int
+    origin: EpochOrigin
+    scanned: dict[str, Scanned]
+    store: ContentStore
+    asm: Assembly
+    room: dict[str, int]  # what the golden plan reserves for personalization
+
+
 def plan(layout_path: Path, epoch_override: int | None = None,
          events: Events | None = None,
          override_origin: EpochOrigin = EpochOrigin.OPTION,
@@ -117,11 +130,16 @@ def plan(layout_path: Path, epoch_override: int | None = None,
 
     Reads the layout and the sources (metadata, and the few small files the rules edit); writes
     nothing and changes nothing outside the Plan it returns, so a plan can be thrown away."""
+    return plan_assembled(assemble(layout_path, epoch_override, events, override_origin),
+                          tailor, events)
+
+
+def assemble(layout_path: Path, epoch_override: int | None = None,
+             events: Events | None = None,
+             override_origin: EpochOrigin = EpochOrigin.OPTION) -> Assembled:
     events = events or Events()
     start = time.monotonic()
     layout = load_layout(layout_path)
-    if tailor is not None:
-        layout = tailor.layout(layout)
     log.debug("loaded %s: %d partitions, outputs %s", layout_path, len(layout.partitions),
               ", ".join(layout.outputs) or "none")
     events.step("scanning sources")
@@ -134,23 +152,36 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     for source in scanned.values():
         for warning in source.warnings:
             asm.report.warn(warning)
-    tree = _assemble(layout, asm)
-    room = personal_room(layout, asm)  # from the golden tree, so every device keeps the same
+    _assemble(layout, asm)
+    log.debug("assembled in %.2f s", time.monotonic() - start)
+    # from the golden tree, before any device's input, so every device keeps the same room
+    return Assembled(layout, epoch, origin, scanned, store, asm, personal_room(layout, asm))
+
+
+def plan_assembled(done: Assembled, tailor: Tailor | None = None,
+                   events: Events | None = None) -> Plan:
+    """Route, plan and check the partitions of an assembled tree; with `tailor`, of one
+    device's copy of it (`done` stays as it was)."""
+    start = time.monotonic()
+    layout, asm = done.layout, done.asm
     if tailor is not None:
+        layout = tailor.layout(layout)
+        asm = asm.fork()
         tailor.tree(asm, layout)
         raise_all(asm.errors)
-    routing = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
+    routing = route(asm.tree, layout.partitions, asm.epoch_ns, asm.claims)
     raise_all(list(routing.errors))
     for name, entries in routing.partitions.items():
         log.debug("routed %d entries to %s", len(entries), name)
-    planned = _plan_partitions(layout, routing.partitions, epoch, room)
+    planned = _plan_partitions(layout, routing.partitions, done.epoch, done.room)
     disk = None
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
-        disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
+        disk = plan_layout_disk(layout.disk, layout.partitions, sizes, done.scanned, layout.name,
                                 COMPOSER_NS, max_size=layout.max_image_size)
     log.debug("planned in %.2f s", time.monotonic() - start)
-    return Plan(layout, epoch, routing.tree, planned, asm.report, store, disk, scanned, origin)
+    return Plan(layout, done.epoch, routing.tree, planned, asm.report, done.store, disk,
+                done.scanned, done.origin)
 
 
 def _scan(layout: Layout) -> dict[str, Scanned]:

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -56,13 +56,11 @@ class PatchHeader:
     block_size: int
     size: int
     golden_sha256: str
-    patched_sha256: str
     runs: tuple[Run, ...]
 
     def to_json(self) -> bytes:
         obj = {"image": self.image, "device": self.device, "block_size": self.block_size,
                "size": self.size, "golden_sha256": self.golden_sha256,
-               "patched_sha256": self.patched_sha256,
                "runs": [{"block": r.block, "count": r.count, "old_sha256": r.old_sha256,
                          "new_sha256": r.new_sha256} for r in self.runs]}
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
@@ -128,9 +126,24 @@ def diff_blocks(golden: Path, patched: Path) -> set[int]:
 BlockRanges = tuple[tuple[int, int], ...]  # (first, last) 4 KiB blocks, inclusive: a bmap's
 
 
-def _mapped(ranges: BlockRanges, block: int) -> bool:
-    i = bisect.bisect_right(ranges, (block, 1 << 62)) - 1
-    return i >= 0 and ranges[i][0] <= block <= ranges[i][1]
+def _subtract(ranges: BlockRanges, minus: BlockRanges) -> list[tuple[int, int]]:
+    """The blocks of `ranges` outside `minus` (both sorted (first, last) lists)."""
+    out: list[tuple[int, int]] = []
+    j = 0
+    for first, last in ranges:
+        start = first
+        while j < len(minus) and minus[j][1] < start:
+            j += 1
+        k = j
+        while start <= last:
+            if k >= len(minus) or minus[k][0] > last:
+                out.append((start, last))
+                break
+            if minus[k][0] > start:
+                out.append((start, minus[k][0] - 1))
+            start = max(start, minus[k][1] + 1)
+            k += 1
+    return out
 
 
 def patch_runs(blocks: set[int], golden_map: BlockRanges,
@@ -138,15 +151,22 @@ def patch_runs(blocks: set[int], golden_map: BlockRanges,
     """(first block, count, mapped in golden) of the blocks a patch must write: those that
     differ, and those only the device maps; split where the golden map starts or ends."""
     wanted = set(blocks)
-    for first, last in device_map:
-        wanted.update(b for b in range(first, last + 1) if not _mapped(golden_map, b))
+    for first, last in _subtract(tuple(sorted(device_map)), tuple(sorted(golden_map))):
+        wanted.update(range(first, last + 1))
+    golden = sorted(golden_map)
+    starts = [first for first, _ in golden]
+
+    def mapped(block: int) -> bool:
+        i = bisect.bisect_right(starts, block) - 1
+        return i >= 0 and block <= golden[i][1]
+
     runs: list[tuple[int, int, bool]] = []
     for block in sorted(wanted):
-        mapped = _mapped(golden_map, block)
-        if runs and runs[-1][0] + runs[-1][1] == block and runs[-1][2] == mapped:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1, mapped)
+        inside = mapped(block)
+        if runs and runs[-1][0] + runs[-1][1] == block and runs[-1][2] == inside:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, inside)
         else:
-            runs.append((block, 1, mapped))
+            runs.append((block, 1, inside))
     return runs
 
 
@@ -157,27 +177,42 @@ def _read_at(f: BinaryIO, offset: int, n: int) -> bytes:
 
 
 def make_patch(golden: Path, patched: Path, out: Path, device: str, golden_sha256: str,
-               patched_sha256: str, golden_map: BlockRanges,
-               device_map: BlockRanges) -> PatchHeader:
+               golden_map: BlockRanges, device_map: BlockRanges) -> PatchHeader:
     """Write the patch that turns `golden` into `patched` to `out` (mode 0600); the maps are
     the two builds' .bmap ranges of this image."""
-    runs = []
-    with golden.open("rb") as g, patched.open("rb") as p:
-        for block, count, mapped in patch_runs(diff_blocks(golden, patched), golden_map,
-                                               device_map):
-            offset, n = block * BLOCK, count * BLOCK
-            old = hashlib.sha256(_read_at(g, offset, n)).hexdigest() if mapped else None
-            runs.append(Run(block, count, old,
-                            hashlib.sha256(_read_at(p, offset, n)).hexdigest()))
-        header = PatchHeader(golden.name, device, BLOCK, golden.stat().st_size, golden_sha256,
-                             patched_sha256, tuple(runs))
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(header.to_json())
-            for run in runs:
-                f.write(_read_at(p, run.block * BLOCK, run.count * BLOCK))
+    runs = patch_runs(diff_blocks(golden, patched), golden_map, device_map)
+    with patched.open("rb") as p:
+        return write_patch(out, golden, device, golden_sha256, runs,
+                           lambda block: _read_at(p, block * BLOCK, BLOCK))
+
+
+def write_patch(out: Path, golden: Path, device: str, golden_sha256: str,
+                runs: list[tuple[int, int, bool]],
+                new_block: Callable[[int], bytes]) -> PatchHeader:
+    """Write a patch of `runs` (first block, count, mapped in golden) whose new bytes
+    `new_block(block)` gives; the old bytes are read from `golden`."""
+    records = []
+    with golden.open("rb") as g:
+        for block, count, mapped in runs:
+            new = b"".join(new_block(b) for b in range(block, block + count))
+            old = hashlib.sha256(_read_at(g, block * BLOCK, count * BLOCK)).hexdigest() \
+                if mapped else None
+            records.append(Run(block, count, old, hashlib.sha256(new).hexdigest()))
+    header = PatchHeader(golden.name, device, BLOCK, golden.stat().st_size, golden_sha256,
+                         tuple(records))
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(MAGIC)
+        f.write(header.to_json())
+        for block, count, _ in runs:
+            for b in range(block, block + count):
+                f.write(new_block(b))
     return header
+
+
+def read_block(path: Path, block: int) -> bytes:
+    with path.open("rb") as f:
+        return _read_at(f, block * BLOCK, BLOCK)
 
 
 def read_header(f: BinaryIO, where: str) -> PatchHeader:
@@ -191,8 +226,7 @@ def read_header(f: BinaryIO, where: str) -> PatchHeader:
                          None if r["old_sha256"] is None else str(r["old_sha256"]),
                          str(r["new_sha256"])) for r in obj["runs"])
         header = PatchHeader(str(obj["image"]), str(obj["device"]), int(obj["block_size"]),
-                             int(obj["size"]), str(obj["golden_sha256"]),
-                             str(obj["patched_sha256"]), runs)
+                             int(obj["size"]), str(obj["golden_sha256"]), runs)
     except (ValueError, KeyError, TypeError) as exc:
         raise ComposerError(f"{where}: the patch header is damaged ({exc.__class__.__name__})",
                             hint="write the patch again") from None

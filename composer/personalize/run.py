@@ -14,19 +14,28 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from composer.build import COMPOSER_NS, Events, build, plan
+from composer.build import COMPOSER_NS, Events, Plan, assemble, build, plan_assembled
 from composer.check.provenance import layout_sha256
+from composer.check.reproduce import check_inputs
 from composer.check.verify import load_manifest
 from composer.errors import ComposerError
 from composer.layout.load import load_layout
 from composer.outputs.bmap_reader import read_bmap
 from composer.outputs.manifest import EpochOrigin, Manifest
 from composer.personalize.device import ConfigPath, Tailor
-from composer.personalize.patch import BLOCK, BlockRanges, PatchHeader, make_patch
+from composer.personalize.patch import (
+    BLOCK,
+    BlockRanges,
+    PatchHeader,
+    make_patch,
+    patch_runs,
+    read_block,
+    write_patch,
+)
 from composer.personalize.records import Device, load_devices
 
 RUN_MANIFEST = "personalize.json"
@@ -99,46 +108,142 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
     if (out / RUN_MANIFEST).exists():
         raise ComposerError(f"{out / RUN_MANIFEST} exists already; nothing was written",
                             hint="personalize into a new folder")
+    prov = golden.manifest.provenance
+    assert prov is not None
+    check_inputs(golden.manifest, golden.layout)  # the sources are those the golden build read
+    done = assemble(golden.layout, golden.manifest.epoch, events,
+                    EpochOrigin(prov.epoch_origin))
+    base = None if full else plan_assembled(done)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     try:
         for device in devices:
             extra = extra_values(device) if extra_values is not None else {}
-            results.append(_one(golden, device, out, full, extra, events))
+            the_plan = plan_assembled(done, Tailor(device, COMPOSER_NS, extra,
+                                                   images_only=not full), events)
+            folder = out / device.id
+            folder.mkdir(mode=0o700)
+            try:
+                if base is None:
+                    results.append(_full(golden, device, the_plan, folder, events))
+                else:
+                    results.append(_lean(golden, device, the_plan, base, folder))
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
     finally:
         _write_run_manifest(out, golden, results)
     return results
 
 
-def _one(golden: Golden, device: Device, out: Path, full: bool,
-         extra: Mapping[ConfigPath, Any], events: Events | None) -> DeviceResult:
-    folder = out / device.id
-    folder.mkdir(mode=0o700)
+def _full(golden: Golden, device: Device, the_plan: Plan, folder: Path,
+          events: Events | None) -> DeviceResult:
+    """The device's complete build in folder/full, and each image's patch diffed from it."""
     built = folder / "full"
+    build(the_plan, built, events)
+    patches = []
+    for image, golden_sha in sorted(golden.images().items()):
+        name = f"{image}.patch"
+        header = make_patch(golden.folder / image, built / image, folder / name, device.id,
+                            golden_sha, block_map(golden.folder / image),
+                            block_map(built / image))
+        patches.append(_patch_file(folder / name, f"{device.id}/{name}", header))
+    _private(built)
+    return DeviceResult(device.id, tuple(patches), f"{device.id}/full")
+
+
+def _lean(golden: Golden, device: Device, the_plan: Plan, base: Plan,
+          folder: Path) -> DeviceResult:
+    """The same patches without the complete build: only the partitions whose write request
+    differs from the golden one are written (equal requests give equal bytes), and the disk's
+    patch is theirs moved to their offsets plus the table's changed blocks."""
+    work = folder / ".work"
+    work.mkdir(mode=0o700)
     try:
-        prov = golden.manifest.provenance
-        assert prov is not None
-        the_plan = plan(golden.layout, golden.manifest.epoch, events,
-                        EpochOrigin(prov.epoch_origin),
-                        tailor=Tailor(device, COMPOSER_NS, extra, images_only=not full))
-        result = build(the_plan, built, events)
-        _same_sources(golden, result.manifest)
-        device_images = _image_digests(result.manifest)
+        moved: dict[int, bytes] = {}  # disk block -> new bytes
+        moved_mapped: list[tuple[int, int]] = []  # disk block ranges the device maps
         patches = []
-        for image, golden_sha in sorted(golden.images().items()):
+        store = the_plan.store.spilling_into(work)
+        offsets = {p.name: p.offset for p in the_plan.disk.plan.partitions} \
+            if the_plan.disk is not None else {}
+        for part, golden_part in zip(the_plan.partitions, base.partitions, strict=True):
+            if not part.writer.fixed_size:
+                continue
+            image = f"{part.name}.img"
+            request = replace(part.request, size=part.size)
+            golden_request = replace(golden_part.request, size=golden_part.size)
             name = f"{image}.patch"
-            header = make_patch(golden.folder / image, built / image, folder / name, device.id,
-                                golden_sha, device_images[image],
-                                block_map(golden.folder / image), block_map(built / image))
+            if request == golden_request:
+                runs: list[tuple[int, int, bool]] = []
+                header = write_patch(folder / name, golden.folder / image, device.id,
+                                     golden.images()[image], runs, lambda b: b"")
+            else:
+                result = part.writer.write(request, work / image, store, lambda _n: None)
+                device_map = _ranges(result.extents)
+                header = make_patch(golden.folder / image, work / image, folder / name,
+                                    device.id, golden.images()[image],
+                                    block_map(golden.folder / image), device_map)
+                if part.name in offsets:
+                    _move(folder / name, header, offsets[part.name], moved)
+                    moved_mapped += _shifted(device_map, offsets[part.name])
+                (work / image).unlink()
             patches.append(_patch_file(folder / name, f"{device.id}/{name}", header))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    if full:
-        _private(built)
-    else:
-        shutil.rmtree(built)
-    return DeviceResult(device.id, tuple(patches), f"{device.id}/full" if full else None)
+        if the_plan.disk is not None and base.disk is not None:
+            patches.append(_disk_patch(golden, device, the_plan.disk.plan.table_bytes(),
+                                       moved, moved_mapped, folder))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return DeviceResult(device.id, tuple(sorted(patches, key=lambda p: p.image)), None)
+
+
+def _ranges(extents: tuple[tuple[int, int], ...]) -> BlockRanges:
+    return tuple((off // BLOCK, (off + n - 1) // BLOCK) for off, n in extents if n > 0)
+
+
+def _shifted(ranges: BlockRanges, offset: int) -> list[tuple[int, int]]:
+    base = offset // BLOCK
+    return [(base + first, base + last) for first, last in ranges]
+
+
+def _move(patch: Path, header: PatchHeader, offset: int, into: dict[int, bytes]) -> None:
+    """The new blocks of a partition's patch, at their disk block numbers."""
+    if offset % BLOCK:
+        raise ComposerError(f"partition {header.image} starts at byte {offset}, not on a "
+                            f"{BLOCK}-byte block", hint="personalize with --full")
+    base = offset // BLOCK
+    with patch.open("rb") as f:
+        f.readline()
+        f.readline()
+        for run in header.runs:
+            for b in range(run.block, run.block + run.count):
+                into[base + b] = f.read(BLOCK)
+
+
+def _disk_patch(golden: Golden, device: Device, table: list[tuple[int, bytes]],
+                moved: dict[int, bytes], moved_mapped: list[tuple[int, int]],
+                folder: Path) -> PatchFile:
+    disk = golden.folder / "disk.img"
+    new = dict(moved)
+    touched = sorted({b for off, data in table
+                      for b in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)})
+    for block in touched:
+        current = bytearray(new.get(block) or read_block(disk, block))
+        for off, data in table:
+            lo, hi = max(off, block * BLOCK), min(off + len(data), (block + 1) * BLOCK)
+            if lo < hi:
+                current[lo - block * BLOCK:hi - block * BLOCK] = data[lo - off:hi - off]
+        if bytes(current) != read_block(disk, block) or block in new:
+            new[block] = bytes(current)
+    golden_map = block_map(disk)
+    # blocks only the device maps were moved in; the table's blocks are mapped in both
+    runs = patch_runs(set(new), golden_map, tuple(sorted(moved_mapped)))
+    missing = {b for first, count, _ in runs for b in range(first, first + count)} - set(new)
+    for block in missing:  # mapped by the device only, equal bytes: written all the same
+        new[block] = read_block(disk, block)
+    name = "disk.img.patch"
+    header = write_patch(folder / name, disk, device.id, golden.images()["disk.img"], runs,
+                         new.__getitem__)
+    return _patch_file(folder / name, f"{device.id}/{name}", header)
 
 
 def block_map(image: Path) -> BlockRanges:
@@ -148,27 +253,6 @@ def block_map(image: Path) -> BlockRanges:
         raise ComposerError(f"{image.with_suffix('.bmap')} has {bmap.block_size}-byte blocks, "
                             f"not {BLOCK}", hint="build the golden image again")
     return tuple((r.first, r.last) for r in bmap.ranges)
-
-
-def _same_sources(golden: Golden, device: Manifest) -> None:
-    before = golden.manifest.provenance
-    after = device.provenance
-    assert before is not None and after is not None
-    for name, record in sorted(before.sources.items()):
-        now = after.sources.get(name)
-        if now != record:
-            raise ComposerError(f"source {name!r} is not the input the golden build used (tree "
-                                f"digest {now.tree_sha256 if now else 'missing'}, the golden "
-                                f"build's {record.tree_sha256})",
-                                hint="personalize with the sources the golden image was built "
-                                "from, or build the golden image again")
-
-
-def _image_digests(manifest: Manifest) -> dict[str, str]:
-    found = {p.image: p.sha256 for p in manifest.partitions.values()}
-    if manifest.disk is not None and manifest.disk.image and manifest.disk.sha256:
-        found[manifest.disk.image] = manifest.disk.sha256
-    return found
 
 
 def _patch_file(path: Path, rel: str, header: PatchHeader) -> PatchFile:

@@ -24,23 +24,35 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 def set_values(data: bytes, values: Mapping[Path, Any]) -> bytes:
-    """`data` with every path in `values` set to its (scalar) value."""
+    """`data` with every path in `values` set to its (scalar) value: one parse, every edit
+    made on the original text, one proof."""
     text = data.decode("utf-8")
-    expected = yaml.safe_load(text)
-    if expected is None:
-        expected = {}
-    for path, value in values.items():
-        text, spelled = _set_one(text, path, value)
-        _assign(expected, spelled, value)
-    if yaml.safe_load(text) != expected:
-        raise YamlCutError("setting the values would change other keys")
-    return text.encode("utf-8")
-
-
-def _set_one(text: str, path: Path, value: Any) -> tuple[str, Path]:
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is None:
         raise YamlCutError("the document is empty")
+    expected = yaml.safe_load(text)
+    edits: list[tuple[int, int, int, str]] = []  # start, -indent (deeper first), end, text
+    inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any]]] = {}
+    for path, value in values.items():
+        spelled = _plan_one(text, root, path, value, edits, inserts)
+        _assign(expected, spelled, value)
+    for mapping, new in inserts.values():
+        at, indent = _insert_point(text, mapping)
+        lead = "\n" if at == len(text) and not text.endswith("\n") else ""
+        edits.append((at, -indent, at, lead + "".join(_lines(new, indent))))
+    out, cursor = [], 0
+    for start, _, end, replacement in sorted(edits):
+        out += [text[cursor:start], replacement]
+        cursor = end
+    result = "".join(out) + text[cursor:]
+    if yaml.safe_load(result) != expected:
+        raise YamlCutError("setting the values would change other keys")
+    return result.encode("utf-8")
+
+
+def _plan_one(text: str, root: yaml.Node, path: Path, value: Any,
+              edits: list[tuple[int, int, int, str]],
+              inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any]]]) -> Path:
     node: yaml.Node = root
     spelled: list[str] = []
     for depth, name in enumerate(path):
@@ -49,34 +61,41 @@ def _set_one(text: str, path: Path, value: Any) -> tuple[str, Path]:
         child = next(((k, v) for k, v in node.value if str(k.value).lower() == name.lower()),
                      None)
         if child is None:
-            return _insert(text, node, path[depth:], value), (*spelled, *path[depth:])
+            if node.flow_style or not node.value:
+                raise YamlCutError("a new key would go into a flow-style or empty mapping")
+            tree = inserts.setdefault(id(node), (node, {}))[1]
+            for part in path[depth:-1]:
+                tree = tree.setdefault(part, {})
+            tree[path[-1]] = _scalar(value)
+            return (*spelled, *path[depth:])
         spelled.append(str(child[0].value))
         node = child[1]
-    if not isinstance(node, yaml.ScalarNode):
-        raise YamlCutError(f"{'.'.join(spelled)} holds a collection, not a value")
-    start, end = node.start_mark.index, node.end_mark.index
-    if node.style in ("|", ">"):
-        raise YamlCutError(f"{'.'.join(spelled)} is a block scalar")
-    return text[:start] + _scalar(value) + text[end:], tuple(spelled)
+    if not isinstance(node, yaml.ScalarNode) or node.style in ("|", ">"):
+        raise YamlCutError(f"{'.'.join(spelled)} does not hold a one-line value")
+    edits.append((node.start_mark.index, 0, node.end_mark.index, _scalar(value)))
+    return tuple(spelled)
 
 
-def _insert(text: str, mapping: yaml.MappingNode, rest: Path, value: Any) -> str:
-    if mapping.flow_style or not mapping.value:
-        raise YamlCutError("a new key would go into a flow-style or empty mapping")
+def _insert_point(text: str, mapping: yaml.MappingNode) -> tuple[int, int]:
+    """Where new lines go (after the mapping's last child) and their indentation."""
     indent = mapping.value[0][0].start_mark.column
     end = max(_last_index(v) for _, v in mapping.value)
     if end > 0 and text[end - 1] == "\n":
-        at = end  # a block scalar's end mark is already on the next line
-    else:
-        newline = text.find("\n", end)
-        at = len(text) if newline < 0 else newline + 1
+        return end, indent  # a block scalar's end mark is already on the next line
+    newline = text.find("\n", end)
+    return (len(text) if newline < 0 else newline + 1), indent
+
+
+def _lines(tree: dict[str, Any], indent: int) -> list[str]:
     lines = []
-    for depth, name in enumerate(rest):
-        pad = " " * (indent + 2 * depth)
-        last = depth == len(rest) - 1
-        lines.append(f"{pad}{_key(name)}:{' ' + _scalar(value) if last else ''}\n")
-    prefix = "" if at == 0 or text[at - 1] == "\n" else "\n"
-    return text[:at] + prefix + "".join(lines) + text[at:]
+    for name, value in tree.items():
+        pad = " " * indent
+        if isinstance(value, dict):
+            lines.append(f"{pad}{_key(name)}:\n")
+            lines += _lines(value, indent + 2)
+        else:
+            lines.append(f"{pad}{_key(name)}: {value}\n")
+    return lines
 
 
 def _last_index(node: yaml.Node) -> int:
