@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests import tlogjudge
-from tests.conftest import REPO, compose, copy_layouts, need, need_root
+from tests.conftest import REPO, compose, copy_layouts, make_golden, need, need_root
 from tests.flashkit import Tool, debugfs_dump, e2fsck_clean, flash, flash_reason, loop_device
 
 GG = "/greengrass/v2"
@@ -441,3 +441,41 @@ def test_slack_keeps_free_blocks_after_each_config_file(golden: Path, tmp_path: 
         free = [int(b) for b, state in states if state == "not in use"]
         assert len(free) >= 2 and free == list(range(last + 1, last + 1 + len(free))), probe
         assert len(free) <= 3, probe
+
+
+def test_fleet_provisioned_golden_gets_per_device_template_parameters(tmp_path: Path) -> None:
+    """A golden device set up for fleet provisioning: each device keeps provisioning itself,
+    with its own templateParameters (here only they vary); no identity file is written."""
+    need("debugfs", "e2fsck")
+    snapshot = make_golden(tmp_path / "fleet.tar.gz", "--variant", "fleet")
+    layout = personal_layout(tmp_path / "in", snapshot, "  vary: [template_parameters]\n")
+    layout.write_text(layout.read_text().replace("keep: [alts, config, packages]",
+                                                 "keep: [alts, config, packages, plugins]"))
+    done = compose("-q", "build", str(layout), "-o", str(tmp_path / "g"))
+    assert done.returncode == 0, done.stderr
+    records = tmp_path / "in" / "fleet.jsonl"
+    records.write_text("".join(json.dumps({"id": f"f{n}", "template_parameters": {
+        "ThingName": f"Line-F{n}", "ThingGroupName": "Line1"}}) + "\n" for n in range(2)))
+    out = tmp_path / "out"
+    done = compose("-q", "personalize", str(tmp_path / "g"), "--devices", str(records), "-o",
+                   str(out), "--full", "--layout", str(layout))
+    assert done.returncode == 0, done.stderr
+    for n in range(2):
+        image = out / f"f{n}" / "full" / "rootfs.img"
+        e2fsck_clean(image)
+        name, config = tlogjudge.boot_config(_tlogs(image, tmp_path))
+        assert name == "config.tlog"
+        fleet = ("services", "aws.greengrass.FleetProvisioningByClaim", "configuration")
+        assert tlogjudge.get(config, *fleet, "templateParameters") == {
+            "ThingName": f"Line-F{n}", "ThingGroupName": "Line1"}
+        assert tlogjudge.get(config, "system", "thingName") is None  # it still provisions
+        assert _stat(image, f"{GG}/thingCert.crt") is None
+        for image_name in ("rootfs.img", "disk.img"):
+            target = tmp_path / image_name
+            subprocess.run(["cp", "--sparse=always", str(tmp_path / "g" / image_name),
+                            str(target)], check=True)
+            done = compose("-q", "personalize", "--apply",
+                           str(out / f"f{n}" / f"{image_name}.patch"), str(target))
+            assert done.returncode == 0, done.stderr
+            assert _sha(target) == _sha(out / f"f{n}" / "full" / image_name)
+            target.unlink()

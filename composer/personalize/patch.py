@@ -1,7 +1,7 @@
 """Block patches: the 4 KiB blocks of an image that differ between the golden build and one
 device's build, with their new bytes and the sha256 of the old and new bytes of every run.
 
-File format (docs/personalize.md §3), version 1:
+File format (docs/personalize.md §4), version 1:
 
     line 1   b"composer-patch 1\\n"
     line 2   one JSON object and b"\\n": {"image", "device", "block_size", "size",
