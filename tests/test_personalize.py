@@ -479,3 +479,27 @@ def test_fleet_provisioned_golden_gets_per_device_template_parameters(tmp_path: 
             assert done.returncode == 0, done.stderr
             assert _sha(target) == _sha(out / f"f{n}" / "full" / image_name)
             target.unlink()
+
+
+def test_extra_config_values_go_where_the_records_go(fleet: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    """The hook composer.personalize.secrets uses: more {config path: value} per device
+    (SecretManager's secretResponse), appended to every tlog and set in effectiveConfig.yaml,
+    where `secrets: strip` left an empty `runtime: {}`."""
+    need("debugfs")
+    from composer.personalize.run import open_golden, personalize
+
+    secret = ("services", "aws.greengrass.SecretManager", "runtime", "secretResponse")
+    records = fleet["records"].parent / "extra.jsonl"
+    records.write_text(json.dumps(DEVICES[2]) + "\n")
+    out = tmp_path / "out"
+    personalize(open_golden(fleet["golden"], fleet["layout"]), records, out, True,
+                extra_values=lambda d: {secret: json.dumps({"secrets": [], "for": d.id})})
+    image = out / "dev-c" / "full" / "rootfs.img"
+    want = json.dumps({"secrets": [], "for": "dev-c"})
+    for name, data in _tlogs(image, tmp_path).items():
+        assert tlogjudge.get(tlogjudge.replay(data), *secret) == want, name
+    doc = yaml.safe_load(debugfs_dump(image, f"{GG}/config/effectiveConfig.yaml", tmp_path / "e"))
+    assert doc["services"]["aws.greengrass.SecretManager"]["runtime"] == {"secretResponse": want}
+    report = (out / "dev-c" / "full" / "report.txt").read_text()
+    assert "secretResponse" in report and want not in report  # the key, never the value

@@ -61,7 +61,20 @@ def test_a_document_without_a_final_newline() -> None:
     assert out == b'system:\n  rootpath: /gg\n  thingName: "T"\n'
 
 
-@pytest.mark.parametrize("text", ["system: {rootpath: /gg}\n", "system: {}\n", "- a\n"])
+@pytest.mark.parametrize("text, out", [
+    ("services:\n  sm:\n    runtime:\n      {}\n    version: 1\n",
+     'services:\n  sm:\n    runtime:\n      secretResponse: "s"\n    version: 1\n'),
+    ("services:\n  sm:\n    runtime: {}\n    version: 1\n",
+     'services:\n  sm:\n    runtime:\n      secretResponse: "s"\n    version: 1\n'),
+])
+def test_an_emptied_mapping_gets_the_new_key_in_block_style(text: str, out: str) -> None:
+    """yamlcut leaves `{}` where it removed every key (SecretManager's runtime after
+    secrets: strip); a device's secretResponse goes back there."""
+    path = ("services", "sm", "runtime", "secretResponse")
+    assert set_values(text.encode(), {path: "s"}).decode() == out
+
+
+@pytest.mark.parametrize("text", ["system: {rootpath: /gg}\n", "- a\n"])
 def test_what_cannot_be_edited_in_place_is_refused(text: str) -> None:
     with pytest.raises(YamlCutError):
         set_values(text.encode(), {("system", "thingName"): "T"})

@@ -32,11 +32,14 @@ def set_values(data: bytes, values: Mapping[Path, Any]) -> bytes:
         raise YamlCutError("the document is empty")
     expected = yaml.safe_load(text)
     edits: list[tuple[int, int, int, str]] = []  # start, -indent (deeper first), end, text
-    inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any]]] = {}
+    inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any], int]] = {}
     for path, value in values.items():
         spelled = _plan_one(text, root, path, value, edits, inserts)
         _assign(expected, spelled, value)
-    for mapping, new in inserts.values():
+    for mapping, new, key_column in inserts.values():
+        if not mapping.value:  # `{}`, which yamlcut leaves where it emptied a mapping
+            edits.append(_fill_empty(text, mapping, new, key_column))
+            continue
         at, indent = _insert_point(text, mapping)
         lead = "\n" if at == len(text) and not text.endswith("\n") else ""
         edits.append((at, -indent, at, lead + "".join(_lines(new, indent))))
@@ -52,28 +55,45 @@ def set_values(data: bytes, values: Mapping[Path, Any]) -> bytes:
 
 def _plan_one(text: str, root: yaml.Node, path: Path, value: Any,
               edits: list[tuple[int, int, int, str]],
-              inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any]]]) -> Path:
+              inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any], int]]) -> Path:
     node: yaml.Node = root
     spelled: list[str] = []
+    key_column = -2  # the column of the key whose value `node` is (the root: none)
     for depth, name in enumerate(path):
         if not isinstance(node, yaml.MappingNode):
             raise YamlCutError(f"{'.'.join(spelled) or 'the document'} is not a mapping")
         child = next(((k, v) for k, v in node.value if str(k.value).lower() == name.lower()),
                      None)
         if child is None:
-            if node.flow_style or not node.value:
-                raise YamlCutError("a new key would go into a flow-style or empty mapping")
-            tree = inserts.setdefault(id(node), (node, {}))[1]
+            if node.flow_style and node.value:
+                raise YamlCutError("a new key would go into a flow-style mapping")
+            tree = inserts.setdefault(id(node), (node, {}, key_column))[1]
             for part in path[depth:-1]:
                 tree = tree.setdefault(part, {})
             tree[path[-1]] = _scalar(value)
             return (*spelled, *path[depth:])
         spelled.append(str(child[0].value))
+        key_column = child[0].start_mark.column
         node = child[1]
     if not isinstance(node, yaml.ScalarNode) or node.style in ("|", ">"):
         raise YamlCutError(f"{'.'.join(spelled)} does not hold a one-line value")
     edits.append((node.start_mark.index, 0, node.end_mark.index, _scalar(value)))
     return tuple(spelled)
+
+
+def _fill_empty(text: str, mapping: yaml.MappingNode, new: dict[str, Any],
+                key_column: int) -> tuple[int, int, int, str]:
+    """Replace an empty `{}` by the new keys in block style: on its own line the keys take its
+    place and column; after `key: {}` they go on the next lines, indented below the key."""
+    start, end = mapping.start_mark.index, mapping.end_mark.index
+    line_start = text.rfind("\n", 0, start) + 1
+    if text[line_start:start].strip() == "":
+        lines = _lines(new, start - line_start)
+        return (start, 0, end, "".join(lines)[start - line_start:].rstrip("\n"))
+    indent = key_column + 2
+    if key_column < 0 or text[start - 1:start] != " ":
+        raise YamlCutError("a new key would go into an empty mapping the edit cannot reach")
+    return (start - 1, 0, end, "\n" + "".join(_lines(new, indent)).rstrip("\n"))
 
 
 def _insert_point(text: str, mapping: yaml.MappingNode) -> tuple[int, int]:
