@@ -204,6 +204,11 @@ def test_no_private_key_in_reports_manifests_or_messages(fleet: dict[str, Path])
         assert not any(b in data for b in body), path
     mode = (fleet["out"] / "personalize.json").stat().st_mode & 0o777
     assert mode == 0o600
+    listed = {d["id"]: d for d in json.loads((fleet["out"] / "personalize.json").read_text())
+              ["devices"]}
+    assert "system.privateKeyPath" in listed["dev-a"]["set"]  # what was set: keys, no values
+    assert listed["dev-a"]["files"] == [f"{GG}/thingCert.crt (0644)", f"{GG}/privKey.key (0600)"]
+    assert listed["dev-b"]["files"] == [f"{GG}/thingCert.crt (0644)"]  # pkcs11: no key file
     for device in DEVICES:
         for path in (fleet["out"] / device["id"]).rglob("*"):
             if path.is_file() and not path.is_symlink():

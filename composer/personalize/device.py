@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from composer.errors import ComposerError
-from composer.layout.model import DiskPlacement, Layout
+from composer.layout.model import DiskPlacement, Layout, TableType
 from composer.personalize.records import Device
 from composer.personalize.yamlset import set_values
 from composer.rules.assembly import Assembly
@@ -85,7 +85,8 @@ def device_uuids(device: Device, layout: Layout, namespace: uuid.UUID
                 for p in names}
     part_uuids = {p: device.part_uuids.get(p) or device_part_uuid(namespace, layout.name, p,
                                                                   device.id)
-                  for p in names} if layout.disk is not None else {}
+                  for p in names} if layout.disk is not None \
+        and layout.disk.table is TableType.GPT else {}  # MBR: PARTUUID is the signature
     return fs_uuids, part_uuids
 
 

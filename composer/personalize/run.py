@@ -56,6 +56,8 @@ class DeviceResult:
     device: str
     patches: tuple[PatchFile, ...]
     full: str | None  # the complete build's folder, relative to OUT
+    keys: tuple[str, ...] = ()  # the configuration keys set (never their values)
+    files: tuple[str, ...] = ()  # the identity files written, with their modes
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,21 +121,30 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
     try:
         for device in devices:
             extra = extra_values(device) if extra_values is not None else {}
-            the_plan = plan_assembled(done, Tailor(device, COMPOSER_NS, extra,
-                                                   images_only=not full), events)
+            tailor = Tailor(device, COMPOSER_NS, extra, images_only=not full)
+            the_plan = plan_assembled(done, tailor, events)
             folder = out / device.id
             folder.mkdir(mode=0o700)
             try:
                 if base is None:
-                    results.append(_full(golden, device, the_plan, folder, events))
+                    result = _full(golden, device, the_plan, folder, events)
                 else:
-                    results.append(_lean(golden, device, the_plan, base, folder))
+                    result = _lean(golden, device, the_plan, base, folder)
+                results.append(replace(result, **_what_was_set(tailor)))
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
     finally:
         _write_run_manifest(out, golden, results)
     return results
+
+
+def _what_was_set(tailor: Tailor) -> dict[str, tuple[str, ...]]:
+    inputs = tailor.inputs
+    if inputs is None:
+        return {}
+    return {"keys": tuple(".".join(path) for path in inputs.values),
+            "files": tuple(f"{f.path} ({f.mode:04o})" for f in inputs.files)}
 
 
 def _full(golden: Golden, device: Device, the_plan: Plan, folder: Path,
@@ -276,7 +287,8 @@ def _private(folder: Path) -> None:
 
 def _write_run_manifest(out: Path, golden: Golden, results: list[DeviceResult]) -> None:
     obj = {"format": 1, "golden": {name: sha for name, sha in sorted(golden.images().items())},
-           "devices": [{"id": r.device, "full": r.full,
+           "devices": [{"id": r.device, "full": r.full, "set": list(r.keys),
+                        "files": list(r.files),
                         "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
                                      "runs": p.runs, "blocks": p.blocks} for p in r.patches]}
                        for r in results]}
