@@ -405,16 +405,19 @@ def personalize_command(
     apply: Annotated[Path | None, typer.Option(
         "--apply", help="write this patch onto TARGET, after checking it holds the golden "
         "bytes", metavar="PATCH", show_default=False)] = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="do only share K of N of the devices (by a hash of the id), for N "
+        "parallel jobs", metavar="K/N", show_default=False)] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Make each device's images and block patches from a golden build, or apply a patch."""
     from composer.personalize.patch import apply_patch
-    from composer.personalize.run import open_golden, personalize
+    from composer.personalize.run import Shard, open_golden, personalize
 
     _set_globals(quiet, debug)
     if apply is not None:
-        if devices is not None or out is not None or full or layout is not None:
+        if devices is not None or out is not None or full or layout is not None or shard:
             raise _bad_argument("--apply takes only PATCH and TARGET")
         header = apply_patch(apply, target)
         _say(f"{target}: applied {apply} ({len(header.runs)} runs, "
@@ -424,10 +427,17 @@ def personalize_command(
         raise _bad_argument("personalize needs --devices FILE and -o OUT")
     if not target.is_dir():
         raise _bad_argument(f"{target} is not a build folder")
+    share = None
+    if shard is not None:
+        k, _, n = shard.partition("/")
+        if not (k.isascii() and k.isdigit() and n.isascii() and n.isdigit()
+                and 1 <= int(k) <= int(n)):
+            raise _bad_argument(f"--shard {shard!r} is not K/N with 1 <= K <= N, such as 2/8")
+        share = Shard(int(k), int(n))
     golden = open_golden(target, layout)
     events = _CliEvents()
     try:
-        results = personalize(golden, devices, out, full, events=events)
+        results = personalize(golden, devices, out, full, events=events, shard=share)
     finally:
         events.close()
     for result in results:

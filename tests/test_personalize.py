@@ -508,3 +508,26 @@ def test_extra_config_values_go_where_the_records_go(fleet: dict[str, Path],
     assert doc["services"]["aws.greengrass.SecretManager"]["runtime"] == {"secretResponse": want}
     report = (out / "dev-c" / "full" / "report.txt").read_text()
     assert "secretResponse" in report and want not in report  # the key, never the value
+
+
+def test_shards_split_the_devices_without_collisions(fleet: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for k in (1, 2):
+        done = compose("-q", "personalize", str(fleet["golden"]), "--devices",
+                       str(fleet["records"]), "-o", str(out), "--shard", f"{k}/2",
+                       "--layout", str(fleet["layout"]))
+        assert done.returncode == 0, done.stderr
+    shares = {}
+    for k in (1, 2):
+        listed = json.loads((out / f"personalize.shard-{k}-of-2.json").read_text())
+        shares[k] = {d["id"] for d in listed["devices"]}
+    assert shares[1] | shares[2] == {d["id"] for d in DEVICES} and not shares[1] & shares[2]
+    for device in DEVICES:  # the documented formula, written out
+        digest = hashlib.sha256(device["id"].encode()).digest()
+        assert device["id"] in shares[int.from_bytes(digest[:8], "big") % 2 + 1]
+        assert (out / device["id"] / "rootfs.img.patch").read_bytes() == \
+            (fleet["out"] / device["id"] / "rootfs.img.patch").read_bytes()
+    bad = compose("personalize", str(fleet["golden"]), "--devices", str(fleet["records"]),
+                  "-o", str(tmp_path / "x"), "--shard", "3/2")
+    assert bad.returncode == 2 and "--shard '3/2' is not K/N" in bad.stderr

@@ -39,6 +39,24 @@ from composer.personalize.patch import (
 from composer.personalize.records import Device, load_devices
 
 RUN_MANIFEST = "personalize.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Share K of N (1-based) of a device list: a device belongs to the share its id hashes to,
+    `int(sha256(id)[:8 bytes], big-endian) % N == K - 1`, whatever the order of the records,
+    so N independent jobs with the same records do every device once."""
+
+    k: int
+    n: int
+
+    def holds(self, device_id: str) -> bool:
+        digest = hashlib.sha256(device_id.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.n == self.k - 1
+
+    @property
+    def manifest(self) -> str:
+        return f"personalize.shard-{self.k}-of-{self.n}.json"
 ExtraValues = Callable[[Device], Mapping[ConfigPath, Any]]
 
 
@@ -96,19 +114,24 @@ def open_golden(folder: Path, layout: Path | None) -> Golden:
 
 def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                 extra_values: ExtraValues | None = None,
-                events: Events | None = None) -> list[DeviceResult]:
+                events: Events | None = None, shard: Shard | None = None) -> list[DeviceResult]:
+    """Every device of the records (of `shard`'s share): patches in OUT/ID/, a complete build
+    in OUT/ID/full/ with `full`, and the run's manifest. All records are checked first."""
     layout = load_layout(golden.layout)
     if layout.personalize is None:
         raise ComposerError(f"{golden.layout} has no personalize: section",
                             hint="declare what may vary per device (README \"Personalizing "
                             "devices\") and build the golden image again")
-    devices = load_devices(devices_file, layout.personalize)
+    devices = load_devices(devices_file, layout.personalize)  # all of them: duplicates too
+    if shard is not None:
+        devices = [d for d in devices if shard.holds(d.id)]
+    manifest = shard.manifest if shard is not None else RUN_MANIFEST
     taken = [d.id for d in devices if (out / d.id).exists()]
     if taken:
         raise ComposerError(f"{out / taken[0]} exists already; nothing was written",
                             hint="personalize into a new folder, or remove the old outputs")
-    if (out / RUN_MANIFEST).exists():
-        raise ComposerError(f"{out / RUN_MANIFEST} exists already; nothing was written",
+    if (out / manifest).exists():
+        raise ComposerError(f"{out / manifest} exists already; nothing was written",
                             hint="personalize into a new folder")
     prov = golden.manifest.provenance
     assert prov is not None
@@ -135,7 +158,7 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
     finally:
-        _write_run_manifest(out, golden, results)
+        _write_run_manifest(out / manifest, golden, results)
     return results
 
 
@@ -285,16 +308,16 @@ def _private(folder: Path) -> None:
                 os.chmod(path, 0o600)
 
 
-def _write_run_manifest(out: Path, golden: Golden, results: list[DeviceResult]) -> None:
+def _write_run_manifest(path: Path, golden: Golden, results: list[DeviceResult]) -> None:
     obj = {"format": 1, "golden": {name: sha for name, sha in sorted(golden.images().items())},
            "devices": [{"id": r.device, "full": r.full, "set": list(r.keys),
                         "files": list(r.files),
                         "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
                                      "runs": p.runs, "blocks": p.blocks} for p in r.patches]}
                        for r in results]}
-    tmp = out / f".{RUN_MANIFEST}.tmp"
+    tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / RUN_MANIFEST)
+    os.replace(tmp, path)
 
