@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from tests import tlogjudge
-from tests.conftest import REPO, compose, copy_layouts, make_golden, need, need_root
+from tests.conftest import REPO, compose, copy_layouts, env_skip, make_golden, need, need_root
 from tests.flashkit import Tool, debugfs_dump, e2fsck_clean, flash, flash_reason, loop_device
 
 GG = "/greengrass/v2"
@@ -531,3 +532,29 @@ def test_shards_split_the_devices_without_collisions(fleet: dict[str, Path],
     bad = compose("personalize", str(fleet["golden"]), "--devices", str(fleet["records"]),
                   "-o", str(tmp_path / "x"), "--shard", "3/2")
     assert bad.returncode == 2 and "--shard '3/2' is not K/N" in bad.stderr
+
+
+def test_device_disk_passes_sgdisk_and_its_rootfs_mounts_with_the_device_files(
+        fleet: dict[str, Path], tmp_path: Path) -> None:
+    need("sgdisk", "mount", "umount")
+    need_root("a loop mount")
+    full = fleet["out"] / "dev-a" / "full"
+    done = subprocess.run(["sgdisk", "-v", str(full / "disk.img")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "No problems found" in done.stdout, done.stdout
+    records = fleet["records"].parent
+    mnt = Path(tempfile.mkdtemp(dir=tmp_path))
+    mount = subprocess.run(["mount", "-o", "loop,ro", str(full / "rootfs.img"), str(mnt)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        env_skip("no-loop-devices", f"loop mount unavailable: {mount.stderr.strip()}")
+    try:
+        gg = mnt / GG.lstrip("/")
+        assert (gg / "thingCert.crt").read_bytes() == (records / "a.crt").read_bytes()
+        assert (gg / "privKey.key").read_bytes() == (records / "a.key").read_bytes()
+        assert (gg / "privKey.key").stat().st_mode & 0o7777 == 0o600
+        assert (gg / "thingCert.crt").stat().st_mode & 0o7777 == 0o644
+        config = tlogjudge.replay((gg / "config" / "config.tlog").read_bytes())
+        assert tlogjudge.get(config, "system", "thingName") == "Line1-Thing-A"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
