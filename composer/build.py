@@ -159,9 +159,9 @@ def assemble(layout_path: Path, epoch_override: int | None = None,
 
 
 def plan_assembled(done: Assembled, tailor: Tailor | None = None,
-                   events: Events | None = None) -> Plan:
+                   events: Events | None = None, like: Plan | None = None) -> Plan:
     """Route, plan and check the partitions of an assembled tree; with `tailor`, of one
-    device's copy of it (`done` stays as it was)."""
+    device's copy of it (`done` stays as it was), reusing what equals `like`'s."""
     start = time.monotonic()
     layout, asm = done.layout, done.asm
     if tailor is not None:
@@ -173,7 +173,7 @@ def plan_assembled(done: Assembled, tailor: Tailor | None = None,
     raise_all(list(routing.errors))
     for name, entries in routing.partitions.items():
         log.debug("routed %d entries to %s", len(entries), name)
-    planned = _plan_partitions(layout, routing.partitions, done.epoch, done.room)
+    planned = _plan_partitions(layout, routing.partitions, done.epoch, done.room, like)
     disk = None
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
@@ -288,10 +288,14 @@ def _reserve(layout: Layout, part: Partition, room: Mapping[str, int]) -> Reserv
 
 
 def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
-                     epoch: int, room: Mapping[str, int]) -> list[PlannedPartition]:
+                     epoch: int, room: Mapping[str, int],
+                     like: Plan | None = None) -> list[PlannedPartition]:
+    """Each partition's writer, request and size; a partition whose request equals the one
+    in `like` (the golden plan, for a device's) takes that plan's, already checked."""
     available = WRITERS
     planned: list[PlannedPartition] = []
     errors: list[ComposerError] = []
+    known = {p.name: p for p in like.partitions} if like is not None else {}
     for part in layout.partitions:
         writer = available[part.fs]()
         request = WriteRequest(
@@ -300,6 +304,10 @@ def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
             label=part.label, uuid=part.uuid or derived_uuid(layout.name, part.name, "fs"),
             epoch=epoch, options=dict(part.options), loc=part.loc,
             reserve=_reserve(layout, part, room))
+        same = known.get(part.name)
+        if same is not None and same.request == request:
+            planned.append(same)
+            continue
         problems = writer.check(request)
         errors += problems
         size = None

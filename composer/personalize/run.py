@@ -145,7 +145,7 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
         for device in devices:
             extra = extra_values(device) if extra_values is not None else {}
             tailor = Tailor(device, COMPOSER_NS, extra, images_only=not full)
-            the_plan = plan_assembled(done, tailor, events)
+            the_plan = plan_assembled(done, tailor, events, like=base)
             folder = out / device.id
             folder.mkdir(mode=0o700)
             try:
@@ -207,7 +207,7 @@ def _lean(golden: Golden, device: Device, the_plan: Plan, base: Plan,
             request = replace(part.request, size=part.size)
             golden_request = replace(golden_part.request, size=golden_part.size)
             name = f"{image}.patch"
-            if request == golden_request:
+            if part is golden_part or request == golden_request:
                 runs: list[tuple[int, int, bool]] = []
                 header = write_patch(folder / name, golden.folder / image, device.id,
                                      golden.images()[image], runs, lambda b: b"")

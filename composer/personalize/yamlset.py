@@ -21,6 +21,12 @@ from composer.rules.yamlcut import YamlCutError
 
 Path = tuple[str, ...]
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# libyaml when PyYAML has it, for the two whole-document loads (the values, not the marks)
+_FAST = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_FAST)  # noqa: S506 - a safe loader
 
 
 def set_values(data: bytes, values: Mapping[Path, Any]) -> bytes:
@@ -30,7 +36,7 @@ def set_values(data: bytes, values: Mapping[Path, Any]) -> bytes:
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is None:
         raise YamlCutError("the document is empty")
-    expected = yaml.safe_load(text)
+    expected = _load(text)
     edits: list[tuple[int, int, int, str]] = []  # start, -indent (deeper first), end, text
     inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any], int]] = {}
     for path, value in values.items():
@@ -48,7 +54,7 @@ def set_values(data: bytes, values: Mapping[Path, Any]) -> bytes:
         out += [text[cursor:start], replacement]
         cursor = end
     result = "".join(out) + text[cursor:]
-    if yaml.safe_load(result) != expected:
+    if _load(result) != expected:
         raise YamlCutError("setting the values would change other keys")
     return result.encode("utf-8")
 
