@@ -22,7 +22,7 @@ from aws_encryption_sdk.key_providers.raw import RawMasterKey
 
 from tests import tlogjudge
 from tests.conftest import compose, copy_layouts, make_golden, need
-from tests.flashkit import debugfs_dump
+from tests.flashkit import debugfs_dump, e2fsck_clean
 
 GG = "/greengrass/v2"
 TLOGS = ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~")
@@ -209,3 +209,25 @@ def test_bad_secrets_input_is_refused_with_nothing_written(line: dict[str, Path]
     assert PLAINTEXT not in done.stderr
     assert not (line["base"] / "out-bad").exists()
 
+
+
+def test_the_golden_plus_the_patch_holds_the_store(line: dict[str, Path], tmp_path: Path) -> None:
+    """The line's usual output: patches only (no --full). golden + dev-a's patch is a clean file
+    system whose every tlog copy holds a store that dev-a's key opens."""
+    need("e2fsck")
+    done = _run(line, [DEVICES[0]], SECRETS, "out-lean")
+    assert done.returncode == 0, done.stderr
+    assert not (line["base"] / "out-lean" / "dev-a" / "full").exists()
+    target = tmp_path / "rootfs.img"
+    subprocess.run(["cp", "--sparse=always", str(line["golden"] / "rootfs.img"), str(target)],
+                   check=True)
+    done = compose("-q", "personalize", "--apply",
+                   str(line["base"] / "out-lean" / "dev-a" / "rootfs.img.patch"), str(target))
+    assert done.returncode == 0, done.stderr
+    e2fsck_clean(target)
+    stores = {tlogjudge.get(tlogjudge.replay(debugfs_dump(target, f"{GG}/config/{name}",
+                                                          tmp_path / "d")), *STORE)
+              for name in TLOGS}
+    (store,) = stores
+    plain, context = _decrypt(store, line["in"] / "a.key", line["in"] / "a.crt")
+    assert plain.decode() == PLAINTEXT and context["Context"] == ARN
