@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from composer.check.planted import stamp_wallclock
 from composer.check.provenance import provenance
@@ -27,9 +27,9 @@ from composer.disk.compose import (
     write_layout_disk,
 )
 from composer.errors import ComposerError, raise_all
-from composer.fs.base import FsWriter, WriteRequest, WriteResult
+from composer.fs.base import FsWriter, Reserve, WriteRequest, WriteResult
 from composer.layout.load import epoch_problem, load_layout
-from composer.layout.model import Layout, Output, output_names
+from composer.layout.model import Layout, Output, Partition, output_names
 from composer.outputs.manifest import (
     DiskRecord,
     EntryRecord,
@@ -48,9 +48,10 @@ from composer.rules.assembly import Assembly
 from composer.rules.docker import DockerRule
 from composer.rules.files import FilesRule
 from composer.rules.greengrass import GreengrassRule
+from composer.rules.personal import personal_room
 from composer.rules.systemd import SystemdRule
 from composer.sources import Scanned
-from composer.tree import DeviceTree, canonical_hardlinks
+from composer.tree import DeviceTree, canonical_hardlinks, is_under, relative
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,15 @@ class Plan:
     epoch_origin: EpochOrigin = EpochOrigin.LAYOUT
 
 
+class Tailor(Protocol):
+    """A change of the whole build for one device (composer/personalize/device.py): the layout
+    before anything is read, and the device tree once the rules made it."""
+
+    def layout(self, layout: Layout) -> Layout: ...
+
+    def tree(self, asm: Assembly, layout: Layout) -> None: ...
+
+
 class Events:
     """Progress hooks; the CLI draws them, tests ignore them."""
 
@@ -99,13 +109,34 @@ class Events:
         pass
 
 
+@dataclass(slots=True)
+class Assembled:
+    """A plan up to the device tree the rules made: what every device's build shares."""
+
+    layout: Layout
+    epoch: int
+    origin: EpochOrigin
+    scanned: dict[str, Scanned]
+    store: ContentStore
+    asm: Assembly
+    room: dict[str, int]  # what the golden plan reserves for personalization
+
+
 def plan(layout_path: Path, epoch_override: int | None = None,
          events: Events | None = None,
-         override_origin: EpochOrigin = EpochOrigin.OPTION) -> Plan:
+         override_origin: EpochOrigin = EpochOrigin.OPTION,
+         tailor: Tailor | None = None) -> Plan:
     """Everything up to writing: validate, scan sources, apply rules, route, check.
 
     Reads the layout and the sources (metadata, and the few small files the rules edit); writes
     nothing and changes nothing outside the Plan it returns, so a plan can be thrown away."""
+    return plan_assembled(assemble(layout_path, epoch_override, events, override_origin),
+                          tailor, events)
+
+
+def assemble(layout_path: Path, epoch_override: int | None = None,
+             events: Events | None = None,
+             override_origin: EpochOrigin = EpochOrigin.OPTION) -> Assembled:
     events = events or Events()
     start = time.monotonic()
     layout = load_layout(layout_path)
@@ -121,19 +152,36 @@ def plan(layout_path: Path, epoch_override: int | None = None,
     for source in scanned.values():
         for warning in source.warnings:
             asm.report.warn(warning)
-    tree = _assemble(layout, asm)
-    routing = route(tree, layout.partitions, asm.epoch_ns, asm.claims)
+    _assemble(layout, asm)
+    log.debug("assembled in %.2f s", time.monotonic() - start)
+    # from the golden tree, before any device's input, so every device keeps the same room
+    return Assembled(layout, epoch, origin, scanned, store, asm, personal_room(layout, asm))
+
+
+def plan_assembled(done: Assembled, tailor: Tailor | None = None,
+                   events: Events | None = None, like: Plan | None = None) -> Plan:
+    """Route, plan and check the partitions of an assembled tree; with `tailor`, of one
+    device's copy of it (`done` stays as it was), reusing what equals `like`'s."""
+    start = time.monotonic()
+    layout, asm = done.layout, done.asm
+    if tailor is not None:
+        layout = tailor.layout(layout)
+        asm = asm.fork()
+        tailor.tree(asm, layout)
+        raise_all(asm.errors)
+    routing = route(asm.tree, layout.partitions, asm.epoch_ns, asm.claims)
     raise_all(list(routing.errors))
     for name, entries in routing.partitions.items():
         log.debug("routed %d entries to %s", len(entries), name)
-    planned = _plan_partitions(layout, routing.partitions, epoch)
+    planned = _plan_partitions(layout, routing.partitions, done.epoch, done.room, like)
     disk = None
     if layout.disk is not None:
         sizes = {p.name: p.size for p in planned if p.size is not None}
-        disk = plan_layout_disk(layout.disk, layout.partitions, sizes, scanned, layout.name,
+        disk = plan_layout_disk(layout.disk, layout.partitions, sizes, done.scanned, layout.name,
                                 COMPOSER_NS, max_size=layout.max_image_size)
     log.debug("planned in %.2f s", time.monotonic() - start)
-    return Plan(layout, epoch, routing.tree, planned, asm.report, store, disk, scanned, origin)
+    return Plan(layout, done.epoch, routing.tree, planned, asm.report, done.store, disk,
+                done.scanned, done.origin)
 
 
 def _scan(layout: Layout) -> dict[str, Scanned]:
@@ -223,18 +271,43 @@ def _prefetch(layout: Layout, asm: Assembly) -> None:
     asm.read_small(wanted)
 
 
+def _reserve(layout: Layout, part: Partition, room: Mapping[str, int]) -> Reserve | None:
+    """What partition `part` keeps for per-device builds (composer/rules/personal.py)."""
+    if layout.personalize is None:
+        return None
+    mounts = [p.mount for p in layout.partitions]
+
+    def holder(path: str) -> str:
+        return max((m for m in mounts if is_under(path, m)), key=len, default="")
+
+    mine = tuple(sorted((relative(path, part.mount), n) for path, n in room.items()
+                        if holder(path) == part.mount))
+    seed = derived_uuid(layout.name, part.name, "fs") \
+        if part.name in layout.personalize.uuids else None
+    return Reserve(mine, seed)
+
+
 def _plan_partitions(layout: Layout, routed: Mapping[str, tuple[Any, ...]],
-                     epoch: int) -> list[PlannedPartition]:
+                     epoch: int, room: Mapping[str, int],
+                     like: Plan | None = None) -> list[PlannedPartition]:
+    """Each partition's writer, request and size; a partition whose request equals the one
+    in `like` (the golden plan, for a device's) takes that plan's, already checked."""
     available = WRITERS
     planned: list[PlannedPartition] = []
     errors: list[ComposerError] = []
+    known = {p.name: p for p in like.partitions} if like is not None else {}
     for part in layout.partitions:
         writer = available[part.fs]()
         request = WriteRequest(
             name=part.name, size=part.size,
             entries=stamp_wallclock(part.name, for_writer(routed[part.name])),
             label=part.label, uuid=part.uuid or derived_uuid(layout.name, part.name, "fs"),
-            epoch=epoch, options=dict(part.options), loc=part.loc)
+            epoch=epoch, options=dict(part.options), loc=part.loc,
+            reserve=_reserve(layout, part, room))
+        same = known.get(part.name)
+        if same is not None and same.request == request:
+            planned.append(same)
+            continue
         problems = writer.check(request)
         errors += problems
         size = None

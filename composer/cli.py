@@ -428,6 +428,75 @@ def reproduce_command(
     raise typer.Exit(0 if report.identical else 1)
 
 
+@app.command("personalize")
+def personalize_command(
+    target: Annotated[Path, typer.Argument(
+        help="the golden build folder; with --apply, the image or device to patch",
+        metavar="BUILD_DIR|TARGET", show_default=False)],
+    devices: Annotated[Path | None, typer.Option(
+        "--devices", help="device records: CSV with a header row, or JSON lines",
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="output folder",
+                                             show_default=False)] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="keep each device's complete build (OUT/ID/full) beside its patches")
+    ] = False,
+    layout: Annotated[Path | None, typer.Option(
+        "--layout", help="the golden build's layout (default: the recorded file name, in the "
+        "current folder)", show_default=False)] = None,
+    apply: Annotated[Path | None, typer.Option(
+        "--apply", help="write this patch onto TARGET, after checking it holds the golden "
+        "bytes", metavar="PATCH", show_default=False)] = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="do only share K of N of the devices (by a hash of the id), for N "
+        "parallel jobs", metavar="K/N", show_default=False)] = None,
+    secrets: Annotated[str | None, typer.Option(
+        "--secrets", help="plaintext secrets as GetSecretValue returns them, re-encrypted for "
+        "each device's certificate into SecretManager's store; - reads standard input",
+        metavar="FILE|-", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Make each device's images and block patches from a golden build, or apply a patch."""
+    from composer.personalize.patch import apply_patch
+    from composer.personalize.run import Shard, open_golden, personalize
+    from composer.personalize.secrets import read_secrets
+
+    _set_globals(quiet, debug)
+    if apply is not None:
+        if (devices is not None or out is not None or full or layout is not None or shard
+                or secrets is not None):
+            raise _bad_argument("--apply takes only PATCH and TARGET")
+        header = apply_patch(apply, target)
+        _say(f"{target}: applied {apply} ({len(header.runs)} runs, "
+             f"{human_size(header.payload_bytes)}) for device {header.device}")
+        return
+    if devices is None or out is None:
+        raise _bad_argument("personalize needs --devices FILE and -o OUT")
+    if not target.is_dir():
+        raise _bad_argument(f"{target} is not a build folder")
+    share = None
+    if shard is not None:
+        k, _, n = shard.partition("/")
+        if not (k.isascii() and k.isdigit() and n.isascii() and n.isdigit()
+                and 1 <= int(k) <= int(n)):
+            raise _bad_argument(f"--shard {shard!r} is not K/N with 1 <= K <= N, such as 2/8")
+        share = Shard(int(k), int(n))
+    golden = open_golden(target, layout)
+    # read before anything else is done: a bad secrets file is refused with nothing written
+    plaintext = read_secrets(secrets, sys.stdin.buffer) if secrets is not None else None
+    events = _CliEvents()
+    try:
+        results = personalize(golden, devices, out, full, events=events, shard=share,
+                              secrets=plaintext)
+    finally:
+        events.close()
+    for result in results:
+        size = sum(p.blocks for p in result.patches) * 4096
+        _say(f"device {result.device}: {len(result.patches)} patches, {human_size(size)} of "
+             f"blocks{', full build in ' + str(out / result.full) if result.full else ''}")
+
+
 @app.command("inspect")
 def inspect_command(
     image: Annotated[Path, typer.Argument(help="a disk, tar, ext4 or vfat image", metavar="IMAGE")],

@@ -89,7 +89,8 @@ def planted_secrets() -> list[str]:
 
 
 def compose(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            umask: int | None = None) -> subprocess.CompletedProcess[str]:
+            umask: int | None = None, stdin: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     full_env.update(env or {})
 
@@ -98,7 +99,7 @@ def compose(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
             os.umask(umask)
 
     return subprocess.run([sys.executable, "-m", "composer", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, preexec_fn=preexec)
+                          capture_output=True, text=True, preexec_fn=preexec, input=stdin)
 
 
 @pytest.fixture(scope="session")

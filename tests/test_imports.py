@@ -21,6 +21,7 @@ from tests.conftest import REPO
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("composer.__main__",),
     ("composer.cli",),
+    ("composer.personalize",),  # per-device builds on top of the golden one, and their patches
     ("composer.build",),
     # checks of finished builds (verify, diff, reproduce) and the manifest's provenance
     ("composer.rules", "composer.route", "composer.publish", "composer.check"),

@@ -85,6 +85,8 @@ def _placed(section: Section, key: str, value: str) -> str:
                Section.SYSTEMD: "systemd", Section.DOCKER: "docker"}
     if section in mapping:
         return _BASE + f"{mapping[section]}:\n  from: \"s:/\"\n  {item}\n"
+    if section is Section.PERSONALIZE:
+        return _BASE + f"personalize:\n  {item}\n"
     assert section is Section.FILES
     return _BASE + f"files:\n  - {{to: /x, {item}}}\n"
 

@@ -21,6 +21,8 @@ whiteouts, opaque folders, xattrs, hard links, setuid files and per-daemon state
                deployments, processed deployments, literal and folded multi-line scalars
   users        /etc/passwd and /etc/group with ggc_user and ggc_group
   nucleus-tlog a tlog line as Jackson also accepts it: keys in another order, no V
+  cloud-secrets SecretManager's configuration lists the secret it stores (cloudSecrets), as the
+               deployment that gave it the secret does
 
 --docker-mib gives the layers a Docker-store-shaped size distribution instead of the default
 small files: most files a few KiB, some hundreds of KiB, and large ones (1 to 48 MiB) until the
@@ -72,7 +74,8 @@ AMAZON_ROOT_CA = ("-----BEGIN CERTIFICATE-----\nMIIDQTCCAimgAwIBAgITBmyfz5m/Amaz
 CA_PASSPHRASE = "GOLDENCAPASSPHRASE-4f1c2e"
 CA_JKS = b"\xfe\xed\xfe\xedGOLDENLOCALCAKEYSTORE" * 8
 FP_NAME = "aws.greengrass.FleetProvisioningByClaim"
-VARIANTS = ("fleet", "cda", "ota", "old-secrets", "yocto", "jackson", "users", "nucleus-tlog")
+VARIANTS = ("fleet", "cda", "ota", "old-secrets", "yocto", "jackson", "users", "nucleus-tlog",
+            "cloud-secrets")
 COMPONENTS = {  # name: (version, type)
     "aws.greengrass.Nucleus": (NUCLEUS, "aws.greengrass.nucleus"),
     "aws.greengrass.LogManager": ("2.3.7", "aws.greengrass.plugin"),
@@ -170,10 +173,13 @@ def tlog_line(ts: int, path: list[str], value: object, action: str = "changed") 
                       separators=(",", ":")) + "\n"
 
 
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf"
+
+
 def config_tlog(variants: frozenset[str] = frozenset()) -> str:
     ms = T0 * 1000
     secret_doc = json.dumps({"secrets": [{
-        "arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf",
+        "arn": SECRET_ARN,
         "name": "db", "versionId": "v1", "encryptedSecretString": SECRET,
         "versionStages": ["AWSCURRENT"], "createdDate": ms}]})
     root_ca = f"{ROOT}/AmazonRootCA1.pem" if "fleet" in variants else f"{ROOT}/rootCA.pem"
@@ -245,6 +251,10 @@ def variant_tlog(variants: frozenset[str], ms: int) -> list[str]:
     if "old-secrets" in variants:
         lines.append(tlog_line(ms + 61, ["services", "aws.greengrass.SecretManager", "version"],
                                "2.1.3"))
+    if "cloud-secrets" in variants:
+        lines.append(tlog_line(ms + 62, ["services", "aws.greengrass.SecretManager",
+                                         "configuration", "cloudSecrets"],
+                               [{"arn": SECRET_ARN, "labels": ["AWSCURRENT"]}]))
     # a `removed` line without V, as the nucleus's own test resources have, keys reordered
     if "nucleus-tlog" in variants:
         lines.append('{"W":"removed","TP":["services","aws.greengrass.labs.HomeAssistant",'

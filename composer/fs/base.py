@@ -50,6 +50,20 @@ class OptionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Reserve:
+    """Room the golden build keeps so that one device's build changes only a few blocks
+    (layout `personalize:`; composer/rules/personal.py decides it). Writers without the notion
+    ignore it."""
+
+    # fs path -> bytes its inode may come to hold: a file is given that much space (the rest
+    # left free after it), and a path not in the tree still gets its inode number
+    room: tuple[tuple[str, int], ...] = ()
+    # checksums and directory hashes derive from this UUID (ext4 metadata_csum_seed), so a
+    # device's own file-system UUID changes only the superblocks
+    seed_uuid: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WriteRequest:
     """Everything a writer needs for one partition; equal requests give equal bytes."""
 
@@ -61,6 +75,7 @@ class WriteRequest:
     epoch: int  # seconds; no timestamp in the image is later than this
     options: Mapping[str, Any] = field(default_factory=dict)  # validated writer options
     loc: Loc | None = None  # where the partition is declared, for error messages
+    reserve: Reserve | None = None  # room for per-device changes (personalization)
 
 
 class FsWriter(ABC):

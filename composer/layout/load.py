@@ -32,12 +32,14 @@ from composer.layout.model import (
     Layout,
     Output,
     Partition,
+    Personalize,
     RawBlob,
     SecretsPolicy,
     Source,
     SourceRef,
     Systemd,
     TableType,
+    Vary,
     disk_outputs,
     partition_outputs,
 )
@@ -338,8 +340,11 @@ class _Checker:
         self.disk_partitions(partitions, "disk" in top, available=WRITERS)
         outputs = self.outputs(top.get("outputs"), has_disk="disk" in top)
         self.output_names(partitions, "disk" in top, outputs)
+        personalize = self.personalize(top["personalize"], partitions, "greengrass" in top) \
+            if "personalize" in top else None
         return Layout(self.path, version or 1, name or "", epoch, sources, tuple(partitions),
-                      greengrass, systemd, docker, tuple(files), disk, outputs, self.max_image)
+                      greengrass, systemd, docker, tuple(files), disk, outputs, self.max_image,
+                      personalize)
 
     def disk_partitions(self, partitions: list[Partition], has_disk: bool,
                         available: Mapping[str, type[FsWriter]]) -> None:
@@ -593,6 +598,46 @@ class _Checker:
         to = self.device_path(raw.get("to"), "docker.to") if "to" in raw else default_to
         keep = self.string_list(raw.get("keep"), "docker.keep")
         return Docker(src, to or default_to, keep, node.loc) if src is not None else None
+
+    def personalize(self, node: Node, partitions: list[Partition],
+                    has_greengrass: bool) -> Personalize | None:
+        raw = self.fields(node, "personalize", keys(Section.PERSONALIZE))
+        if raw is None:
+            return None
+        vary: list[Vary] = []
+        if "vary" in raw and not raw["vary"].is_list:
+            self.fail(raw["vary"], "personalize.vary", f"expected a list, got {_kind(raw['vary'])}")
+        elif "vary" in raw:
+            for i, item in enumerate(raw["vary"].value):
+                value = self.enum(item, f"personalize.vary[{i}]", Vary, Vary.THING_NAME)
+                if value.value == item.value and value not in vary:
+                    vary.append(value)
+        if not has_greengrass:
+            self.fail(node, "personalize", "personalize needs a greengrass: section",
+                      "a device's identity is written into the Greengrass configuration")
+        by_name = {p.name: p for p in partitions}
+        uuids = self.string_list(raw.get("uuids"), "personalize.uuids")
+        for i, name in enumerate(uuids):
+            part = by_name.get(name)
+            if part is None or part.fs != "ext4":
+                close = difflib.get_close_matches(name, list(by_name), n=1)
+                self.fail(raw["uuids"].value[i], f"personalize.uuids[{i}]",
+                          f"{name!r} is not an ext4 partition of this layout",
+                          f"did you mean {close[0]!r}?" if close and close[0] != name else
+                          "name an ext4 partition (vfat and tar have no UUID to vary)")
+            elif part.uuid is not None:
+                self.fail(raw["uuids"].value[i], f"personalize.uuids[{i}]",
+                          f"partition {name!r} pins its uuid, so it cannot vary per device",
+                          "remove the partition's uuid: or this entry")
+        slack = default(Section.PERSONALIZE, "slack")
+        if "slack" in raw:
+            slack = self.size(raw["slack"], "personalize.slack", allow_auto=False)
+            if slack is not None and slack > MiB:
+                self.fail(raw["slack"], "personalize.slack", "slack is over 1MiB",
+                          "a device's configuration lines take a few KiB")
+        return Personalize(tuple(vary) if "vary" in raw else default(Section.PERSONALIZE,
+                                                                     "vary"),
+                           uuids, slack if slack is not None else 0, node.loc)
 
     def files(self, node: Node | None) -> list[FileRule]:
         if node is None:

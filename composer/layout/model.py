@@ -87,6 +87,26 @@ class Greengrass:
     loc: Loc
 
 
+class Vary(StrEnum):
+    """What a device record may set (README "Personalizing devices")."""
+
+    THING_NAME = "thing_name"
+    CERTIFICATE = "certificate"
+    PRIVATE_KEY = "private_key"
+    ENDPOINTS = "endpoints"  # iotDataEndpoint, iotCredEndpoint, awsRegion, iotRoleAlias
+    TEMPLATE_PARAMETERS = "template_parameters"
+
+
+@dataclass(frozen=True, slots=True)
+class Personalize:
+    """What may vary per device, so the golden build can prepare for it."""
+
+    vary: tuple[Vary, ...]
+    uuids: tuple[str, ...]  # partitions whose UUID and partition GUID derive from the device id
+    slack: int  # bytes kept free after each configuration file a device changes
+    loc: Loc
+
+
 @dataclass(frozen=True, slots=True)
 class Systemd:
     src: SourceRef
@@ -166,6 +186,7 @@ class Layout:
     disk: Disk | None
     outputs: tuple[Output, ...] = field(default=())
     max_image_size: int = 64 << 30  # the largest image a build may make (load.py explains)
+    personalize: Personalize | None = None
 
 
 # Output names are decided here, once, from the layout alone: the loader checks them for

@@ -24,6 +24,7 @@ from composer.layout.model import (
     Output,
     SecretsPolicy,
     TableType,
+    Vary,
 )
 from composer.units import GiB, MiB
 
@@ -43,6 +44,7 @@ class Section(enum.Enum):
     SYSTEMD = ("systemd.", "`systemd:`")
     DOCKER = ("docker.", "`docker:`")
     FILES = ("files[].", "`files[]`")
+    PERSONALIZE = ("personalize.", "`personalize:`")
 
     @property
     def prefix(self) -> str:
@@ -104,6 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
             "bmaptool reads), `sfdisk` (`disk.sfdisk`, the table as an sfdisk script, needs "
             "`disk:`); `.bmap` files are always written", default="`[]`",
             example="[simg, zst, sfdisk]", choices=tuple(o.value for o in Output)),
+    Setting(_S.TOP, "personalize", "mapping", "what may vary per device; `compose personalize` "
+            "then makes each device's image or patch (below, and \"Personalizing devices\")",
+            default="no personalization", example="{uuids: [rootfs]}"),
     Setting(_S.TOP, "max_image_size", "size", "the largest image size the layout may declare "
             "or a disk may come to, at most 16TiB (see \"Limits\")", default="64GiB",
             example="128GiB", value=64 * GiB),
@@ -241,6 +246,21 @@ SETTINGS: tuple[Setting, ...] = (
             default="0644 for content, 0755 for dir, else as the source", example='"0640"'),
     Setting(_S.FILES, "owner", "string", "`\"UID:GID\"`, numeric; on a copy it applies to "
             "everything copied", default="`0:0`, or as the source", example='"998:998"'),
+    # --- personalize ----------------------------------------------------------------------
+    Setting(_S.PERSONALIZE, "vary", "list", "the device record fields that may be set: "
+            "`thing_name` (system.thingName), `certificate` and `private_key` (files at "
+            "system.certificateFilePath and system.privateKeyPath; a key may be a `pkcs11:` URI), "
+            "`endpoints` (the Nucleus's iotDataEndpoint, iotCredEndpoint, awsRegion, "
+            "iotRoleAlias), `template_parameters` (fleet provisioning's templateParameters)",
+            default=_list(tuple(v.value for v in Vary)), example="[thing_name, certificate, "
+            "private_key]", value=tuple(Vary), choices=tuple(v.value for v in Vary)),
+    Setting(_S.PERSONALIZE, "uuids", "list", "partitions whose ext4 UUID and GPT partition "
+            "GUID are derived from the device id: `uuid5(composer namespace, \"<layout "
+            "name>/<partition>/fs/<device id>\")` (`/part/` for the GUID)", default="`[]`",
+            example="[rootfs]"),
+    Setting(_S.PERSONALIZE, "slack", "size", "free space the golden plan keeps after each "
+            "configuration file a device changes, so a device's lines fit without moving "
+            "other files", default="4KiB", example="8KiB", value=4096),
 )
 
 

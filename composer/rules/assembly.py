@@ -29,6 +29,17 @@ class Assembly:
         self.claims: dict[str, Claim] = {}
         self._small: dict[Content, bytes] = {}
 
+    def fork(self) -> Assembly:
+        """A copy whose tree, report and claims can change without touching this one (one
+        device's build on top of the golden assembly); sources and the small-file cache are
+        shared."""
+        twin = Assembly(self.sources, self.store, self.epoch)
+        twin.tree = DeviceTree(self.tree.entries())
+        twin.report = Report(list(self.report.findings), dict(self.report.masks))
+        twin.claims = dict(self.claims)
+        twin._small = self._small
+        return twin
+
     def error(self, message: str, loc: Loc | None, hint: str | None = None,
               path: str | None = None) -> None:
         self.errors.append(ComposerError(message, loc, hint, path))

@@ -135,7 +135,7 @@ class Ext4Writer(FsWriter):
     def _prepared(self, req: WriteRequest, block_size: int
                   ) -> tuple[Prepared | None, list[ComposerError]]:
         """The entries prepared for `block_size` (memoized per request and block size)."""
-        key = (req.entries, req.name, req.uuid, req.epoch, req.loc)
+        key = (req.entries, req.name, req.uuid, req.epoch, req.loc, req.reserve)
         memo = self._memo
         if memo is None or memo[0] != key:  # equal requests, not the same objects
             memo = self._memo = (key, {})

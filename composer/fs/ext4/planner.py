@@ -178,6 +178,9 @@ class Prepared:
     hash_seed: tuple[int, int, int, int]
     blocks: int  # data + dir + symlink + xattr blocks of all nodes
     tree_bound: int  # at most this many extent-tree blocks
+    # (inode, blocks) kept for per-device builds (WriteRequest.reserve): the inode's blocks
+    # are followed by free ones up to this many; an inode with no node stays free
+    room: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,9 +239,19 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
 
     by_path = _index(req, fail)
     ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
-    ino_of, file_links, next_ino = _number_inodes(ordered, by_path, fail)
+    room_bytes = dict(req.reserve.room) if req.reserve is not None else {}
+    # a reserved path the tree lacks still takes its inode number, so later ones keep theirs
+    absent = [p for p in room_bytes if p not in by_path and
+              (parent := by_path.get(p.rpartition("/")[0] or "/")) is not None
+              and parent.kind is Kind.DIR]
+    ino_of, file_links, next_ino = _number_inodes(ordered, by_path, fail, absent)
+    room = tuple(sorted((ino_of[p], -(-n // block_size)) for p, n in room_bytes.items()
+                        if p in ino_of))
+    for p in absent:
+        del ino_of[p]
     children, subdirs = _children(ordered, by_path, ino_of, fail)
-    seed = hash_seed_of(req.uuid)
+    seed = hash_seed_of(req.reserve.seed_uuid if req.reserve is not None
+                        and req.reserve.seed_uuid is not None else req.uuid)
     nodes: list[Node] = []
     total_blocks = tree_bound = 0
     for e in ordered:
@@ -256,7 +269,9 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
     if failures[0]:
         return None
     nodes.sort(key=lambda n: n.ino)
-    return Prepared(block_size, tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
+    total_blocks += sum(n for _, n in room)  # at most this much more
+    return Prepared(block_size, tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound,
+                    room)
 
 
 def _index(req: WriteRequest, fail: Callable[[str, str], None]) -> dict[str, Entry]:
@@ -275,17 +290,22 @@ def _index(req: WriteRequest, fail: Callable[[str, str], None]) -> dict[str, Ent
 
 
 def _number_inodes(ordered: list[Entry], by_path: dict[str, Entry],
-                   fail: Callable[[str, str], None]
+                   fail: Callable[[str, str], None], absent: list[str]
                    ) -> tuple[dict[str, int], dict[str, int], int]:
-    """Inode numbers: root 2, lost+found 11 (when a directory), then the rest in path order;
-    a hard link shares its file's number. Returns (numbers, link counts of files, next)."""
+    """Inode numbers: root 2, lost+found 11 (when a directory), then the rest in path order
+    (the `absent` paths numbered too, in their place); a hard link shares its file's number.
+    Returns (numbers, link counts of files, next)."""
     ino_of: dict[str, int] = {"/": ROOT_INO}
     next_ino = FIRST_INO
     if by_path[LOST_FOUND].kind is Kind.DIR:
         ino_of[LOST_FOUND] = FIRST_INO
         next_ino += 1
     file_links: dict[str, int] = {}
-    for e in ordered:
+    numbered = ordered
+    if absent:
+        placeholders = [Entry(p, Kind.DIR, 0, 0, 0, 0) for p in absent]  # numbered only
+        numbered = sorted([*ordered, *placeholders], key=lambda e: sort_key(e.path))
+    for e in numbered:
         if e.path in ino_of or e.kind is Kind.HARDLINK:
             continue
         ino_of[e.path] = next_ino
@@ -534,6 +554,13 @@ class _Allocator:
     def blocks(self, n: int) -> tuple[int, ...]:
         return tuple(b for s, k in self.take(n) for b in range(s, s + k))
 
+    def keep_free(self, n: int) -> None:
+        """Move past `n` allocatable blocks without using them (room for a device's build)."""
+        if n > 0:
+            before = len(self.used)
+            self.take(n)
+            del self.used[before:]
+
 
 def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> Plan:
     bbm, ibm, itb = place_group_tables(geo)
@@ -549,7 +576,11 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
         jext = extents_of(alloc.take(jblocks))
         jtree = alloc.blocks(tree_block_count(len(jext), bs))
     placed = []
+    room = dict(prep.room)
+    free_inos = sorted(set(room) - {node.ino for node in prep.nodes})  # reserved, no node yet
     for node in prep.nodes:
+        while free_inos and free_inos[0] < node.ino:
+            alloc.keep_free(room[free_inos.pop(0)])
         ext: tuple[Extent, ...] = ()
         tree: tuple[int, ...] = ()
         n = node.data_blocks
@@ -559,6 +590,10 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
                 tree = alloc.blocks(tree_block_count(len(ext), bs))
         xblock = alloc.take(1)[0][0] if node.xattrs.block else 0
         placed.append(Placed(node, ext, tree, xblock))
+        if node.ino in room:
+            alloc.keep_free(room[node.ino] - n - len(tree) - (1 if xblock else 0))
+    for ino in free_inos:
+        alloc.keep_free(room[ino])
     reserved = int(geo.nblocks * opts.reserved_pct / 100)
     return Plan(geo, image_size, prep, bbm, ibm, itb, jext, jtree, jblocks, tuple(placed),
                 (*tables, *alloc.used), reserved)

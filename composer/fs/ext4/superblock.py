@@ -19,6 +19,7 @@ from composer.fs.ext4.constants import (
     FIRST_INO,
     FLAG_SIGNED_HASH,
     HASH_HALF_MD4,
+    INCOMPAT_CSUM_SEED,
     INODE_SIZE,
     JNL_BACKUP_BLOCKS,
     JOURNAL_INO,
@@ -48,6 +49,7 @@ class SuperFields:
     hash_seed: tuple[int, int, int, int]
     journal_i_block: bytes | None  # the journal inode's i_block (backup), None: no journal
     journal_size: int
+    checksum_seed: int | None = None  # metadata_csum_seed: stored, not derived from uuid
 
 
 def _le32(*words: int) -> bytes:
@@ -91,7 +93,8 @@ def pack_superblock(f: SuperFields, group: int = 0) -> bytes:
         s_inode_size=INODE_SIZE,
         s_block_group_nr=group,
         s_feature_compat=FEATURE_COMPAT | (COMPAT_HAS_JOURNAL if journal else 0),
-        s_feature_incompat=FEATURE_INCOMPAT,
+        s_feature_incompat=FEATURE_INCOMPAT | (INCOMPAT_CSUM_SEED if f.checksum_seed is not None
+                                              else 0),
         s_feature_ro_compat=FEATURE_RO_COMPAT,
         s_uuid=f.uuid,
         s_volume_name=f.label,  # zero-padded to 16 bytes
@@ -114,6 +117,7 @@ def pack_superblock(f: SuperFields, group: int = 0) -> bytes:
         s_flags=FLAG_SIGNED_HASH,
         s_log_groups_per_flex=LOG_GROUPS_PER_FLEX,
         s_checksum_type=CHECKSUM_TYPE_CRC32C,
+        s_checksum_seed=f.checksum_seed or 0,
         s_wtime_hi=hi,
         s_mtime_hi=0,
         s_mkfs_time_hi=hi,

@@ -16,6 +16,7 @@ import contextlib
 import os
 import stat
 import struct
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,8 +214,14 @@ class _InodeTables:
             self.tables[group] = bytearray()
 
 
+def _csum_uuid(req: WriteRequest) -> uuid.UUID | None:
+    """The UUID the checksums derive from when it is not the file system's own (the
+    metadata_csum_seed feature: a device's UUID then changes only the superblocks)."""
+    return req.reserve.seed_uuid if req.reserve is not None else None
+
+
 def _write_metadata(req: WriteRequest, plan: Plan, out: _Out) -> None:
-    seed = fs_seed(req.uuid.bytes)
+    seed = fs_seed((_csum_uuid(req) or req.uuid).bytes)
     geo = plan.geometry
     itables = _InodeTables(geo.groups, geo.ipg, geo.block_size)
     journal_root = _write_journal(req, plan, out, itables, seed) if plan.journal_blocks else None
@@ -297,6 +304,9 @@ def _write_groups(plan: Plan, out: _Out, itables: _InodeTables, dirs_per_group: 
     if geo.nblocks - first < nbits:
         _set_bits(bbm, geo.nblocks - first, nbits - (geo.nblocks - first))
     last = plan.prepared.last_ino
+    # inode numbers kept for a device's build that this build leaves unused
+    have = {p.node.ino for p in plan.placed}
+    unused = [ino for ino, _ in plan.prepared.room if ino not in have]
     descs = bytearray(geo.gdt_blocks * bs)
     free_blocks = free_inodes = 0
     gbytes = bpg // 8
@@ -306,16 +316,20 @@ def _write_groups(plan: Plan, out: _Out, itables: _InodeTables, dirs_per_group: 
         used_inodes = max(0, min(ipg, last - g * ipg))
         ibm = bytearray(bs)
         _set_bits(ibm, 0, used_inodes)
+        for ino in unused:
+            if g * ipg < ino <= g * ipg + used_inodes:
+                ibm[(ino - 1 - g * ipg) // 8] &= ~(1 << ((ino - 1 - g * ipg) % 8)) & 0xFF
+        in_use = used_inodes - sum(1 for ino in unused if g * ipg < ino <= g * ipg + used_inodes)
         _set_bits(ibm, ipg, bs * 8 - ipg)  # padding past the group's inodes: ones
         out.put_block(plan.block_bitmaps[g], bm)
         out.put_block(plan.inode_bitmaps[g], ibm)
         itables.flush(g, plan, out)
         free_blocks += gfree
-        free_inodes += ipg - used_inodes
+        free_inodes += ipg - in_use
         pack_desc(descs, g * DESC_SIZE, g, GroupDesc(
             block_bitmap=plan.block_bitmaps[g], inode_bitmap=plan.inode_bitmaps[g],
             inode_table=plan.inode_tables[g], free_blocks=gfree,
-            free_inodes=ipg - used_inodes, used_dirs=dirs_per_group[g],
+            free_inodes=ipg - in_use, used_dirs=dirs_per_group[g],
             itable_unused=ipg - used_inodes,
             block_bitmap_csum=crc(seed, bm), inode_bitmap_csum=crc(seed, ibm[:ipg // 8])), seed)
     return free_blocks, free_inodes, descs
@@ -332,6 +346,7 @@ def _write_superblocks(req: WriteRequest, plan: Plan, out: _Out, free_blocks: in
         r_blocks_count=plan.reserved_blocks, free_blocks=free_blocks, free_inodes=free_inodes,
         ipg=geo.ipg, time=req.epoch, uuid=req.uuid.bytes,
         label=(req.label or "").encode("utf-8"), hash_seed=plan.prepared.hash_seed,
+        checksum_seed=fs_seed(seed.bytes) if (seed := _csum_uuid(req)) is not None else None,
         journal_i_block=journal_root, journal_size=plan.journal_blocks * bs)
     for g in geo.super_groups:
         sb = pack_superblock(fields, g)

@@ -1,0 +1,364 @@
+"""`compose personalize BUILD_DIR --devices FILE -o OUT`: per device, a complete build with that
+device's inputs (composer.personalize.device.Tailor on the golden layout and sources) and the
+patch of every image against the golden build (composer.personalize.patch).
+
+Every device record is checked, and OUT checked for collisions, before anything is written. The
+golden build must come from this layout and these sources: the layout's sha256 is compared
+before, each device build's source digests after, with the golden manifest's provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from composer.build import (
+    COMPOSER_NS,
+    Assembled,
+    Events,
+    Plan,
+    assemble,
+    build,
+    plan_assembled,
+)
+from composer.check.provenance import layout_sha256
+from composer.check.reproduce import check_inputs
+from composer.check.verify import load_manifest
+from composer.errors import ComposerError, raise_all
+from composer.layout.load import load_layout
+from composer.outputs.bmap_reader import read_bmap
+from composer.outputs.manifest import EpochOrigin, Manifest
+from composer.personalize.device import ConfigPath, Tailor
+from composer.personalize.patch import (
+    BLOCK,
+    BlockRanges,
+    PatchHeader,
+    make_patch,
+    patch_runs,
+    read_block,
+    write_patch,
+)
+from composer.personalize.records import Device, load_devices
+from composer.personalize.secrets import LineSecrets, PlaintextSecret
+from composer.rules.personal import golden_config
+
+RUN_MANIFEST = "personalize.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Share K of N (1-based) of a device list: a device belongs to the share its id hashes to,
+    `int(sha256(id)[:8 bytes], big-endian) % N == K - 1`, whatever the order of the records,
+    so N independent jobs with the same records do every device once."""
+
+    k: int
+    n: int
+
+    def holds(self, device_id: str) -> bool:
+        digest = hashlib.sha256(device_id.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.n == self.k - 1
+
+    @property
+    def manifest(self) -> str:
+        return f"personalize.shard-{self.k}-of-{self.n}.json"
+ExtraValues = Callable[[Device], Mapping[ConfigPath, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PatchFile:
+    image: str
+    file: str  # relative to OUT
+    sha256: str
+    runs: int
+    blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceResult:
+    device: str
+    patches: tuple[PatchFile, ...]
+    full: str | None  # the complete build's folder, relative to OUT
+    keys: tuple[str, ...] = ()  # the configuration keys set (never their values)
+    files: tuple[str, ...] = ()  # the identity files written, with their modes
+
+
+@dataclass(frozen=True, slots=True)
+class Golden:
+    folder: Path
+    layout: Path
+    manifest: Manifest
+
+    def images(self) -> dict[str, str]:
+        """Image file name -> golden sha256, for the raw images (tar partitions are not
+        block devices: a device build's tar is in its full build only)."""
+        found = {p.image: p.sha256 for p in self.manifest.partitions.values()
+                 if p.image.endswith(".img")}
+        disk = self.manifest.disk
+        if disk is not None and disk.image is not None and disk.sha256 is not None:
+            found[disk.image] = disk.sha256
+        return found
+
+
+def open_golden(folder: Path, layout: Path | None) -> Golden:
+    manifest = load_manifest(folder)
+    prov = manifest.provenance
+    if prov is None:
+        raise ComposerError(f"{folder}/manifest.json records no provenance",
+                            hint="build the golden image again with this composer")
+    layout = layout if layout is not None else Path(prov.layout_file)
+    if not layout.is_file():
+        raise ComposerError(f"the golden build used the layout {prov.layout_file!r}; {layout} "
+                            "is not a file", hint="give the layout's path with --layout")
+    if layout_sha256(layout) != prov.layout_sha256:
+        raise ComposerError(f"{layout} is not the layout {folder} was built from (sha256 "
+                            f"{layout_sha256(layout)}, the build's {prov.layout_sha256})",
+                            hint="personalize the build of this layout, or build it again")
+    return Golden(folder, layout, manifest)
+
+
+def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
+                extra_values: ExtraValues | None = None,
+                events: Events | None = None, shard: Shard | None = None,
+                secrets: tuple[PlaintextSecret, ...] | None = None) -> list[DeviceResult]:
+    """Every device of the records (of `shard`'s share): patches in OUT/ID/, a complete build
+    in OUT/ID/full/ with `full`, and the run's manifest. All records are checked first; with
+    `secrets`, each device also gets SecretManager's store made for its certificate."""
+    layout = load_layout(golden.layout)
+    if layout.personalize is None:
+        raise ComposerError(f"{golden.layout} has no personalize: section",
+                            hint="declare what may vary per device (README \"Personalizing "
+                            "devices\") and build the golden image again")
+    devices = load_devices(devices_file, layout.personalize)  # all of them: duplicates too
+    if shard is not None:
+        devices = [d for d in devices if shard.holds(d.id)]
+    manifest = shard.manifest if shard is not None else RUN_MANIFEST
+    taken = [d.id for d in devices if (out / d.id).exists()]
+    if taken:
+        raise ComposerError(f"{out / taken[0]} exists already; nothing was written",
+                            hint="personalize into a new folder, or remove the old outputs")
+    if (out / manifest).exists():
+        raise ComposerError(f"{out / manifest} exists already; nothing was written",
+                            hint="personalize into a new folder")
+    prov = golden.manifest.provenance
+    assert prov is not None
+    check_inputs(golden.manifest, golden.layout)  # the sources are those the golden build read
+    done = assemble(golden.layout, golden.manifest.epoch, events,
+                    EpochOrigin(prov.epoch_origin))
+    base = None if full else plan_assembled(done)
+    if secrets is not None:
+        extra_values = _with_secrets(extra_values, _line_secrets(secrets, done, devices))
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for device in devices:
+            extra = extra_values(device) if extra_values is not None else {}
+            tailor = Tailor(device, COMPOSER_NS, extra, images_only=not full)
+            the_plan = plan_assembled(done, tailor, events, like=base)
+            folder = out / device.id
+            folder.mkdir(mode=0o700)
+            try:
+                if base is None:
+                    result = _full(golden, device, the_plan, folder, events)
+                else:
+                    result = _lean(golden, device, the_plan, base, folder)
+                results.append(replace(result, **_what_was_set(tailor)))
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+    finally:
+        _write_run_manifest(out / manifest, golden, results)
+    return results
+
+
+def _line_secrets(secrets: tuple[PlaintextSecret, ...], done: Assembled,
+                  devices: list[Device]) -> LineSecrets:
+    """The secrets bound to the golden SecretManager, every device checked: all refusals come
+    before anything is written."""
+    greengrass = done.layout.greengrass
+    if greengrass is None:
+        raise ComposerError("--secrets needs the layout's greengrass: section (SecretManager's "
+                            "store is in the Greengrass configuration)")
+    line = LineSecrets.for_golden(secrets, golden_config(done.asm, greengrass.to))
+    errors = []
+    for device in devices:
+        try:
+            line.check_device(device.id, device.certificate(), device.loc)
+        except ComposerError as error:
+            errors.append(error)
+    raise_all(errors)
+    return line
+
+
+def _with_secrets(extra_values: ExtraValues | None, line: LineSecrets) -> ExtraValues:
+    """`extra_values` and the device's secretResponse, made once per device (in its Tailor)."""
+    def values(device: Device) -> Mapping[ConfigPath, Any]:
+        more = extra_values(device) if extra_values is not None else {}
+        return {**more, **line.values_for(device.id, device.certificate(), device.loc)}
+    return values
+
+
+def _what_was_set(tailor: Tailor) -> dict[str, tuple[str, ...]]:
+    inputs = tailor.inputs
+    if inputs is None:
+        return {}
+    return {"keys": tuple(".".join(path) for path in inputs.values),
+            "files": tuple(f"{f.path} ({f.mode:04o})" for f in inputs.files)}
+
+
+def _full(golden: Golden, device: Device, the_plan: Plan, folder: Path,
+          events: Events | None) -> DeviceResult:
+    """The device's complete build in folder/full, and each image's patch diffed from it."""
+    built = folder / "full"
+    build(the_plan, built, events)
+    patches = []
+    for image, golden_sha in sorted(golden.images().items()):
+        name = f"{image}.patch"
+        header = make_patch(golden.folder / image, built / image, folder / name, device.id,
+                            golden_sha, block_map(golden.folder / image),
+                            block_map(built / image))
+        patches.append(_patch_file(folder / name, f"{device.id}/{name}", header))
+    _private(built)
+    return DeviceResult(device.id, tuple(patches), f"{device.id}/full")
+
+
+def _lean(golden: Golden, device: Device, the_plan: Plan, base: Plan,
+          folder: Path) -> DeviceResult:
+    """The same patches without the complete build: only the partitions whose write request
+    differs from the golden one are written (equal requests give equal bytes), and the disk's
+    patch is theirs moved to their offsets plus the table's changed blocks."""
+    work = folder / ".work"
+    work.mkdir(mode=0o700)
+    try:
+        moved: dict[int, bytes] = {}  # disk block -> new bytes
+        moved_mapped: list[tuple[int, int]] = []  # disk block ranges the device maps
+        patches = []
+        store = the_plan.store.spilling_into(work)
+        offsets = {p.name: p.offset for p in the_plan.disk.plan.partitions} \
+            if the_plan.disk is not None else {}
+        for part, golden_part in zip(the_plan.partitions, base.partitions, strict=True):
+            if not part.writer.fixed_size:
+                continue
+            image = f"{part.name}.img"
+            request = replace(part.request, size=part.size)
+            golden_request = replace(golden_part.request, size=golden_part.size)
+            name = f"{image}.patch"
+            if part is golden_part or request == golden_request:
+                runs: list[tuple[int, int, bool]] = []
+                header = write_patch(folder / name, golden.folder / image, device.id,
+                                     golden.images()[image], runs, lambda b: b"")
+            else:
+                result = part.writer.write(request, work / image, store, lambda _n: None)
+                device_map = _ranges(result.extents)
+                header = make_patch(golden.folder / image, work / image, folder / name,
+                                    device.id, golden.images()[image],
+                                    block_map(golden.folder / image), device_map)
+                if part.name in offsets:
+                    _move(folder / name, header, offsets[part.name], moved)
+                    moved_mapped += _shifted(device_map, offsets[part.name])
+                (work / image).unlink()
+            patches.append(_patch_file(folder / name, f"{device.id}/{name}", header))
+        if the_plan.disk is not None and base.disk is not None:
+            patches.append(_disk_patch(golden, device, the_plan.disk.plan.table_bytes(),
+                                       moved, moved_mapped, folder))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return DeviceResult(device.id, tuple(sorted(patches, key=lambda p: p.image)), None)
+
+
+def _ranges(extents: tuple[tuple[int, int], ...]) -> BlockRanges:
+    return tuple((off // BLOCK, (off + n - 1) // BLOCK) for off, n in extents if n > 0)
+
+
+def _shifted(ranges: BlockRanges, offset: int) -> list[tuple[int, int]]:
+    base = offset // BLOCK
+    return [(base + first, base + last) for first, last in ranges]
+
+
+def _move(patch: Path, header: PatchHeader, offset: int, into: dict[int, bytes]) -> None:
+    """The new blocks of a partition's patch, at their disk block numbers."""
+    if offset % BLOCK:
+        raise ComposerError(f"partition {header.image} starts at byte {offset}, not on a "
+                            f"{BLOCK}-byte block", hint="personalize with --full")
+    base = offset // BLOCK
+    with patch.open("rb") as f:
+        f.readline()
+        f.readline()
+        for run in header.runs:
+            for b in range(run.block, run.block + run.count):
+                into[base + b] = f.read(BLOCK)
+
+
+def _disk_patch(golden: Golden, device: Device, table: list[tuple[int, bytes]],
+                moved: dict[int, bytes], moved_mapped: list[tuple[int, int]],
+                folder: Path) -> PatchFile:
+    disk = golden.folder / "disk.img"
+    new = dict(moved)
+    touched = sorted({b for off, data in table
+                      for b in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)})
+    for block in touched:
+        current = bytearray(new.get(block) or read_block(disk, block))
+        for off, data in table:
+            lo, hi = max(off, block * BLOCK), min(off + len(data), (block + 1) * BLOCK)
+            if lo < hi:
+                current[lo - block * BLOCK:hi - block * BLOCK] = data[lo - off:hi - off]
+        if bytes(current) != read_block(disk, block) or block in new:
+            new[block] = bytes(current)
+    golden_map = block_map(disk)
+    # blocks only the device maps were moved in; the table's blocks are mapped in both
+    runs = patch_runs(set(new), golden_map, tuple(sorted(moved_mapped)))
+    missing = {b for first, count, _ in runs for b in range(first, first + count)} - set(new)
+    for block in missing:  # mapped by the device only, equal bytes: written all the same
+        new[block] = read_block(disk, block)
+    name = "disk.img.patch"
+    header = write_patch(folder / name, disk, device.id, golden.images()["disk.img"], runs,
+                         new.__getitem__)
+    return _patch_file(folder / name, f"{device.id}/{name}", header)
+
+
+def block_map(image: Path) -> BlockRanges:
+    """The 4 KiB block ranges the image's .bmap maps (what bmaptool writes when flashing)."""
+    bmap = read_bmap(image.with_suffix(".bmap"))
+    if bmap.block_size != BLOCK:
+        raise ComposerError(f"{image.with_suffix('.bmap')} has {bmap.block_size}-byte blocks, "
+                            f"not {BLOCK}", hint="build the golden image again")
+    return tuple((r.first, r.last) for r in bmap.ranges)
+
+
+def _patch_file(path: Path, rel: str, header: PatchHeader) -> PatchFile:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return PatchFile(header.image, rel, digest.hexdigest(), len(header.runs),
+                     sum(r.count for r in header.runs))
+
+
+def _private(folder: Path) -> None:
+    """A device's outputs hold its private key: readable by the owner only."""
+    for dirpath, _dirs, filenames in os.walk(folder):
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
+
+
+def _write_run_manifest(path: Path, golden: Golden, results: list[DeviceResult]) -> None:
+    obj = {"format": 1, "golden": {name: sha for name, sha in sorted(golden.images().items())},
+           "devices": [{"id": r.device, "full": r.full, "set": list(r.keys),
+                        "files": list(r.files),
+                        "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
+                                     "runs": p.runs, "blocks": p.blocks} for p in r.patches]}
+                       for r in results]}
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
