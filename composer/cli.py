@@ -328,7 +328,8 @@ def diff_command(
         with _ReadProgress("comparing") as progress:
             result = diff_all(*sides, progress)
     except ComposerError as exc:
-        raise _bad_argument(exc.render()) from None
+        typer.echo(exc.render(), err=True)  # "error: ...", as main() prints errors
+        raise typer.Exit(2) from None
     changes = result.changes
     if as_json:
         typer.echo(json.dumps(result.to_obj(), indent=2, sort_keys=True))
