@@ -156,7 +156,8 @@ def _scan(layout: Layout) -> dict[str, Scanned]:
 
 
 def _used_sources(layout: Layout) -> set[str]:
-    refs = [s.src for s in (layout.greengrass, layout.systemd, layout.docker) if s is not None]
+    refs = [s.src for s in (layout.greengrass, layout.systemd, layout.docker)
+            if s is not None and s.src is not None]
     refs += [f.src for f in layout.files if f.src is not None]
     refs += [blob.src for blob in layout.disk.raw] if layout.disk is not None else []
     return {ref.source for ref in refs}
