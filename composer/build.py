@@ -200,11 +200,14 @@ def _assemble(layout: Layout, asm: Assembly) -> DeviceTree:
         gg.apply()
     if systemd is not None:
         systemd.apply()
-    if layout.docker is not None:
-        DockerRule(layout.docker, asm).apply()
+    docker = DockerRule(layout.docker, asm) if layout.docker else None
+    if docker is not None:
+        docker.apply()
     FilesRule(layout.files, asm).apply()
     raise_all(asm.errors)  # checks below need a complete tree
     canonical_hardlinks(asm.tree)
+    if docker is not None:
+        docker.check()
     if systemd is not None:
         systemd.check(gg.root if gg is not None else None)
     if gg is not None:

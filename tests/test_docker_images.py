@@ -296,3 +296,86 @@ def test_an_archive_that_holds_no_image(tmp_path: Path, archives: Path) -> None:
     _fails(tmp_path, [{"archive": "in/junk.tar"}], "docker.images[0]", "junk.tar",
            "neither a `docker save` archive")
     _fails(tmp_path, [{"archive": "in/nowhere.tar"}], "nowhere.tar", "no such file")
+
+
+def _with_daemon_json(tmp_path: Path, text: str) -> Path:
+    """The test layout plus a root partition with /etc/docker/daemon.json holding `text`."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "daemon.json").write_text(text)
+    lay = layout(tmp_path, [ALL[0]])
+    root = "sources: {conf: conf}\npartitions:\n  - {name: root, fs: tar, mount: /}\n"
+    lay.write_text(lay.read_text().replace("partitions:\n", root)
+                   + 'files:\n  - {from: "conf:/daemon.json", to: /etc/docker/daemon.json}\n')
+    return lay
+
+
+@pytest.mark.parametrize(("daemon_json", "problem"), [
+    ('{"storage-driver": "vfs"}', '"storage-driver": "vfs"'),
+    ('{"data-root": "/var/lib/docker"}', '"data-root": "/var/lib/docker"'),
+    ('{"features": {"containerd-snapshotter": true}}', "containerd-snapshotter"),
+    ("{not json", "is not valid JSON"),
+])
+def test_a_daemon_json_that_would_hide_the_store_is_an_error(tmp_path: Path, archives: Path,
+                                                              daemon_json: str,
+                                                              problem: str) -> None:
+    lay = _with_daemon_json(tmp_path, daemon_json)
+    proc = compose("build", str(lay), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stderr
+    assert "/etc/docker/daemon.json" in proc.stderr and problem in proc.stderr, proc.stderr
+
+
+def test_a_daemon_json_that_agrees_passes_and_a_moved_store_without_one_is_reported(
+        tmp_path: Path, archives: Path) -> None:
+    lay = _with_daemon_json(tmp_path, '{"storage-driver": "overlay2", '
+                            '"data-root": "/data/docker"}')
+    build(lay, tmp_path / "out1")
+    assert "data-root" not in (tmp_path / "out1" / "report.txt").read_text()
+    build(layout(tmp_path, [ALL[0]]), tmp_path / "out2")
+    assert "no /etc/docker/daemon.json sets data-root" in \
+        (tmp_path / "out2" / "report.txt").read_text()
+
+
+def _docker25_files() -> dict[str, bytes]:
+    """What `docker save` writes from Docker 25 on: an OCI layout (index.json naming the image
+    by io.containerd.image.name, a bare tag in ref.name) plus a manifest.json into blobs/."""
+    app = images.app_image(compress=("", ""))
+    files = images.oci_layout([app])
+    index = json.loads(files["index.json"])
+    index["manifests"][0]["annotations"] = {
+        "io.containerd.image.name": "docker.io/composer-test/app:1",
+        "org.opencontainers.image.ref.name": "1"}
+    files["index.json"] = json.dumps(index).encode()
+    files["manifest.json"] = json.dumps([{
+        "Config": "blobs/sha256/" + app.image_id[7:], "RepoTags": ["composer-test/app:1"],
+        "Layers": ["blobs/sha256/" + images.sha256(t)[7:] for t in app.layers]}]).encode()
+    return files
+
+
+@pytest.mark.parametrize("reader", ["oci", "docker-save"])
+def test_docker_25_save_archives_are_read_by_either_reader(tmp_path: Path, archives: Path,
+                                                           reader: str) -> None:
+    files = _docker25_files()
+    if reader == "docker-save":
+        del files["oci-layout"]  # no OCI layout marker: manifest.json is what is read
+    images.write_tar(files, archives / "d25.tar")
+    img = build(layout(tmp_path, [{"archive": "in/d25.tar"}]), tmp_path / "out")
+    repos = json.loads(cat(img, f"{STORE}/image/overlay2/repositories.json"))
+    assert repos == {"Repositories": {"composer-test/app": {
+        "composer-test/app:1": images.app_image().image_id}}}
+
+
+def test_names_are_recorded_as_docker_shows_them_and_a_nameless_image_needs_tags(
+        tmp_path: Path, archives: Path) -> None:
+    files = _docker25_files()
+    index = json.loads(files["index.json"])
+    index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": "1.0"}
+    files["index.json"] = json.dumps(index).encode()
+    del files["manifest.json"]
+    images.write_folder(files, archives / "bare")
+    _fails(tmp_path, [{"archive": "in/bare"}], "docker.images[0]", "records no name",
+           "give its names with `tags`")
+    tags = ["docker.io/library/alpine", "index.docker.io/team/app:2", "localhost:5000/x/y:z"]
+    img = build(layout(tmp_path, [{"archive": "in/bare", "tags": tags}]), tmp_path / "out")
+    repos = json.loads(cat(img, f"{STORE}/image/overlay2/repositories.json"))["Repositories"]
+    assert {name for repo in repos.values() for name in repo} == {
+        "alpine:latest", "team/app:2", "localhost:5000/x/y:z"}

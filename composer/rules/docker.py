@@ -23,6 +23,11 @@ class DockerRule:
         if self.spec.images:
             DockerImagesRule(self.spec, self.asm).apply()
 
+    def check(self) -> None:
+        """After every rule has placed its files: daemon.json agrees with the store."""
+        if self.spec.images:
+            DockerImagesRule(self.spec, self.asm).check_daemon_json()
+
     def _copy_store(self, src: SourceRef) -> None:
         top = self.asm.lookup(src, "docker.from")
         if top is None:

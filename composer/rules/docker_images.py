@@ -31,6 +31,9 @@ from composer.rules.assembly import Assembly
 from composer.tree import Kind
 from composer.types import Claim
 
+DAEMON_JSON = "/etc/docker/daemon.json"
+DEFAULT_ROOT = "/var/lib/docker"
+
 
 @dataclass(frozen=True, slots=True)
 class _Named:
@@ -76,9 +79,12 @@ class DockerImagesRule:
             if previous is not None and moved.kind is Kind.FILE and entry.path != REPOSITORIES:
                 continue  # already in the snapshot's store: the same content by its name
             self.asm.place(moved, claim, override=entry.path == REPOSITORIES)
+        names: dict[str, list[str]] = {}
         for image in images:
-            self.asm.report.changed(f"{self.spec.to}: preloaded image {image.image.image_id} "
-                                    f"({', '.join(image.names) or 'untagged'})")
+            names.setdefault(image.image.image_id, []).extend(image.names)
+        for image_id, given in names.items():
+            shown = ", ".join(dict.fromkeys(given)) or "untagged"
+            self.asm.report.changed(f"{self.spec.to}: preloaded image {image_id} ({shown})")
 
     # --- reading the archives ----------------------------------------------------------
 
@@ -123,6 +129,10 @@ class DockerImagesRule:
     @staticmethod
     def _names(image: ArchiveImage, item: DockerImage) -> tuple[str, ...]:
         given = item.tags or image.names
+        if not given:
+            raise ImageFormatError(f"records no name (repository and tag) for image "
+                                   f"{image.image_id}",
+                                   hint="give its names with `tags`, such as [\"app:1.0\"]")
         names = []
         for name in given:
             try:
@@ -131,6 +141,47 @@ class DockerImagesRule:
                 raise ImageFormatError(f"the archive names the image {exc}",
                                        hint="give the names with `tags`") from None
         return tuple(dict.fromkeys(names))
+
+    def check_daemon_json(self) -> None:
+        """Docker must find the store where it was put, and read it with overlay2: an
+        /etc/docker/daemon.json on the device that says otherwise is an error. (Docker 29
+        starts fresh installs on the containerd image store, but keeps overlay2 when
+        `overlay2/` under its data root is not empty, as it is here.)"""
+        entry = self.asm.tree.get(DAEMON_JSON)
+        if entry is None or entry.kind is not Kind.FILE or entry.content is None:
+            if self.spec.to != DEFAULT_ROOT:
+                self.asm.report.warn(f"the Docker store is at {self.spec.to}, and no "
+                                     f"{DAEMON_JSON} sets data-root: Docker looks in "
+                                     f"{DEFAULT_ROOT} unless told (dockerd --data-root, or "
+                                     "daemon.json)")
+            return
+        data = self.asm.read_small([entry.content])[entry.content]
+        try:
+            config = json.loads(data)
+        except ValueError as exc:
+            self.asm.error(f"{DAEMON_JSON} is not valid JSON ({exc})", self.spec.loc,
+                           path="docker", hint="Docker would not start with it")
+            return
+        if not isinstance(config, dict):
+            return
+        problems = []
+        driver = config.get("storage-driver")
+        if driver not in (None, "overlay2"):
+            problems.append(f'"storage-driver": "{driver}" (the store is overlay2)')
+        root = config.get("data-root")
+        if root is not None and root.rstrip("/") != self.spec.to:
+            problems.append(f'"data-root": "{root}" (the store is at {self.spec.to})')
+        features = config.get("features")
+        if isinstance(features, dict) and features.get("containerd-snapshotter") is True:
+            problems.append('"features": {"containerd-snapshotter": true} (Docker would use '
+                            "its containerd image store and not see these images)")
+        for problem in problems:
+            self.asm.error(f"{DAEMON_JSON} on the device says {problem}", self.spec.loc,
+                           path="docker", hint="change daemon.json or docker.to so that "
+                           "Docker reads the preloaded store")
+        if root is None and self.spec.to != DEFAULT_ROOT:
+            self.asm.report.warn(f"the Docker store is at {self.spec.to}, and {DAEMON_JSON} "
+                                 f"sets no data-root: Docker looks in {DEFAULT_ROOT}")
 
     # --- the snapshot's store, if any ----------------------------------------------------
 
