@@ -17,9 +17,10 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
+
+import crcmod
 
 from composer.errors import ComposerError
 
@@ -31,40 +32,17 @@ BLOCK = 512
 _HEADER_ONLY = frozenset(b"123456")
 _PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK = ord("x"), ord("g"), ord("L"), ord("K")
 
-_ISO_POLY = 0xD800000000000000  # Go's crc64.ISO, reversed form
+# Go's crc64.ISO as crcmod states it: x^64 + x^4 + x^3 + x + 1, reflected, register and output
+# inverted (crcmod's initCrc is the start register xor the final xor: all ones xor all ones)
+_CRC64_ISO = crcmod.Crc(0x1000000000000001B, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
 
 
-def _tables() -> tuple[tuple[int, ...], ...]:
-    first = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ _ISO_POLY if crc & 1 else crc >> 1
-        first.append(crc)
-    tables = [tuple(first)]
-    for _ in range(7):  # slicing-by-8: table k moves a byte through k more bytes
-        prev = tables[-1]
-        tables.append(tuple((prev[b] >> 8) ^ first[prev[b] & 0xFF] for b in range(256)))
-    return tuple(tables)
-
-
-_T = _tables()
-
-
-def crc64_iso(chunks: Iterator[bytes]) -> bytes:
-    """CRC-64/ISO as Go's hash/crc64 computes it (inverted in and out), big-endian."""
-    t0, t1, t2, t3, t4, t5, t6, t7 = _T
-    crc = 0xFFFFFFFFFFFFFFFF
+def crc64_iso(chunks: Iterable[bytes]) -> bytes:
+    """CRC-64/ISO as Go's hash/crc64 computes it, big-endian: tar-split's file checksum."""
+    crc = _CRC64_ISO.new()
     for chunk in chunks:
-        whole = len(chunk) - len(chunk) % 8
-        for (word,) in struct.iter_unpack("<Q", memoryview(chunk)[:whole]):
-            crc ^= word
-            crc = (t7[crc & 0xFF] ^ t6[(crc >> 8) & 0xFF] ^ t5[(crc >> 16) & 0xFF]
-                   ^ t4[(crc >> 24) & 0xFF] ^ t3[(crc >> 32) & 0xFF] ^ t2[(crc >> 40) & 0xFF]
-                   ^ t1[(crc >> 48) & 0xFF] ^ t0[crc >> 56])
-        for byte in chunk[whole:]:
-            crc = t0[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return (crc ^ 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+        crc.update(chunk)
+    return crc.digest()
 
 
 class Reader(Protocol):
