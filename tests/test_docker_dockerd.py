@@ -113,6 +113,13 @@ def test_dockerd_lists_runs_inspects_and_saves_the_preloaded_images(tmp_path: Pa
         saved = _saved_layers(daemon, tmp_path, "composer-test/app:1", "composer-test/other:1")
         assert saved == {"composer-test/app:1": _diff_ids(app),
                          "composer-test/other:1": _diff_ids(other)}
+    # what Docker saved, composed again, is the same store: the same image, byte for byte, as
+    # the same images and names from the test's own archives
+    shutil.copy(tmp_path / "saved.tar", archives / "saved.tar")
+    again = build(layout(tmp_path, [{"archive": "in/saved.tar"}]), tmp_path / "again")
+    same = build(layout(tmp_path, [ALL[0], {**ALL[2], "tags": ["composer-test/other:1"]}]),
+                 tmp_path / "same")
+    assert again.read_bytes() == same.read_bytes()
 
 
 def test_dockerd_runs_a_snapshot_store_plus_preloaded_images(tmp_path: Path,

@@ -250,6 +250,28 @@ def test_a_layer_that_does_not_match_the_config(tmp_path: Path, archives: Path) 
            images.sha256(images.layer(images.TOP_OTHER)))
 
 
+def test_a_docker_save_layer_linked_to_an_earlier_copy(tmp_path: Path, archives: Path) -> None:
+    """Docker up to 24 saves a layer that two images hold under two ids once, and the second
+    `<id>/layer.tar` as a symlink to the first."""
+    app, other = images.app_image(compress=("", "")), images.other_image()
+    other = images.Image(other.tag, other.layers, ("", ""))
+    files = images.docker_save([app, other])
+    manifest = json.loads(files["manifest.json"])
+    first = manifest[0]["Layers"][0]
+    manifest[1]["Layers"][0] = "feedface/layer.tar"
+    files["manifest.json"] = json.dumps(manifest).encode()
+    out = archives / "linked.tar"
+    images.write_tar(files, out)
+    with tarfile.open(out, "a") as tar:
+        link = tarfile.TarInfo("feedface/layer.tar")
+        link.type, link.linkname = tarfile.SYMTYPE, f"../{first}"
+        tar.addfile(link)
+    img = build(layout(tmp_path, [{"archive": "in/linked.tar"}]), tmp_path / "out")
+    e2fsck_clean(img)
+    repos = json.loads(cat(img, f"{STORE}/image/overlay2/repositories.json"))["Repositories"]
+    assert repos["composer-test/other"] == {"composer-test/other:1": other.image_id}
+
+
 def test_a_missing_layer(tmp_path: Path, archives: Path) -> None:
     files = images.docker_save([images.app_image(compress=("", ""))])
     missing = json.loads(files["manifest.json"])[0]["Layers"][0]
