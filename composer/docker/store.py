@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from composer.docker.layer import Layer
 from composer.docker.model import ArchiveImage
@@ -115,50 +115,59 @@ def repositories(images: Iterable[StoreImage],
 def store_entries(images: list[StoreImage], chains: dict[str, StoreLayer],
                   repositories_json: bytes, mtime_ns: int) -> Iterator[Entry]:
     """The store's entries (paths inside the store), in no particular order."""
-    def folder(path: str, mode: int | None = None) -> Entry:
-        return Entry(path, Kind.DIR, _DIR_MODES.get(path, 0o700) if mode is None else mode,
-                     0, 0, mtime_ns)
-
-    def small(path: str, data: bytes, mode: int = 0o644) -> Entry:
-        return Entry(path, Kind.FILE, mode, 0, 0, mtime_ns, Content.of_bytes(data))
-
+    make = _Maker(mtime_ns)
     for path in _DIR_MODES:
-        yield folder(path)
+        yield make.folder(path)
     for image in {i.image.image_id: i.image for i in images}.values():
-        yield small(f"{IMAGE_DB}/{image.image_id.removeprefix('sha256:')}", image.config, 0o600)
-    yield small(REPOSITORIES, repositories_json, 0o600)
+        yield make.file(f"{IMAGE_DB}/{image.image_id.removeprefix('sha256:')}", image.config,
+                        0o600)
+    yield make.file(REPOSITORIES, repositories_json, 0o600)
     parents = {c.parent.chain_id for c in chains.values() if c.parent is not None}
     for chain in chains.values():
         if chain.existing is None:
-            yield from _layer_entries(chain, chain.chain_id in parents, folder, small)
-        elif chain.chain_id in parents:
-            yield small(f"{OVERLAY}/{chain.cache_id}/committed", b"", 0o600)
+            yield from _layer_entries(chain, chain.chain_id in parents, make)
+        elif chain.chain_id in parents:  # a new layer on one of the store's own
+            yield make.file(f"{OVERLAY}/{chain.cache_id}/committed", b"", 0o600)
 
 
-def _layer_entries(chain: StoreLayer, has_child: bool, folder, small) -> Iterator[Entry]:  # type: ignore[no-untyped-def]
+@dataclass(frozen=True, slots=True)
+class _Maker:
+    """The store's own files and folders: root's, at the build's time."""
+
+    mtime_ns: int
+
+    def folder(self, path: str, mode: int | None = None) -> Entry:
+        return Entry(path, Kind.DIR, _DIR_MODES.get(path, 0o700) if mode is None else mode,
+                     0, 0, self.mtime_ns)
+
+    def file(self, path: str, data: bytes, mode: int = 0o644) -> Entry:
+        return Entry(path, Kind.FILE, mode, 0, 0, self.mtime_ns, Content.of_bytes(data))
+
+    def symlink(self, path: str, target: str) -> Entry:
+        return Entry(path, Kind.SYMLINK, 0o777, 0, 0, self.mtime_ns, target=target)
+
+
+def _layer_entries(chain: StoreLayer, has_child: bool, make: _Maker) -> Iterator[Entry]:
     db = f"{LAYER_DB}/{chain.chain_id.removeprefix('sha256:')}"
-    yield folder(db, 0o700)
-    yield small(f"{db}/diff", chain.layer.diff_id.encode())
-    yield small(f"{db}/size", str(chain.layer.size).encode())
-    yield small(f"{db}/cache-id", chain.cache_id.encode())
-    yield small(f"{db}/tar-split.json.gz", chain.layer.tar_split)
+    yield make.folder(db, 0o700)
+    yield make.file(f"{db}/diff", chain.layer.diff_id.encode())
+    yield make.file(f"{db}/size", str(chain.layer.size).encode())
+    yield make.file(f"{db}/cache-id", chain.cache_id.encode())
+    yield make.file(f"{db}/tar-split.json.gz", chain.layer.tar_split)
     if chain.parent is not None:
-        yield small(f"{db}/parent", chain.parent.chain_id.encode())
+        yield make.file(f"{db}/parent", chain.parent.chain_id.encode())
     top = f"{OVERLAY}/{chain.cache_id}"
-    yield folder(top, 0o710)
-    yield small(f"{top}/link", chain.link.encode())
+    yield make.folder(top, 0o710)
+    yield make.file(f"{top}/link", chain.link.encode())
     if chain.parent is not None:
-        yield small(f"{top}/lower", ":".join(chain.lowers()).encode())
-        yield folder(f"{top}/work", 0o700)
+        yield make.file(f"{top}/lower", ":".join(chain.lowers()).encode())
+        yield make.folder(f"{top}/work", 0o700)
     if has_child:  # Docker marks a layer that another was made on
-        yield small(f"{top}/committed", b"", 0o600)
-    yield Entry(f"{OVERLAY}/l/{chain.link}", Kind.SYMLINK, 0o777, 0, 0, folder("/").mtime_ns,
-                target=f"../{chain.cache_id}/diff")
+        yield make.file(f"{top}/committed", b"", 0o600)
+    yield make.symlink(f"{OVERLAY}/l/{chain.link}", f"../{chain.cache_id}/diff")
     diff = f"{top}/diff"
     for entry in chain.layer.entries:
         moved = entry.moved(diff + entry.path if entry.path != "/" else diff)
         if moved.kind is Kind.HARDLINK and moved.target is not None:
-            moved = Entry(moved.path, moved.kind, moved.mode, moved.uid, moved.gid,
-                          moved.mtime_ns, moved.content, diff + moved.target, moved.rdev,
-                          moved.xattrs)
+            moved = replace(moved, target=diff + moved.target)
         yield moved
