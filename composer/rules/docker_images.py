@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from composer.docker.bundle import Bundle, open_bundle
@@ -28,7 +29,7 @@ from composer.docker.store import (
 from composer.errors import ComposerError
 from composer.layout.model import Docker, DockerImage
 from composer.rules.assembly import Assembly
-from composer.tree import Kind
+from composer.tree import Entry, Kind
 from composer.types import Claim
 
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -49,41 +50,49 @@ class DockerImagesRule:
     def apply(self) -> None:
         named: list[_Named] = []
         layers: dict[str, Layer] = {}
+        failed = False
         for n, item in enumerate(self.spec.images):
-            where = f"docker.images[{n}]"
             try:
                 found = self._read(item, layers)
             except (ImageFormatError, ComposerError) as exc:
                 self.asm.error(f"{item.archive.name}: {exc.message}", item.loc, exc.hint,
-                               path=where)
+                               path=f"docker.images[{n}]")
+                failed = True
                 continue
             named += [_Named(image, n) for image in found]
-        if self.asm.errors:
-            return
         existing_repos = self._existing_repositories()
-        if not self._names_agree(named, existing_repos):
+        if failed or not self._names_agree(named, existing_repos):
             return
         images = [n.image for n in named]
-        chains = store_layers(images, layers, self._existing_layers())
         for layer in layers.values():
             if layer.data.name not in self.asm.store.sources:
                 self.asm.store.add(layer.data)
+        chains = store_layers(images, layers, self._existing_layers())
+        self._place(store_entries(images, chains, repositories(images, existing_repos),
+                                  self.asm.epoch_ns))
+        self._report(images)
+
+    def _place(self, entries: Iterable[Entry]) -> None:
+        """The store's entries at docker.to. What the snapshot's store already holds stays:
+        a file named by its content's digest (configs, layers of the same chain) is the same
+        file; repositories.json is replaced by the merged one."""
         claim = Claim("docker.images", self.spec.loc, from_source=True)
-        repos = repositories(images, existing_repos)
-        for entry in store_entries(images, chains, repos, self.asm.epoch_ns):
-            path = self.spec.to if entry.path == "/" else self.spec.to + entry.path
-            moved = entry.moved(path)
+        to = self.spec.to
+        for entry in entries:
+            moved = entry.moved(to + entry.path if entry.path != "/" else to)
             if moved.kind is Kind.HARDLINK and moved.target is not None:
-                moved = replace(moved, target=self.spec.to + moved.target)
-            previous = self.asm.tree.get(path)
-            if previous is not None and moved.kind is Kind.FILE and entry.path != REPOSITORIES:
-                continue  # already in the snapshot's store: the same content by its name
-            self.asm.place(moved, claim, override=entry.path == REPOSITORIES)
+                moved = replace(moved, target=to + moved.target)
+            merged = entry.path == REPOSITORIES
+            if moved.kind is Kind.FILE and not merged and moved.path in self.asm.tree:
+                continue
+            self.asm.place(moved, claim, override=merged)
+
+    def _report(self, images: list[StoreImage]) -> None:
         names: dict[str, list[str]] = {}
         for image in images:
             names.setdefault(image.image.image_id, []).extend(image.names)
         for image_id, given in names.items():
-            shown = ", ".join(dict.fromkeys(given)) or "untagged"
+            shown = ", ".join(dict.fromkeys(given))
             self.asm.report.changed(f"{self.spec.to}: preloaded image {image_id} ({shown})")
 
     # --- reading the archives ----------------------------------------------------------
