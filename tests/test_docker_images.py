@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from composer.docker.tarsplit import crc64_iso, tar_split
-from tests.conftest import compose, need
+from tests.conftest import REPO, compose, need
 from tests.dockerkit import (
     build,
     cat,
@@ -401,3 +401,17 @@ def test_names_are_recorded_as_docker_shows_them_and_a_nameless_image_needs_tags
     repos = json.loads(cat(img, f"{STORE}/image/overlay2/repositories.json"))["Repositories"]
     assert {name for repo in repos.values() for name in repo} == {
         "alpine:latest", "team/app:2", "localhost:5000/x/y:z"}
+
+
+def test_the_example_layout_builds_and_verifies(tmp_path: Path, made: Path) -> None:
+    shutil.copy(REPO / "layouts" / "docker-preload.yaml", tmp_path)
+    shutil.copytree(made, tmp_path / "images")
+    lay = tmp_path / "docker-preload.yaml"
+    assert compose("validate", str(lay)).returncode == 0
+    out = tmp_path / "out"
+    build(lay, out)
+    e2fsck_clean(out / "docker.img")
+    proc = compose("verify", str(out), "--deep")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    repos = json.loads(cat(out / "docker.img", "/image/overlay2/repositories.json"))
+    assert sorted(repos["Repositories"]) == ["composer-test/app", "composer-test/other", "other"]
