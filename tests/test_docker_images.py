@@ -272,6 +272,15 @@ def test_a_docker_save_layer_linked_to_an_earlier_copy(tmp_path: Path, archives:
     assert repos["composer-test/other"] == {"composer-test/other:1": other.image_id}
 
 
+def test_a_truncated_layer(tmp_path: Path, archives: Path) -> None:
+    files = images.docker_save([images.app_image(compress=("", ""))])
+    name = json.loads(files["manifest.json"])[0]["Layers"][0]
+    files[name] = files[name][:1500]  # inside the second member's data
+    images.write_tar(files, archives / "app.docker.tar")
+    _fails(tmp_path, [ALL[0]], "docker.images[0]", f"layer {name}: the tar ends inside a "
+           "member's data", "the layer is truncated")
+
+
 def test_a_missing_layer(tmp_path: Path, archives: Path) -> None:
     files = images.docker_save([images.app_image(compress=("", ""))])
     missing = json.loads(files["manifest.json"])[0]["Layers"][0]
@@ -415,3 +424,14 @@ def test_the_example_layout_builds_and_verifies(tmp_path: Path, made: Path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     repos = json.loads(cat(out / "docker.img", "/image/overlay2/repositories.json"))
     assert sorted(repos["Repositories"]) == ["composer-test/app", "composer-test/other", "other"]
+
+
+def test_a_manifest_and_config_with_different_layer_counts(tmp_path: Path,
+                                                           archives: Path) -> None:
+    files = images.docker_save([images.app_image(compress=("", ""))])
+    manifest = json.loads(files["manifest.json"])
+    manifest[0]["Layers"] = manifest[0]["Layers"][:1]
+    files["manifest.json"] = json.dumps(manifest).encode()
+    images.write_tar(files, archives / "app.docker.tar")
+    _fails(tmp_path, [ALL[0]], "docker.images[0]", "manifest.json[0] lists 1 layers, its "
+           "config", "2")
