@@ -618,11 +618,13 @@ class _Checker:
                 continue
             archive = self.string(raw.get("archive"), f"{path}.archive")
             tags = self.string_list(raw.get("tags"), f"{path}.tags")
-            for t, tag in enumerate(tags):
+            tag_nodes = raw["tags"].value if tags else []
+            for t, tag_node in enumerate(tag_nodes):
                 try:
-                    familiar(tag)
+                    if isinstance(tag_node.value, str):
+                        familiar(tag_node.value)
                 except BadReference as exc:
-                    self.fail(raw["tags"].value[t], f"{path}.tags[{t}]", str(exc),
+                    self.fail(tag_node, f"{path}.tags[{t}]", str(exc),
                               "such as app:1.0 or registry.example.com/team/app:1.0")
             platform = self.string(raw.get("platform"), f"{path}.platform", _PLATFORM,
                                    "platform (os/arch[/variant], such as linux/arm64)")
