@@ -28,6 +28,8 @@ from tests.dockerkit import (
     sha256_file,
 )
 
+pytestmark = pytest.mark.root
+
 ALL = [{"archive": "in/app.docker.tar"}, {"archive": "in/images.oci.tar"},
        {"archive": "in/other.oci", "tags": ["composer-test/other:1", "other:latest"]}]
 

@@ -19,6 +19,8 @@ APP = BASE + TOP_APP, OTHER = BASE + TOP_OTHER; the two share BASE. Their files:
             only /opt/cfg/c in it, adds /app/run
   TOP_OTHER replaces /etc/greeting
 
+The zstd layer is made by the `zstd` command (Python 3.11 has no zstd module).
+
 `--member-order reversed` writes the same images with the archives' members in the opposite
 order (and the OCI index's manifests reversed): a build from them must give the same bytes.
 Tests import this module for the pieces (layer(), config(), docker_save(), oci_layout()).
