@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOOLS, compose, in_ci, need, need_root
+from tests.flashkit import e2fsck_clean  # noqa: F401  (re-exported for the tests)
 
 sys.path.insert(0, str(TOOLS))
 import make_docker_images as images  # noqa: E402, F401  (re-exported for the tests)
@@ -71,17 +72,6 @@ def cat(img: Path, path: str) -> bytes:
     proc = subprocess.run(["debugfs", "-R", f"cat {path}", str(img)], capture_output=True)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def e2fsck_clean(img: Path) -> None:
-    need("e2fsck")
-    proc = subprocess.run(["e2fsck", "-fn", str(img)], capture_output=True, text=True,
-                          env=dict(os.environ, E2FSCK_CONFIG="/dev/null"))
-    lines = (proc.stdout + proc.stderr).splitlines()
-    allowed = ("Pass ", "e2fsck ")
-    problems = [ln for ln in lines if ln.strip() and not ln.startswith(allowed)
-                and "files (" not in ln]
-    assert proc.returncode == 0 and not problems, "\n".join(lines)
 
 
 def sha256_file(path: Path) -> str:
