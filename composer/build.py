@@ -204,7 +204,8 @@ def _scan(layout: Layout) -> dict[str, Scanned]:
 
 
 def _used_sources(layout: Layout) -> set[str]:
-    refs = [s.src for s in (layout.greengrass, layout.systemd, layout.docker) if s is not None]
+    refs = [s.src for s in (layout.greengrass, layout.systemd, layout.docker)
+            if s is not None and s.src is not None]
     refs += [f.src for f in layout.files if f.src is not None]
     refs += [blob.src for blob in layout.disk.raw] if layout.disk is not None else []
     return {ref.source for ref in refs}
@@ -247,11 +248,14 @@ def _assemble(layout: Layout, asm: Assembly) -> DeviceTree:
         gg.apply()
     if systemd is not None:
         systemd.apply()
-    if layout.docker is not None:
-        DockerRule(layout.docker, asm).apply()
+    docker = DockerRule(layout.docker, asm) if layout.docker else None
+    if docker is not None:
+        docker.apply()
     FilesRule(layout.files, asm).apply()
     raise_all(asm.errors)  # checks below need a complete tree
     canonical_hardlinks(asm.tree)
+    if docker is not None:
+        docker.check()
     if systemd is not None:
         systemd.check(gg.root if gg is not None else None)
     if gg is not None:

@@ -56,6 +56,12 @@ class ContentStore:
         """Where stream_sorted() keeps members it read ahead (None: the system's temp folder)."""
         return self._spill_dir
 
+    def add(self, source: DataSource) -> None:
+        """A data source found while the rules run (a layer of a preloaded image)."""
+        if source.name in self._sources:
+            raise ComposerError(f"two data sources named {source.name!r}")
+        self._sources[source.name] = source
+
     def spilling_into(self, folder: Path) -> ContentStore:
         """The same sources, spilling out-of-order archive members into `folder`."""
         return ContentStore(self._sources, folder)

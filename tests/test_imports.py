@@ -31,7 +31,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("composer.layout.load", "composer.layout.reference"),
     ("composer.layout.settings",),
     ("composer.registry",),  # the tables of formats and source kinds: where fs/sources are wired
-    ("composer.fs", "composer.disk"),  # the formats: file systems, partition tables
+    # the formats: file systems, partition tables, container image archives
+    ("composer.fs", "composer.disk", "composer.docker"),
     ("composer.sources",),
     # core values
     ("composer.layout.model", "composer.layout.yamlload", "composer.report", "composer.content",

@@ -31,8 +31,8 @@ from tests.conftest import REPO
 
 README = REPO / "README.md"
 TABLE = REPO / "tests" / "promises.yaml"
-BLOCK_SECTIONS = ("Commands", "Limits", "The rules", "Sources", "Names are bytes", "Outputs",
-                  "Capturing a golden device", "Known limits")
+BLOCK_SECTIONS = ("Commands", "Limits", "The rules", "Preloading Docker images", "Sources",
+                  "Names are bytes", "Outputs", "Capturing a golden device", "Known limits")
 SENTENCE_SECTIONS = ("Time, IDs and determinism",)
 SKIPPED_SECTIONS = ("Tests", "Performance")
 PROMISE_WORDS = re.compile(r"\bis an error\b|\bare errors\b|\balways\b|\bnever\b|\bexit\b",

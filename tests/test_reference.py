@@ -81,6 +81,8 @@ def _placed(section: Section, key: str, value: str) -> str:
         return _BASE.replace("mount: /boot}", f"mount: /boot, {item}}}")
     if section is Section.DISK_RAW:
         return _BASE + f"disk:\n  raw:\n    - {{from: \"s:/x\", offset: 1MiB, {item}}}\n"
+    if section is Section.DOCKER_IMAGES:
+        return _BASE + f"docker:\n  images:\n    - {{archive: x.tar, {item}}}\n"
     mapping = {Section.DISK: "disk", Section.GREENGRASS: "greengrass",
                Section.SYSTEMD: "systemd", Section.DOCKER: "docker"}
     if section in mapping:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from composer import tools
+from composer.docker.reference import BadReference, familiar
 from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import FsWriter, OptionType
 from composer.fs.ext4.inode import TIME_MAX
@@ -25,6 +26,7 @@ from composer.layout.model import (
     Disk,
     DiskPlacement,
     Docker,
+    DockerImage,
     FileAction,
     FileRule,
     Greengrass,
@@ -58,6 +60,7 @@ DISK_PARTITION_KEYS = keys(Section.PARTITION_DISK)
 DISK_KEYS = keys(Section.DISK)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODE = re.compile(r"^0?[0-7]{3,4}$")
+_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 
 
 MAX_LAYOUT_BYTES = 1 * MiB  # the demo layout is 2 KiB; more is a mistake (or /dev/zero)
@@ -597,7 +600,43 @@ class _Checker:
         default_to: str = default(Section.DOCKER, "to")
         to = self.device_path(raw.get("to"), "docker.to") if "to" in raw else default_to
         keep = self.string_list(raw.get("keep"), "docker.keep")
-        return Docker(src, to or default_to, keep, node.loc) if src is not None else None
+        images = self.docker_images(raw.get("images"))
+        if "from" not in raw and "images" not in raw:
+            self.fail(node, "docker", "nothing to install: give `from` (a snapshot's store), "
+                      "`images` (image archives) or both")
+        if src is None and not images:
+            return None
+        return Docker(src, to or default_to, keep, node.loc, images)
+
+    def docker_images(self, node: Node | None) -> tuple[DockerImage, ...]:
+        if node is None:
+            return ()
+        if not node.is_list or not node.value:
+            self.fail(node, "docker.images", "expected a non-empty list of image archives")
+            return ()
+        images = []
+        for i, item in enumerate(node.value):
+            path = f"docker.images[{i}]"
+            raw = self.fields(item, path, keys(Section.DOCKER_IMAGES),
+                              required=required(Section.DOCKER_IMAGES))
+            if raw is None:
+                continue
+            archive = self.string(raw.get("archive"), f"{path}.archive")
+            tags = self.string_list(raw.get("tags"), f"{path}.tags")
+            tag_nodes = raw["tags"].value if tags else []
+            for t, tag_node in enumerate(tag_nodes):
+                try:
+                    if isinstance(tag_node.value, str):
+                        familiar(tag_node.value)
+                except BadReference as exc:
+                    self.fail(tag_node, f"{path}.tags[{t}]", str(exc),
+                              "such as app:1.0 or registry.example.com/team/app:1.0")
+            platform = self.string(raw.get("platform"), f"{path}.platform", _PLATFORM,
+                                   "platform (os/arch[/variant], such as linux/arm64)")
+            if archive is not None:
+                images.append(DockerImage((self.base / archive).resolve(), tags, platform,
+                                          item.loc))
+        return tuple(images)
 
     def personalize(self, node: Node, partitions: list[Partition],
                     has_greengrass: bool) -> Personalize | None:

@@ -115,11 +115,22 @@ class Systemd:
 
 
 @dataclass(frozen=True, slots=True)
+class DockerImage:
+    """An image archive to preload (`docker.images[]`)."""
+
+    archive: Path  # a `docker save` tar, an oci-archive tar, or an OCI layout folder
+    tags: tuple[str, ...]  # empty: the names the archive records
+    platform: str | None  # "os/arch[/variant]": which image of a multi-platform index
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True)
 class Docker:
-    src: SourceRef
+    src: SourceRef | None  # a snapshot's store, or None when only images are preloaded
     to: str
     keep: tuple[str, ...]  # ephemeral parts to keep after all
     loc: Loc
+    images: tuple[DockerImage, ...] = ()
 
 
 class FileAction(StrEnum):

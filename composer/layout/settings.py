@@ -43,6 +43,7 @@ class Section(enum.Enum):
     GREENGRASS = ("greengrass.", "`greengrass:`")
     SYSTEMD = ("systemd.", "`systemd:`")
     DOCKER = ("docker.", "`docker:`")
+    DOCKER_IMAGES = ("docker.images[].", "`docker.images[]`")
     FILES = ("files[].", "`files[]`")
     PERSONALIZE = ("personalize.", "`personalize:`")
 
@@ -223,12 +224,24 @@ SETTINGS: tuple[Setting, ...] = (
             "`etc/systemd/system`, `lib/systemd/system`, `usr/lib/systemd/system` below `from`",
             example="[greengrass.service]", required=True),
     # --- docker ---------------------------------------------------------------------------
-    Setting(_S.DOCKER, "from", "source ref", "the Docker image store",
-            example="golden:/var/lib/docker", required=True),
+    Setting(_S.DOCKER, "from", "source ref", "the Docker image store (`from`, `images` or "
+            "both)", example="golden:/var/lib/docker"),
     Setting(_S.DOCKER, "to", "path", "where it goes on the device", default="/var/lib/docker",
             example="/data/docker", value="/var/lib/docker"),
     Setting(_S.DOCKER, "keep", "list", "ephemeral parts to keep after all (see \"The rules\")",
             default="`[]`", example="[]"),
+    Setting(_S.DOCKER, "images", "list", "image archives to preload into the store without a "
+            "daemon (see \"Preloading Docker images\")", default="`[]`",
+            example='[{archive: app.tar, tags: ["app:1.0"]}]'),
+    Setting(_S.DOCKER_IMAGES, "archive", "path", "a `docker save` tar, an OCI image layout "
+            "folder or its tar (`oci-archive`), relative to the layout file",
+            example="images/app.tar", required=True),
+    Setting(_S.DOCKER_IMAGES, "tags", "list", "the names to give the image (`name:tag`; "
+            "`name` alone means `name:latest`); only for an archive of one image",
+            default="the names the archive records", example='["registry.example.com/app:1.0"]'),
+    Setting(_S.DOCKER_IMAGES, "platform", "string", "`os/arch[/variant]` of the device: picks "
+            "one image of a multi-platform archive; any other platform is an error",
+            default="the archive's only platform", example="linux/arm64"),
     # --- files[] --------------------------------------------------------------------------
     Setting(_S.FILES, "from", "source ref", "copy a file or a folder (one of `from`, "
             "`content`, `dir`, `symlink`)", example='"golden:/opt/app"'),

@@ -3,8 +3,9 @@ less the parts that belong to one running daemon."""
 
 from __future__ import annotations
 
-from composer.layout.model import Docker
+from composer.layout.model import Docker, SourceRef
 from composer.rules.assembly import Assembly
+from composer.rules.docker_images import DockerImagesRule
 from composer.tree import Entry, Kind
 from composer.types import Claim
 
@@ -17,11 +18,22 @@ class DockerRule:
         self.asm = asm
 
     def apply(self) -> None:
-        top = self.asm.lookup(self.spec.src, "docker.from")
+        if self.spec.src is not None:
+            self._copy_store(self.spec.src)
+        if self.spec.images:
+            DockerImagesRule(self.spec, self.asm).apply()
+
+    def check(self) -> None:
+        """After every rule has placed its files: daemon.json agrees with the store."""
+        if self.spec.images:
+            DockerImagesRule(self.spec, self.asm).check_daemon_json()
+
+    def _copy_store(self, src: SourceRef) -> None:
+        top = self.asm.lookup(src, "docker.from")
         if top is None:
             return
         if top.kind is not Kind.DIR:
-            self.asm.error(f"{self.spec.src} is not a folder", self.spec.src.loc,
+            self.asm.error(f"{src} is not a folder", src.loc,
                            path="docker.from")
             return
         unknown = [k for k in self.spec.keep if k not in EPHEMERAL]
@@ -29,7 +41,7 @@ class DockerRule:
             self.asm.error(f"{name!r} is not one of the parts docker drops", self.spec.loc,
                            path="docker.keep", hint=f"one of: {', '.join(EPHEMERAL)}")
         claim = Claim("docker", self.spec.loc, from_source=True)
-        self.asm.copy(self.spec.src, self.spec.to, claim, keep=self._keep)
+        self.asm.copy(src, self.spec.to, claim, keep=self._keep)
 
     def _keep(self, rel: str, entry: Entry) -> bool:
         if "/" in rel or rel not in EPHEMERAL or rel in self.spec.keep:
