@@ -383,10 +383,13 @@ class _BlockStream(io.RawIOBase):
         if not n:
             return 0
         try:
-            target = (ctypes.c_char * n).from_buffer(view)
+            # the address of the first byte: a ctypes array type per length (`c_char * n`) would
+            # cost a new type object for every distinct member size
+            target = ctypes.addressof(ctypes.c_char.from_buffer(view))
         except TypeError:  # a read-only or non-contiguous buffer: go through our own
             tmp = bytearray(n)
-            got = archive_ffi.read_data(self._archive_p, (ctypes.c_char * n).from_buffer(tmp), n)
+            got = archive_ffi.read_data(self._archive_p,
+                                        ctypes.addressof(ctypes.c_char.from_buffer(tmp)), n)
             view[:got] = tmp[:got]
             return got
         return archive_ffi.read_data(self._archive_p, target, n)
