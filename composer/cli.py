@@ -185,6 +185,9 @@ def build_command(
     source_date_epoch: EpochOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    jobs: Annotated[int | None, typer.Option(
+        "-j", "--jobs", min=1, help="partitions written at once (default: one per CPU); "
+        "the bytes are the same for any number")] = None,
 ) -> None:
     """Build every image of LAYOUT into the output folder."""
     _set_globals(quiet, debug)
@@ -193,7 +196,7 @@ def build_command(
         with _no_cycle_collector():
             the_plan = plan(layout, _epoch(source_date_epoch), events,
                             _epoch_origin(source_date_epoch))
-            result = build(the_plan, out, events)
+            result = build(the_plan, out, events, jobs)
     finally:
         events.close()
     for line in result.report:
