@@ -408,7 +408,7 @@ def _finish(the_plan: Plan, tmp: Path, store: HashingStore, events: Events,
         disk=_disk_record(the_plan.disk, done["disk.img"]) if the_plan.disk else None,
         provenance=provenance(the_plan.layout.path, the_plan.scanned or {}, store,
                               the_plan.epoch_origin))
-    (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    manifest.write(tmp / "manifest.json")
     (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
                                     encoding="utf-8")
     files += ["manifest.json", "report.txt"]
