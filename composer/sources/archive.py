@@ -117,6 +117,8 @@ class _Found:
         self.links: dict[str, list[str]] = {}  # path holding an inode's data -> its other paths
         self.warnings: list[str] = []
         self.newest = 0
+        # mode, uid and gid take few values: one int object each, not three per entry
+        self._ints: dict[int, int] = {}
 
     def add(self, entry_p: int, raw: str, index: int) -> None:
         path, clamped = member_path(raw)
@@ -124,6 +126,10 @@ class _Found:
             self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' escapes the "
                                  f"source; taken as '{shown(path)}'")
         common = _common(self.source, entry_p, raw, path)
+        ints = self._ints
+        for key in ("mode", "uid", "gid"):
+            value = common[key]
+            common[key] = ints.setdefault(value, value)
         if archive_ffi.raw_hardlink(entry_p) is not None:
             self._add_link(entry_p, raw, index, common)
         else:

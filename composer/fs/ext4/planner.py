@@ -528,7 +528,14 @@ class _Allocator:
             self.cursor += k
             n -= k
         self._check()
-        self.used.extend(runs)
+        used = self.used
+        for start, k in runs:
+            # files follow each other: one growing run rather than a tuple per file (only
+            # the bitmap and the block map read `used`, as a set of blocks)
+            if used and used[-1][0] + used[-1][1] == start:
+                used[-1] = (used[-1][0], used[-1][1] + k)
+            else:
+                used.append((start, k))
         return runs
 
     def blocks(self, n: int) -> tuple[int, ...]:

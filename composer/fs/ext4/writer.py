@@ -353,20 +353,22 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
 
 
 def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
-    targets: dict[Content, list[_FileMap]] = {}
+    # the extents of each content's files; a file map is made only when its data comes
+    targets: dict[Content, list[tuple[Extent, ...]]] = {}
     for p in plan.placed:
         content = p.node.entry.content
         if p.node.entry.kind is Kind.FILE and content is not None and content.size:
-            targets.setdefault(content, []).append(_FileMap.of(p.extents, out.block_size))
+            targets.setdefault(content, []).append(p.extents)
     if not targets:
         return
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     zero_block = bytes(out.block_size)
     for content, stream in store.stream(list(targets)):
-        places = targets.pop(content, None)
-        if places is None:
+        extents = targets.pop(content, None)
+        if extents is None:
             continue
+        places = [_FileMap.of(e, out.block_size) for e in extents]
         pos = 0
         while pos < content.size:
             want = min(CHUNK, content.size - pos)
