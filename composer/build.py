@@ -365,7 +365,7 @@ def _adopt(part: PlannedPartition, aside: _Aside, store: HashingStore) -> _Image
     for entry, sha256 in zip(part.request.entries, aside.hashes, strict=True):
         if sha256 is not None and entry.content is not None and entry.content.size \
                 and entry.content.inline is None:
-            store.hashes.setdefault(entry.content, sha256)
+            store.hashes.setdefault(entry.content, bytes.fromhex(sha256))
     digest: Future[str] = Future()
     digest.set_result(aside.digest)
     extras: Future[list[str]] | None = None

@@ -41,7 +41,8 @@ class HashingStore(ContentStore):
     def __init__(self, store: ContentStore) -> None:
         """The same sources as `store`, read with hashing."""
         super().__init__(store.sources, store.spill_dir)
-        self.hashes: dict[Content, str] = {}
+        # raw digests (32 bytes; a hex string would take 113): one per file of the build
+        self.hashes: dict[Content, bytes] = {}
         self._queue: queue.Queue[tuple[Content, Any, bytes | None] | None] = \
             queue.Queue(QUEUE_CHUNKS)
         self._thread: threading.Thread | None = None
@@ -68,7 +69,7 @@ class HashingStore(ContentStore):
 
         def sink(data: bytes | memoryview | None) -> None:
             if data is None:
-                self.hashes.setdefault(content, h.hexdigest())
+                self.hashes.setdefault(content, h.digest())
             else:
                 h.update(data)
         return sink
@@ -91,7 +92,7 @@ class HashingStore(ContentStore):
             content, h, data = item
             try:
                 if data is None:
-                    self.hashes.setdefault(content, h.hexdigest())
+                    self.hashes.setdefault(content, h.digest())
                 else:
                     h.update(data)
             except BaseException as exc:  # noqa: BLE001 - re-raised in finish()
@@ -118,8 +119,8 @@ class HashingStore(ContentStore):
                 h = hashlib.sha256()
                 while chunk := stream.read(1 << 20):
                     h.update(chunk)
-                self.hashes[got] = h.hexdigest()
-        return self.hashes[content]
+                self.hashes[got] = h.digest()
+        return self.hashes[content].hex()
 
 
 _Sink = Callable[[bytes | memoryview | None], None]
