@@ -58,6 +58,7 @@ SCALE_FOLDER = 1000  # entries per folder in the --entries snapshots
 class Row:
     name: str
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # user + system seconds, children included
     rss_kb: int = 0
     note: str = ""
 
@@ -70,9 +71,13 @@ class Row:
         return statistics.median(self.walls)
 
 
+LAST_CPU = [0.0]  # user + system seconds of the last child run() waited for
+
+
 def run(argv: list[str], stdout: object = None, cwd: Path | None = None,
         env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run one child; (wall seconds, its peak RSS in KiB). Fails loudly on a non-zero exit."""
+    """Run one child; (wall seconds, its peak RSS in KiB); its CPU seconds in LAST_CPU. Fails
+    loudly on a non-zero exit."""
     out = subprocess.DEVNULL if stdout is None else stdout
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, cwd=cwd, env=env)
@@ -80,6 +85,7 @@ def run(argv: list[str], stdout: object = None, cwd: Path | None = None,
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stderr.close()
     if proc.returncode != 0:
@@ -213,21 +219,23 @@ def scale_snapshot(work: Path, n: int) -> Path:
     return tar
 
 
-def compose_scale(work: Path, n: int, env: dict[str, str], runs: int) -> tuple[float, int]:
-    """compose of the n-entry scale snapshot: (best wall seconds, peak RSS KiB)."""
+def compose_scale(work: Path, n: int, env: dict[str, str],
+                  runs: int) -> tuple[float, int, float]:
+    """compose of the n-entry scale snapshot: (best wall seconds, peak RSS KiB, least CPU
+    seconds)."""
     compose = [sys.executable, "-m", "composer", "-q", "build"]
     yaml = layout(work, scale_snapshot(work, n), f"scale-{n}")
     out = work / "scale-out"
-    best, peak = float("inf"), 0
+    best, peak, cpu = float("inf"), 0, float("inf")
     for _ in range(runs):
         shutil.rmtree(out, ignore_errors=True)
         wall, rss = run([*compose, str(yaml), "-o", str(out)], env=env)
-        best, peak = min(best, wall), max(peak, rss)
+        best, peak, cpu = min(best, wall), max(peak, rss), min(cpu, LAST_CPU[0])
     shutil.rmtree(out, ignore_errors=True)
-    return best, peak
+    return best, peak, cpu
 
 
-def fixed_cost(work: Path, env: dict[str, str], runs: int) -> tuple[float, int]:
+def fixed_cost(work: Path, env: dict[str, str], runs: int) -> tuple[float, int, float]:
     """compose's cost that does not grow with entries: a build of SCALE_FOLDER entries."""
     return compose_scale(work, SCALE_FOLDER, env, runs)
 
@@ -237,25 +245,29 @@ def scale(work: Path, counts: list[int], runs: int) -> int:
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
 
-    def measure(n: int) -> tuple[float, int]:
+    def measure(n: int) -> tuple[float, int, float]:
         return compose_scale(work, n, env, runs)
 
-    base_wall, base_kb = fixed_cost(work, env, runs)
-    print(f"baseline: {SCALE_FOLDER} entries, {base_wall:.2f} s, {base_kb / 1024:.0f} MB peak "
-          "(the fixed cost the per-entry figures leave out)")
-    print(f"{'entries':>8} {'best s':>8} {'us/entry':>9} {'peak RSS MB':>12} {'bytes/entry':>12}")
+    base_wall, base_kb, base_cpu = fixed_cost(work, env, runs)
+    print(f"baseline: {SCALE_FOLDER} entries, {base_wall:.2f} s, {base_cpu:.2f} CPU s, "
+          f"{base_kb / 1024:.0f} MB peak (the fixed cost the per-entry figures leave out)")
+    print(f"{'entries':>8} {'best s':>8} {'us/entry':>9} {'CPU s':>7} {'CPU us/entry':>13} "
+          f"{'peak RSS MB':>12} {'bytes/entry':>12}")
     rows = []
     for n in counts:
-        wall, kb = measure(n)
+        wall, kb, cpu = measure(n)
         us = (wall - base_wall) / (n - SCALE_FOLDER) * 1e6
+        cpu_us = (cpu - base_cpu) / (n - SCALE_FOLDER) * 1e6
         per = (kb - base_kb) * 1024 / (n - SCALE_FOLDER)
-        rows.append((n, us, per))
-        print(f"{n:>8} {wall:>8.2f} {us:>9.1f} {kb / 1024:>12.0f} {per:>12.0f}", flush=True)
+        rows.append((n, us, per, cpu_us))
+        print(f"{n:>8} {wall:>8.2f} {us:>9.1f} {cpu:>7.2f} {cpu_us:>13.1f} {kb / 1024:>12.0f} "
+              f"{per:>12.0f}", flush=True)
     if len(rows) > 1:
         flat = rows[-1][1] <= 1.25 * rows[0][1]
         print(f"{verdict(flat)}  time per entry flat (within 25 %) from {rows[0][0]} to "
-              f"{rows[-1][0]} entries: {rows[0][1]:.1f} -> {rows[-1][1]:.1f} us")
-    worst = max(per for _, _, per in rows)
+              f"{rows[-1][0]} entries: {rows[0][1]:.1f} -> {rows[-1][1]:.1f} us "
+              f"(CPU {rows[0][3]:.1f} -> {rows[-1][3]:.1f} us)")
+    worst = max(row[2] for row in rows)
     print(f"{verdict(worst <= BYTES_PER_ENTRY)}  peak RSS <= {BYTES_PER_ENTRY} bytes per entry: "
           f"{worst:.0f} at most")
     return 0
@@ -311,6 +323,7 @@ def main() -> int:
         shutil.rmtree(out, ignore_errors=True)
         wall, rss = run([*compose, str(yaml_tar), "-o", str(out)], env=env)
         rows["compose"].walls.append(wall)
+        rows["compose"].cpus.append(LAST_CPU[0])
         rows["compose"].rss_kb = max(rows["compose"].rss_kb, rss)
         img = out / "rootfs.img"
         size = img.stat().st_size
@@ -322,6 +335,7 @@ def main() -> int:
         if yaml_gz is not None:
             wall, rss = run([*compose, str(yaml_gz), "-o", str(out)], env=env)
             rows["compose tar.gz"].walls.append(wall)
+            rows["compose tar.gz"].cpus.append(LAST_CPU[0])
             rows["compose tar.gz"].rss_kb = max(rows["compose tar.gz"].rss_kb, rss)
             shutil.rmtree(out, ignore_errors=True)
 
@@ -331,6 +345,7 @@ def main() -> int:
                          "-d", str(extracted), str(ref), f"{size // 1024}k"],
                         env=dict(env, E2FSPROGS_FAKE_TIME=EPOCH))
         rows["mke2fs -d"].walls.append(wall)
+        rows["mke2fs -d"].cpus.append(LAST_CPU[0])
         rows["mke2fs -d"].rss_kb = max(rows["mke2fs -d"].rss_kb, rss)
         ref.unlink(missing_ok=True)
 
@@ -341,12 +356,14 @@ def main() -> int:
         cfg = genimage_config(work, size)
         shutil.rmtree(fresh, ignore_errors=True)
         wall1, rss1 = extract(tar, fresh)
+        cpu1 = LAST_CPU[0]
         wall2, rss2 = run(["genimage", "--rootpath", str(fresh),
                            "--tmppath", str(work / "genimage-tmp"),
                            "--inputpath", str(work / "genimage-in"),
                            "--outputpath", str(work / "genimage-out"), "--config", str(cfg)],
                           cwd=work)
         rows["tar -x+genimage"].walls.append(wall1 + wall2)
+        rows["tar -x+genimage"].cpus.append(cpu1 + LAST_CPU[0])
         rows["tar -x+genimage"].rss_kb = max(rows["tar -x+genimage"].rss_kb, rss1, rss2)
         for d in ("genimage-root", "genimage-tmp", "genimage-out"):
             shutil.rmtree(work / d, ignore_errors=True)
@@ -356,20 +373,22 @@ def main() -> int:
         with floor.open("wb") as f:
             wall, rss = run(["cat", str(tar)], stdout=f)
         rows["cat (floor)"].walls.append(wall)
+        rows["cat (floor)"].cpus.append(LAST_CPU[0])
         rows["cat (floor)"].rss_kb = max(rows["cat (floor)"].rss_kb, rss)
         floor.unlink(missing_ok=True)
 
     mine = rows["compose"]
     print()
-    print(f"{'tool':<18} {'best s':>8} {'median s':>9} {'peak RSS MB':>12} "
-          f"{'compose/peer':>13}  note")
+    print(f"{'tool':<18} {'best s':>8} {'median s':>9} {'CPU s':>7} {'peak RSS MB':>12} "
+          f"{'compose/peer':>13} {'CPU ratio':>10}  note")
     for row in rows.values():
         ratio = mine.best / row.best if row.best > 0 else float("inf")
-        print(f"{row.name:<18} {row.best:>8.2f} {row.median:>9.2f} {row.rss_kb / 1024:>12.0f} "
-              f"{ratio:>12.2f}x  {row.note}")
+        cpu_ratio = min(mine.cpus) / min(row.cpus) if min(row.cpus) > 0 else float("inf")
+        print(f"{row.name:<18} {row.best:>8.2f} {row.median:>9.2f} {min(row.cpus):>7.2f} "
+              f"{row.rss_kb / 1024:>12.0f} {ratio:>12.2f}x {cpu_ratio:>9.2f}x  {row.note}")
     print()
     rss_mb = mine.rss_kb / 1024
-    _, fixed_kb = fixed_cost(work, env, 1)
+    _, fixed_kb, _ = fixed_cost(work, env, 1)
     per_entry = (mine.rss_kb - fixed_kb) * 1024 / max(entries - SCALE_FOLDER, 1)
     targets = [(f"compose <= {limit}x {name}", mine.best <= limit * rows[name].best,
                 f"{mine.best / rows[name].best:.2f}x") for name, limit in TARGETS.items()]
