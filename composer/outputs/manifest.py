@@ -231,7 +231,7 @@ def _encode(obj: Any, indent: str, out: list[str]) -> None:
         inner = indent + "  "
         sep = "[\n" + inner
         for record in obj.records:
-            out.append(sep + _compact(record.to_obj()))
+            out.append(sep + record.to_line())
             sep = ",\n" + inner
         out.append("\n" + indent + "]")
     else:  # None, bools, floats, subclasses: json's own spelling
@@ -356,6 +356,26 @@ class EntryRecord:
         if self.xattrs:
             obj["xattrs"] = list(self.xattrs)
         return obj
+
+    def to_line(self) -> str:
+        """The entry's line of manifest.json: exactly what json writes for `to_obj()` with
+        sorted keys and ", "/": " separators, without a dict and an encoder object per entry
+        (the keys below are in sorted order)."""
+        line = (f'{{"gid": {int.__repr__(self.gid)}, "kind": {_str(self.kind)}, '
+                f'"mode": {_str(self.mode)}, "mtime": {int.__repr__(self.mtime)}, '
+                f'"mtime_ns": {int.__repr__(self.mtime_ns)}, "path": {_str(self.path)}')
+        if self.rdev is not None:
+            line += f', "rdev": [{int.__repr__(self.rdev[0])}, {int.__repr__(self.rdev[1])}]'
+        if self.sha256 is not None:
+            line += f', "sha256": {_str(self.sha256)}'
+        if self.size is not None:
+            line += f', "size": {int.__repr__(self.size)}'
+        if self.target is not None:
+            line += f', "target": {_str(self.target)}'
+        line += f', "uid": {int.__repr__(self.uid)}'
+        if self.xattrs:
+            line += ', "xattrs": [' + ", ".join([_str(name) for name in self.xattrs]) + "]"
+        return line + "}"
 
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> EntryRecord:
