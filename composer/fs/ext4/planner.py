@@ -222,9 +222,38 @@ def hash_seed_of(fs_uuid: uuid.UUID) -> tuple[int, int, int, int]:
 # ------------------------------------------------------------------------------ prepare
 
 
+@dataclass(frozen=True, slots=True)
+class Numbered:
+    """What `prepare` finds whatever the block size: the entries in path order, their inode
+    numbers and link counts, each directory's entries, and the problems found on the way
+    (message, hint). Made once when an auto size plans with 4 KiB blocks and then 1 KiB."""
+
+    ordered: list[Entry]
+    ino_of: dict[str, int]
+    file_links: dict[str, int]
+    children: dict[str, list[Dirent]]
+    subdirs: dict[str, int]
+    next_ino: int
+    problems: tuple[tuple[str, str], ...]
+
+
+def number(req: WriteRequest) -> Numbered:
+    problems: list[tuple[str, str]] = []
+
+    def fail(message: str, hint: str) -> None:
+        problems.append((message, hint))
+
+    by_path = _index(req, fail)
+    ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
+    ino_of, file_links, next_ino = _number_inodes(ordered, by_path, fail)
+    children, subdirs = _children(ordered, by_path, ino_of, fail)
+    return Numbered(ordered, ino_of, file_links, children, subdirs, next_ino, tuple(problems))
+
+
 def prepare(req: WriteRequest, err: Callable[[str, str], None],
-            block_size: int) -> Prepared | None:
-    """Validate entries and build the size-independent part of the plan for `block_size`.
+            block_size: int, numbered: Numbered | None = None) -> Prepared | None:
+    """Validate entries and build the size-independent part of the plan for `block_size`
+    (`numbered`: what `number(req)` gave, when it was already made).
 
     `err(message, hint)` collects problems; returns None when there were any.
     """
@@ -234,14 +263,15 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
         failures[0] += 1
         err(message, hint)
 
-    by_path = _index(req, fail)
-    ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
-    ino_of, file_links, next_ino = _number_inodes(ordered, by_path, fail)
-    children, subdirs = _children(ordered, by_path, ino_of, fail)
+    tree = numbered if numbered is not None else number(req)
+    for message, hint in tree.problems:
+        fail(message, hint)
+    ino_of, file_links, children, subdirs = tree.ino_of, tree.file_links, tree.children, \
+        tree.subdirs
     seed = hash_seed_of(req.uuid)
     nodes: list[Node] = []
     total_blocks = tree_bound = 0
-    for e in ordered:
+    for e in tree.ordered:
         if e.kind is Kind.HARDLINK or e.path not in ino_of:
             continue
         links = (file_links[e.path] if e.kind is Kind.FILE else
@@ -256,7 +286,7 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
     if failures[0]:
         return None
     nodes.sort(key=lambda n: n.ino)
-    return Prepared(block_size, tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound)
+    return Prepared(block_size, tuple(nodes), tree.next_ino - 1, seed, total_blocks, tree_bound)
 
 
 def _index(req: WriteRequest, fail: Callable[[str, str], None]) -> dict[str, Entry]:
