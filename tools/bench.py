@@ -256,9 +256,10 @@ def scale(work: Path, counts: list[int], runs: int) -> int:
     rows = []
     for n in counts:
         wall, kb, cpu = measure(n)
-        us = (wall - base_wall) / (n - SCALE_FOLDER) * 1e6
-        cpu_us = (cpu - base_cpu) / (n - SCALE_FOLDER) * 1e6
-        per = (kb - base_kb) * 1024 / (n - SCALE_FOLDER)
+        above = max(n - SCALE_FOLDER, 1)  # entries above the fixed-cost build
+        us = (wall - base_wall) / above * 1e6
+        cpu_us = (cpu - base_cpu) / above * 1e6
+        per = (kb - base_kb) * 1024 / above
         rows.append((n, us, per, cpu_us))
         print(f"{n:>8} {wall:>8.2f} {us:>9.1f} {cpu:>7.2f} {cpu_us:>13.1f} {kb / 1024:>12.0f} "
               f"{per:>12.0f}", flush=True)
