@@ -52,6 +52,7 @@ from composer.rules.greengrass import GreengrassRule
 from composer.rules.systemd import SystemdRule
 from composer.sources import Scanned
 from composer.tree import DeviceTree, canonical_hardlinks
+from composer.units import human_size
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,10 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events,
                 for group in groups]
     for group, _ in children:
         log.debug("writing %s in a child process", ", ".join(parts[i].name for i in group))
+        for i in group:  # the child draws no progress: say what it does, once
+            data = sum(e.size for e in parts[i].request.entries)
+            events.step(f"writing {parts[i].name} ({parts[i].writer.fs}), {human_size(data)} "
+                        "of data, in a child process")
     written: dict[int, _Image] = {}
     try:
         # hashing a whole image takes as long as writing it; hashlib and file reads release the

@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 # a file's bytes cost about as much as this many bytes of data to plan, pack and record
 ENTRY_WEIGHT = 40_000
+STOP_GRACE_S = 10.0
 
 
 def cpus() -> int:
@@ -84,6 +85,11 @@ class Forked(Generic[T]):
     def stop(self) -> None:
         if self._process.is_alive():
             self._process.terminate()
+            # a child that got SIGINT with us (Ctrl-C reaches the whole process group) ignores
+            # the SIGTERM while it stops (cli._on_signal); past that grace, SIGKILL
+            self._process.join(STOP_GRACE_S)
+            if self._process.is_alive():
+                self._process.kill()
         self._process.join()
         self._receive.close()
 

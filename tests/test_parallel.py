@@ -63,8 +63,13 @@ def test_parallel_build_equals_sequential_build(tmp_path: Path, golden: Path) ->
         result = compose("--debug", "build", str(layout), "-o", str(out), "--jobs", str(jobs))
         assert result.returncode == 0, result.stderr
         # the parent keeps the heaviest partition; the others went to children
-        children = [line for line in result.stderr.splitlines() if "in a child process" in line]
+        children = [line for line in result.stderr.splitlines()
+                    if line.startswith("debug:") and "in a child process" in line]
         assert len(children) == min(jobs, 4) - 1, result.stderr
+        # and the progress says which partitions a child writes (it draws no bar of its own)
+        said = [line for line in result.stderr.splitlines()
+                if line.startswith("compose: writing") and "in a child process" in line]
+        assert len(said) == 3, result.stderr
         many[jobs] = _outputs(out)
     first = _outputs(tmp_path / "one")
     assert {"boot.img", "rootfs.img", "docker.img", "app.tar", "disk.img", "manifest.json",
