@@ -320,6 +320,7 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events,
             data = sum(e.size for e in parts[i].request.entries)
             events.step(f"writing {parts[i].name} ({parts[i].writer.fs}), {human_size(data)} "
                         "of data, in a child process")
+            parts[i].writer.release()  # the child has its own copy of the plan
     written: dict[int, _Image] = {}
     try:
         # hashing a whole image takes as long as writing it; hashlib and file reads release the

@@ -110,6 +110,11 @@ class Ext4Writer(FsWriter):
             self._memo = None  # the plan is used up: free its memory
             self._plan_memo = {}
 
+    def release(self) -> None:
+        self._memo = None
+        self._plan_memo = {}
+        self._numbered = None
+
     # -------------------------------------------------------------------------------------
 
     @staticmethod
