@@ -236,9 +236,9 @@ def next_header_as_stored(archive_p: int, entry_p: int) -> bool:
         _libc.uselocale(previous)
 
 
-def read_data(archive_p: int, buffer: ctypes.Array[ctypes.c_char], size: int) -> int:
-    """Up to `size` bytes of the current member into `buffer` (holes read as zeros); 0 at its
-    end."""
+def read_data(archive_p: int, buffer: ctypes.Array[ctypes.c_char] | int, size: int) -> int:
+    """Up to `size` bytes of the current member into `buffer` (a ctypes array or an address;
+    holes read as zeros); 0 at its end."""
     got = _read_data(archive_p, buffer, size)
     if got < 0:
         raise ReadFailure(_reason(archive_p))

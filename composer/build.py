@@ -40,6 +40,7 @@ from composer.outputs.manifest import (
     image_sha256,
     write_sha256sums,
 )
+from composer.parallel import ENTRY_WEIGHT, Forked, cpus, split
 from composer.publish import check_names, publish, staging
 from composer.registry import WRITERS, scan_source
 from composer.report import Report
@@ -52,6 +53,7 @@ from composer.rules.personal import personal_room
 from composer.rules.systemd import SystemdRule
 from composer.sources import Scanned
 from composer.tree import DeviceTree, canonical_hardlinks, is_under, relative
+from composer.units import human_size
 
 log = logging.getLogger(__name__)
 
@@ -332,16 +334,18 @@ class BuildResult:
     report: tuple[str, ...]
 
 
-def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResult:
+def build(the_plan: Plan, out: Path, events: Events | None = None,
+          jobs: int | None = None) -> BuildResult:
     """Write every output into a staging folder inside `out`, then publish them atomically
-    (composer/publish.py: at every instant `out` shows the old or the new complete build)."""
+    (composer/publish.py: at every instant `out` shows the old or the new complete build).
+    `jobs`: how many partitions may be written at once (default: one per CPU)."""
     events = events or Events()
     names = output_names(the_plan.layout)
     with staging(out, lambda: events.step(f"waiting for the build already writing into {out}")) \
             as stage:
         check_names(out, names)
         try:
-            files, manifest = _write_all(the_plan, stage.folder, events)
+            files, manifest = _write_all(the_plan, stage.folder, events, jobs or cpus())
         except OSError as exc:
             raise ComposerError(f"writing into {out} failed: {exc.strerror or exc}",
                                 hint="check free space and permissions; the output folder "
@@ -352,48 +356,142 @@ def build(the_plan: Plan, out: Path, events: Events | None = None) -> BuildResul
     return BuildResult(out, tuple(files), manifest, tuple(the_plan.report.lines()))
 
 
-def _write_all(the_plan: Plan, tmp: Path, events: Events) -> tuple[list[str], Manifest]:
+@dataclass(frozen=True, slots=True)
+class _Image:
+    """A partition written: its file name, block map, volume ID, digest and flashing outputs
+    (bmap, simg, zst; futures while this process is still making them), and its entries'
+    records."""
+
+    name: str
+    result: WriteResult
+    volume_id: str | None
+    digest: Future[str]
+    extras: Future[list[str]] | None
+    records: tuple[EntryRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Aside:
+    """What a child process sends back for a partition it wrote (see composer/parallel.py)."""
+
+    name: str
+    result: WriteResult
+    volume_id: str | None
+    digest: str
+    extras: list[str] | None
+    hashes: tuple[str | None, ...]  # sha256 of each entry's content, in request order
+
+
+def _write_all(the_plan: Plan, tmp: Path, events: Events,
+               jobs: int) -> tuple[list[str], Manifest]:
     store = HashingStore(the_plan.store.spilling_into(tmp))
-    written: list[_Written] = []
-    files: list[str] = []
-    images: dict[str, tuple[Path, WriteResult]] = {}
-    # hashing a whole image takes as long as writing it; hashlib and file reads release the
-    # GIL, so the image digests run on other cores while bmaps and the manifest are made
-    with ThreadPoolExecutor(max_workers=2) as pool, _cancel_pending_on_error(pool):
-        digests: dict[str, Future[str]] = {}
-        extras: list[Future[list[str]]] = []  # bmap, simg, zst: they only read finished images
-        for part in the_plan.partitions:
-            name, result, request = _write_partition(part, tmp, store, events)
-            files.append(name)
-            digests[name] = pool.submit(image_sha256, tmp / name, result.extents, result.size)
-            if part.writer.fixed_size:
-                images[part.name] = (tmp / name, result)
-                extras.append(pool.submit(flashing_outputs, tmp / name, result,
-                                          the_plan.layout.outputs))
-            # the entries' digests now, while the store still holds what the writer hashed
-            written.append(_Written(
-                part.name, part.writer.fs, name, result.size, part.writer.volume_id(request),
-                tuple(EntryRecord.of(e, store) for e in request.entries)))
-        if the_plan.disk is not None:
-            result = _write_disk(the_plan.disk, images, tmp, store, events)
-            files.append("disk.img")
-            digests["disk.img"] = pool.submit(image_sha256, tmp / "disk.img", result.extents,
-                                              result.size)
-            extras.append(pool.submit(flashing_outputs, tmp / "disk.img", result,
-                                      the_plan.layout.outputs))
-            if Output.SFDISK in the_plan.layout.outputs:
-                files.append(sfdisk_file(the_plan.disk.plan, tmp / "disk.sfdisk"))
-        done = {name: future.result() for name, future in digests.items()}
-        for extra in extras:
+    parts = the_plan.partitions
+    mine, groups = split([_cost(p) for p in parts], jobs)
+    # forked before this process starts any thread (the digest pool, the sha256 helper)
+    children = [(group, Forked(lambda group=group: _write_aside(the_plan, tmp, group),
+                               f"the process writing {', '.join(parts[i].name for i in group)}"))
+                for group in groups]
+    for group, _ in children:
+        log.debug("writing %s in a child process", ", ".join(parts[i].name for i in group))
+        for i in group:  # the child draws no progress: say what it does, once
+            data = sum(e.size for e in parts[i].request.entries)
+            events.step(f"writing {parts[i].name} ({parts[i].writer.fs}), {human_size(data)} "
+                        "of data, in a child process")
+            parts[i].writer.release()  # the child has its own copy of the plan
+    written: dict[int, _Image] = {}
+    try:
+        # hashing a whole image takes as long as writing it; hashlib and file reads release the
+        # GIL, so the image digests run on other cores while bmaps and the manifest are made
+        with ThreadPoolExecutor(max_workers=2) as pool, _cancel_pending_on_error(pool):
+            for i in mine:
+                written[i] = _write_here(parts[i], tmp, store, events, pool,
+                                         the_plan.layout.outputs)
+            for group, child in children:
+                for i, aside in zip(group, child.result(), strict=True):
+                    written[i] = _adopt(parts[i], aside, store)
+            return _finish(the_plan, tmp, store, events, pool, written)
+    finally:
+        for _, child in children:
+            child.stop()
+
+
+def _cost(part: PlannedPartition) -> int:
+    return sum(e.size for e in part.request.entries) + \
+        ENTRY_WEIGHT * len(part.request.entries)
+
+
+def _write_here(part: PlannedPartition, tmp: Path, store: HashingStore, events: Events,
+                pool: ThreadPoolExecutor, outputs: tuple[Output, ...]) -> _Image:
+    name, result, request = _write_partition(part, tmp, store, events)
+    digest = pool.submit(image_sha256, tmp / name, result.extents, result.size)
+    # bmap, simg, zst: they only read the finished image
+    extras = pool.submit(flashing_outputs, tmp / name, result, outputs) \
+        if part.writer.fixed_size else None
+    # the entries' digests now, while the store still holds what the writer hashed
+    return _Image(name, result, part.writer.volume_id(request), digest, extras,
+                  tuple(EntryRecord.of(e, store) for e in request.entries))
+
+
+def _write_aside(the_plan: Plan, tmp: Path, group: list[int]) -> list[_Aside]:
+    """In a child process: write these partitions with their digests and flashing outputs."""
+    store = HashingStore(the_plan.store.spilling_into(tmp))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        images = [_write_here(the_plan.partitions[i], tmp, store, Events(), pool,
+                              the_plan.layout.outputs) for i in group]
+        return [_Aside(image.name, image.result, image.volume_id, image.digest.result(),
+                       image.extras.result() if image.extras is not None else None,
+                       tuple(r.sha256 for r in image.records)) for image in images]
+
+
+def _adopt(part: PlannedPartition, aside: _Aside, store: HashingStore) -> _Image:
+    """A partition a child wrote, as if written here: its files' digests join the store."""
+    for entry, sha256 in zip(part.request.entries, aside.hashes, strict=True):
+        if sha256 is not None and entry.content is not None and entry.content.size \
+                and entry.content.inline is None:
+            store.hashes.setdefault(entry.content, bytes.fromhex(sha256))
+    digest: Future[str] = Future()
+    digest.set_result(aside.digest)
+    extras: Future[list[str]] | None = None
+    if aside.extras is not None:
+        extras = Future()
+        extras.set_result(aside.extras)
+    return _Image(aside.name, aside.result, aside.volume_id, digest, extras,
+                  tuple(EntryRecord.of(e, store) for e in part.request.entries))
+
+
+def _finish(the_plan: Plan, tmp: Path, store: HashingStore, events: Events,
+            pool: ThreadPoolExecutor, written: dict[int, _Image]) -> tuple[list[str], Manifest]:
+    """The disk image, the digests, manifest.json, report.txt and SHA256SUMS."""
+    parts = the_plan.partitions
+    files = [written[i].name for i in range(len(parts))]
+    digests = {written[i].name: written[i].digest for i in range(len(parts))}
+    extras = [written[i].extras for i in range(len(parts))]
+    if the_plan.disk is not None:
+        images = {p.name: (tmp / written[i].name, written[i].result)
+                  for i, p in enumerate(parts) if p.writer.fixed_size}
+        result = _write_disk(the_plan.disk, images, tmp, store, events)
+        files.append("disk.img")
+        digests["disk.img"] = pool.submit(image_sha256, tmp / "disk.img", result.extents,
+                                          result.size)
+        extras.append(pool.submit(flashing_outputs, tmp / "disk.img", result,
+                                  the_plan.layout.outputs))
+        if Output.SFDISK in the_plan.layout.outputs:
+            files.append(sfdisk_file(the_plan.disk.plan, tmp / "disk.sfdisk"))
+    done = {name: future.result() for name, future in digests.items()}
+    for extra in extras:
+        if extra is not None:
             files += extra.result()
     manifest = Manifest(
         layout=the_plan.layout.name, epoch=the_plan.epoch,
-        partitions={w.name: w.record(done[w.image]) for w in written},
+        partitions={p.name: _Written(p.name, p.writer.fs, written[i].name,
+                                     written[i].result.size, written[i].volume_id,
+                                     written[i].records).record(done[written[i].name])
+                    for i, p in enumerate(parts)},
         outputs=tuple(sorted(files)),
         disk=_disk_record(the_plan.disk, done["disk.img"]) if the_plan.disk else None,
         provenance=provenance(the_plan.layout.path, the_plan.scanned or {}, store,
                               the_plan.epoch_origin))
-    (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    manifest.write(tmp / "manifest.json")
     (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
                                     encoding="utf-8")
     files += ["manifest.json", "report.txt"]

@@ -5,6 +5,8 @@ Exit codes: 0 ok, 1 layout/input/build error, 2 usage, 3 internal error.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
@@ -12,6 +14,7 @@ import re
 import signal
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -161,6 +164,20 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.DEBUG)
 
 
+@contextlib.contextmanager
+def _no_cycle_collector() -> Iterator[None]:
+    """A build keeps a few records per entry alive until it ends and makes almost no reference
+    cycles, so Python's cycle collector only rescans them, again and again (a fifth of the CPU
+    time at 200,000 entries, growing with them): it is off while the build runs."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @app.command("build")
 def build_command(
     layout: LayoutArg,
@@ -168,14 +185,18 @@ def build_command(
     source_date_epoch: EpochOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
+    jobs: Annotated[int | None, typer.Option(
+        "-j", "--jobs", min=1, help="partitions written at once (default: one per CPU); "
+        "the bytes are the same for any number")] = None,
 ) -> None:
     """Build every image of LAYOUT into the output folder."""
     _set_globals(quiet, debug)
     events = _CliEvents()
     try:
-        the_plan = plan(layout, _epoch(source_date_epoch), events,
-                        _epoch_origin(source_date_epoch))
-        result = build(the_plan, out, events)
+        with _no_cycle_collector():
+            the_plan = plan(layout, _epoch(source_date_epoch), events,
+                            _epoch_origin(source_date_epoch))
+            result = build(the_plan, out, events, jobs)
     finally:
         events.close()
     for line in result.report:

@@ -88,6 +88,9 @@ class ComposerErrors(ComposerError):
     def render(self) -> str:
         return "\n".join(e.render() for e in self.errors)
 
+    def __reduce__(self) -> tuple[type[ComposerErrors], tuple[list[ComposerError]]]:
+        return ComposerErrors, (self.errors,)  # a child process hands them to the parent
+
 
 def raise_all(errors: list[ComposerError]) -> None:
     """Raise the collected errors, one or many; do nothing if there are none."""

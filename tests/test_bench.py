@@ -44,3 +44,20 @@ def test_pool_stream_reads_across_the_pool_end_in_one_call() -> None:
     pool = make_golden._POOL[0]
     assert data == pool[start:] + pool[:54]
     assert len(stream.read(100)) == 36 and stream.read(10) == b""
+
+
+def test_bench_entry_scale_prints_time_and_memory_per_entry(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), "--entries",
+                             "1500,2500", "--runs", "1", "--work", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "CPU us/entry" in out and "bytes/entry" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1500"], ["2500"])]
+    assert [row[0] for row in rows] == ["1500", "2500"] and all(len(row) == 7 for row in rows)
+    assert "time per entry flat" in out and "bytes per entry" in out
+    assert out.count("PASS") + out.count("MISS") == 2
+    # the snapshots hold what they say: N entries each (GNU tar lists them)
+    listed = subprocess.run(["tar", "-tf", str(tmp_path / "scale-2500.tar")],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(listed) == 2500

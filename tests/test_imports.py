@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("composer.personalize",),  # per-device builds on top of the golden one, and their patches
     ("composer.build",),
     # checks of finished builds (verify, diff, reproduce) and the manifest's provenance
-    ("composer.rules", "composer.route", "composer.publish", "composer.check"),
+    ("composer.rules", "composer.route", "composer.publish", "composer.check",
+     "composer.parallel"),  # parallel: the build's child processes
     ("composer.disk.compose",),  # writes disk.img and its own outputs
     ("composer.outputs",),  # bmap, simg, zst, manifest of any image
     # validates writer options (above the registry); the key table names the disk formats' values

@@ -105,6 +105,11 @@ class FsWriter(ABC):
         without one (tar)."""
         return str(req.uuid)
 
+    def release(self) -> None:
+        """Drop what was kept for the request between the calls: another process writes it
+        (composer/parallel.py)."""
+        return None
+
     @abstractmethod
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:

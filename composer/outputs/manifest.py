@@ -1,8 +1,9 @@
 """manifest.json (what every image holds) and SHA256SUMS (what `sha256sum -c` reads).
 
 The manifest is a tree of frozen records (`Manifest` down to `EntryRecord`), built once at the end
-of a build and written by `Manifest.to_json()`; `Manifest.from_json()` reads one back. File hashes
-are taken while the writers read the data, so no byte is read twice for them.
+of a build and written by `Manifest.write()` (piece by piece: the same text as `to_json()`);
+`Manifest.from_json()` reads one back. File hashes are taken while the writers read the data,
+so no byte is read twice for them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class HashingStore(ContentStore):
     def __init__(self, store: ContentStore) -> None:
         """The same sources as `store`, read with hashing."""
         super().__init__(store.sources, store.spill_dir)
-        self.hashes: dict[Content, str] = {}
+        # raw digests (32 bytes; a hex string would take 113): one per file of the build
+        self.hashes: dict[Content, bytes] = {}
         self._queue: queue.Queue[tuple[Content, Any, bytes | None] | None] = \
             queue.Queue(QUEUE_CHUNKS)
         self._thread: threading.Thread | None = None
@@ -67,7 +69,7 @@ class HashingStore(ContentStore):
 
         def sink(data: bytes | memoryview | None) -> None:
             if data is None:
-                self.hashes.setdefault(content, h.hexdigest())
+                self.hashes.setdefault(content, h.digest())
             else:
                 h.update(data)
         return sink
@@ -90,7 +92,7 @@ class HashingStore(ContentStore):
             content, h, data = item
             try:
                 if data is None:
-                    self.hashes.setdefault(content, h.hexdigest())
+                    self.hashes.setdefault(content, h.digest())
                 else:
                     h.update(data)
             except BaseException as exc:  # noqa: BLE001 - re-raised in finish()
@@ -117,8 +119,8 @@ class HashingStore(ContentStore):
                 h = hashlib.sha256()
                 while chunk := stream.read(1 << 20):
                     h.update(chunk)
-                self.hashes[got] = h.hexdigest()
-        return self.hashes[content]
+                self.hashes[got] = h.digest()
+        return self.hashes[content].hex()
 
 
 _Sink = Callable[[bytes | memoryview | None], None]
@@ -221,8 +223,43 @@ def _encode(obj: Any, indent: str, out: list[str]) -> None:
                 _encode(value, inner, out)
             sep = ",\n" + inner
         out.append("\n" + indent + "]")
+    elif kind is _Records:
+        # a list of records, each turned into its object only when its line is written
+        if not obj.records:
+            out.append("[]")
+            return
+        inner = indent + "  "
+        sep = "[\n" + inner
+        for record in obj.records:
+            out.append(sep + record.to_line())
+            sep = ",\n" + inner
+        out.append("\n" + indent + "]")
     else:  # None, bools, floats, subclasses: json's own spelling
         out.append(json.dumps(obj, ensure_ascii=False))
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    """Stands for `[r.to_obj() for r in records]` in what `_encode` writes, without making all
+    those objects at once (a manifest of 500,000 entries would hold 500,000 dicts)."""
+
+    records: Sequence[EntryRecord]
+
+
+class _FileSink:
+    """`out` for `_encode` that writes to a file every few thousand pieces."""
+
+    def __init__(self, f: Any, batch: int = 4096) -> None:
+        self._f, self._batch, self._pieces = f, batch, []
+
+    def append(self, piece: str) -> None:
+        self._pieces.append(piece)
+        if len(self._pieces) >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        self._f.write("".join(self._pieces))
+        self._pieces = []
 
 
 _ZEROS = bytes(1 << 20)
@@ -320,6 +357,26 @@ class EntryRecord:
             obj["xattrs"] = list(self.xattrs)
         return obj
 
+    def to_line(self) -> str:
+        """The entry's line of manifest.json: exactly what json writes for `to_obj()` with
+        sorted keys and ", "/": " separators, without a dict and an encoder object per entry
+        (the keys below are in sorted order)."""
+        line = (f'{{"gid": {int.__repr__(self.gid)}, "kind": {_str(self.kind)}, '
+                f'"mode": {_str(self.mode)}, "mtime": {int.__repr__(self.mtime)}, '
+                f'"mtime_ns": {int.__repr__(self.mtime_ns)}, "path": {_str(self.path)}')
+        if self.rdev is not None:
+            line += f', "rdev": [{int.__repr__(self.rdev[0])}, {int.__repr__(self.rdev[1])}]'
+        if self.sha256 is not None:
+            line += f', "sha256": {_str(self.sha256)}'
+        if self.size is not None:
+            line += f', "size": {int.__repr__(self.size)}'
+        if self.target is not None:
+            line += f', "target": {_str(self.target)}'
+        line += f', "uid": {int.__repr__(self.uid)}'
+        if self.xattrs:
+            line += ', "xattrs": [' + ", ".join([_str(name) for name in self.xattrs]) + "]"
+        return line + "}"
+
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> EntryRecord:
         rdev = obj.get("rdev")
@@ -341,10 +398,12 @@ class PartitionRecord:
     uuid: str | None  # the volume ID in its format's spelling; None for tar
     entries: tuple[EntryRecord, ...]
 
-    def to_obj(self) -> dict[str, Any]:
+    def to_obj(self, lazy: bool = False) -> dict[str, Any]:
+        """`lazy`: the entries as a stand-in that the manifest's encoder turns into their
+        objects one at a time (Manifest.write)."""
+        entries: Any = _Records(self.entries) if lazy else [e.to_obj() for e in self.entries]
         obj: dict[str, Any] = {"fs": self.fs, "image": self.image, "size": self.size,
-                               "sha256": self.sha256,
-                               "entries": [e.to_obj() for e in self.entries]}
+                               "sha256": self.sha256, "entries": entries}
         if self.uuid is not None:
             obj["uuid"] = self.uuid
         return obj
@@ -538,19 +597,36 @@ class Manifest:
     composer: str = field(default=__version__)  # the version that wrote it
     provenance: ProvenanceRecord | None = None  # None in manifests older than provenance
 
+    def to_json(self) -> str:
+        out: list[str] = []
+        self._encode_into(out)
+        return "".join(out)
+
+    def write(self, path: Path) -> None:
+        """manifest.json as `to_json()` spells it, written piece by piece (a manifest of many
+        entries is never held whole in memory)."""
+        with path.open("w", encoding="utf-8") as f:
+            sink = _FileSink(f)
+            self._encode_into(sink)  # type: ignore[arg-type]
+            sink.flush()
+
+    def _encode_into(self, out: list[str]) -> None:
+        _encode(self._obj(lazy=True), "", out)  # every key of a manifest is a string
+        out.append("\n")
+
     def to_obj(self) -> dict[str, Any]:
+        return self._obj(lazy=False)
+
+    def _obj(self, lazy: bool) -> dict[str, Any]:
         obj: dict[str, Any] = {
             "composer": self.composer, "layout": self.layout, "epoch": self.epoch,
-            "partitions": {name: p.to_obj() for name, p in self.partitions.items()},
+            "partitions": {name: p.to_obj(lazy) for name, p in self.partitions.items()},
             "outputs": list(self.outputs)}
         if self.disk is not None:
             obj["disk"] = self.disk.to_obj()
         if self.provenance is not None:
             obj["provenance"] = self.provenance.to_obj()
         return obj
-
-    def to_json(self) -> str:
-        return dumps(self.to_obj()) + "\n"
 
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> Manifest:

@@ -117,6 +117,8 @@ class _Found:
         self.links: dict[str, list[str]] = {}  # path holding an inode's data -> its other paths
         self.warnings: list[str] = []
         self.newest = 0
+        # mode, uid and gid take few values: one int object each, not three per entry
+        self._ints: dict[int, int] = {}
 
     def add(self, entry_p: int, raw: str, index: int) -> None:
         path, clamped = member_path(raw)
@@ -124,6 +126,10 @@ class _Found:
             self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' escapes the "
                                  f"source; taken as '{shown(path)}'")
         common = _common(self.source, entry_p, raw, path)
+        ints = self._ints
+        for key in ("mode", "uid", "gid"):
+            value = common[key]
+            common[key] = ints.setdefault(value, value)
         if archive_ffi.raw_hardlink(entry_p) is not None:
             self._add_link(entry_p, raw, index, common)
         else:
@@ -288,6 +294,10 @@ def _why(exc: Exception) -> str:
     return str(msg).strip().rstrip(".")
 
 
+def _index_of(content: Content) -> int:
+    return content.index
+
+
 class ArchiveData(DataSource):
     sequential = True
 
@@ -296,10 +306,12 @@ class ArchiveData(DataSource):
         self.path = path
 
     def iter_data(self, wanted: Sequence[Content]) -> Iterator[tuple[Content, BinaryIO]]:
-        by_index = {c.index: c for c in wanted}
-        if not by_index:
+        # in member order; a list rather than a dict by index: 8 bytes a member, not ~80
+        ordered = sorted(wanted, key=_index_of)
+        if not ordered:
             return
-        last = max(by_index)
+        last = ordered[-1].index
+        at = 0  # the next wanted content in `ordered`
         entry_p = ffi.entry_new()
         read_any = False
         try:
@@ -310,8 +322,11 @@ class ArchiveData(DataSource):
                     if not archive_ffi.next_header_as_stored(archive_p, entry_p):
                         break
                     read_any = True
-                    content = by_index.get(index)
-                    if content is not None:
+                    content = None
+                    while at < len(ordered) and ordered[at].index <= index:
+                        content = ordered[at]  # of repeats, the last one given (as a dict)
+                        at += 1
+                    if content is not None and content.index == index:
                         yield content, _BlockStream(archive_p, self, content)
                     if index >= last:
                         return
@@ -327,7 +342,7 @@ class ArchiveData(DataSource):
         finally:
             ffi.entry_free(entry_p)
         raise ComposerError(f"source {self.name!r}: {self.path.name} ended before member "
-                            f"'{shown(by_index[last].member)}'",
+                            f"'{shown(ordered[-1].member)}'",
                             hint="the archive changed during the build")
 
 
@@ -383,10 +398,13 @@ class _BlockStream(io.RawIOBase):
         if not n:
             return 0
         try:
-            target = (ctypes.c_char * n).from_buffer(view)
+            # the address of the first byte: a ctypes array type per length (`c_char * n`) would
+            # cost a new type object for every distinct member size
+            target = ctypes.addressof(ctypes.c_char.from_buffer(view))
         except TypeError:  # a read-only or non-contiguous buffer: go through our own
             tmp = bytearray(n)
-            got = archive_ffi.read_data(self._archive_p, (ctypes.c_char * n).from_buffer(tmp), n)
+            got = archive_ffi.read_data(self._archive_p,
+                                        ctypes.addressof(ctypes.c_char.from_buffer(tmp)), n)
             view[:got] = tmp[:got]
             return got
         return archive_ffi.read_data(self._archive_p, target, n)

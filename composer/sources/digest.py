@@ -28,10 +28,10 @@ def tree_digest(entries: Iterable[Entry], content_sha256: ContentDigest) -> str:
             # one inode: its metadata is the data holder's, whatever a link's own header said
             inode = by_path[entry.target]
             entry = replace(inode, path=entry.path, kind=Kind.HARDLINK, target=entry.target)
-        for field in _fields(entry, groups, content_sha256):
-            h.update(b"%d:" % len(field))
-            h.update(field)
-        h.update(b"\n")
+        # one update per entry, of the same bytes as one per field (a call costs more than
+        # the few dozen bytes it hashes)
+        h.update(b"".join([b"%d:%s" % (len(field), field)
+                           for field in _fields(entry, groups, content_sha256)]) + b"\n")
     return h.hexdigest()
 
 

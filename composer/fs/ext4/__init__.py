@@ -26,11 +26,13 @@ from composer.fs.base import (
 from composer.fs.ext4.constants import BLOCK_SIZES, DEFAULT_BLOCK_SIZE, JOURNAL_MIN_BLOCKS
 from composer.fs.ext4.planner import (
     NoSpace,
+    Numbered,
     Options,
     Plan,
     Prepared,
     block_size_for,
     inodes_for,
+    number,
     plan_auto,
     plan_fixed,
     prepare,
@@ -58,6 +60,8 @@ class Ext4Writer(FsWriter):
         self._memo: tuple[tuple[object, ...], dict[int, tuple[Prepared | None,
                                                               list[ComposerError]]]] | None = None
         self._plan_memo: dict[tuple[object, ...], Plan] = {}
+        # the block-size-independent part of preparing, kept until the plans are made
+        self._numbered: Numbered | None = None
 
     def check(self, req: WriteRequest) -> list[ComposerError]:
         errors = self._option_errors(req)
@@ -99,11 +103,17 @@ class Ext4Writer(FsWriter):
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:
         raise_all(self.check(req))
+        self._numbered = None  # every plan is made: its memory is the image's now
         try:
             return write_image(req, self._plan(req), out, store, progress)
         finally:
             self._memo = None  # the plan is used up: free its memory
             self._plan_memo = {}
+
+    def release(self) -> None:
+        self._memo = None
+        self._plan_memo = {}
+        self._numbered = None
 
     # -------------------------------------------------------------------------------------
 
@@ -140,6 +150,7 @@ class Ext4Writer(FsWriter):
         if memo is None or memo[0] != key:  # equal requests, not the same objects
             memo = self._memo = (key, {})
             self._plan_memo = {}
+            self._numbered = None
         per_size = memo[1]
         if block_size not in per_size:
             errors: list[ComposerError] = []
@@ -147,7 +158,9 @@ class Ext4Writer(FsWriter):
             def err(message: str, hint: str) -> None:
                 errors.append(self._error(req, message, hint))
 
-            per_size[block_size] = (prepare(req, err, block_size), errors)
+            if self._numbered is None:
+                self._numbered = number(req)
+            per_size[block_size] = (prepare(req, err, block_size, self._numbered), errors)
         prep, errs = per_size[block_size]
         return prep, list(errs)
 

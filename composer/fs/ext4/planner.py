@@ -225,17 +225,27 @@ def hash_seed_of(fs_uuid: uuid.UUID) -> tuple[int, int, int, int]:
 # ------------------------------------------------------------------------------ prepare
 
 
-def prepare(req: WriteRequest, err: Callable[[str, str], None],
-            block_size: int) -> Prepared | None:
-    """Validate entries and build the size-independent part of the plan for `block_size`.
+@dataclass(frozen=True, slots=True)
+class Numbered:
+    """What `prepare` finds whatever the block size: the entries in path order, their inode
+    numbers and link counts, each directory's entries, and the problems found on the way
+    (message, hint). Made once when an auto size plans with 4 KiB blocks and then 1 KiB."""
 
-    `err(message, hint)` collects problems; returns None when there were any.
-    """
-    failures = [0]
+    ordered: list[Entry]
+    ino_of: dict[str, int]
+    file_links: dict[str, int]
+    children: dict[str, list[Dirent]]
+    subdirs: dict[str, int]
+    next_ino: int
+    problems: tuple[tuple[str, str], ...]
+    room: tuple[tuple[int, int], ...]  # (inode, bytes) each personalization reserve holds
+
+
+def number(req: WriteRequest) -> Numbered:
+    problems: list[tuple[str, str]] = []
 
     def fail(message: str, hint: str) -> None:
-        failures[0] += 1
-        err(message, hint)
+        problems.append((message, hint))
 
     by_path = _index(req, fail)
     ordered = sorted(by_path.values(), key=lambda e: sort_key(e.path))
@@ -245,16 +255,38 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
               (parent := by_path.get(p.rpartition("/")[0] or "/")) is not None
               and parent.kind is Kind.DIR]
     ino_of, file_links, next_ino = _number_inodes(ordered, by_path, fail, absent)
-    room = tuple(sorted((ino_of[p], -(-n // block_size)) for p, n in room_bytes.items()
-                        if p in ino_of))
+    room = tuple(sorted((ino_of[p], n) for p, n in room_bytes.items() if p in ino_of))
     for p in absent:
         del ino_of[p]
     children, subdirs = _children(ordered, by_path, ino_of, fail)
+    return Numbered(ordered, ino_of, file_links, children, subdirs, next_ino, tuple(problems),
+                    room)
+
+
+def prepare(req: WriteRequest, err: Callable[[str, str], None],
+            block_size: int, numbered: Numbered | None = None) -> Prepared | None:
+    """Validate entries and build the size-independent part of the plan for `block_size`
+    (`numbered`: what `number(req)` gave, when it was already made).
+
+    `err(message, hint)` collects problems; returns None when there were any.
+    """
+    failures = [0]
+
+    def fail(message: str, hint: str) -> None:
+        failures[0] += 1
+        err(message, hint)
+
+    tree = numbered if numbered is not None else number(req)
+    for message, hint in tree.problems:
+        fail(message, hint)
+    ino_of, file_links, children, subdirs = tree.ino_of, tree.file_links, tree.children, \
+        tree.subdirs
+    room = tuple((ino, -(-n // block_size)) for ino, n in tree.room)
     seed = hash_seed_of(req.reserve.seed_uuid if req.reserve is not None
                         and req.reserve.seed_uuid is not None else req.uuid)
     nodes: list[Node] = []
     total_blocks = tree_bound = 0
-    for e in ordered:
+    for e in tree.ordered:
         if e.kind is Kind.HARDLINK or e.path not in ino_of:
             continue
         links = (file_links[e.path] if e.kind is Kind.FILE else
@@ -270,7 +302,7 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
         return None
     nodes.sort(key=lambda n: n.ino)
     total_blocks += sum(n for _, n in room)  # at most this much more
-    return Prepared(block_size, tuple(nodes), next_ino - 1, seed, total_blocks, tree_bound,
+    return Prepared(block_size, tuple(nodes), tree.next_ino - 1, seed, total_blocks, tree_bound,
                     room)
 
 
@@ -548,7 +580,14 @@ class _Allocator:
             self.cursor += k
             n -= k
         self._check()
-        self.used.extend(runs)
+        used = self.used
+        for start, k in runs:
+            # files follow each other: one growing run rather than a tuple per file (only
+            # the bitmap and the block map read `used`, as a set of blocks)
+            if used and used[-1][0] + used[-1][1] == start:
+                used[-1] = (used[-1][0], used[-1][1] + k)
+            else:
+                used.append((start, k))
         return runs
 
     def blocks(self, n: int) -> tuple[int, ...]:

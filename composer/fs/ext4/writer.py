@@ -368,20 +368,27 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
 
 
 def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
-    targets: dict[Content, list[_FileMap]] = {}
+    # the extents of each content's file (a list of them for a content that two files hold,
+    # which is rare: no list per file); a file map is made only when its data comes
+    targets: dict[Content, tuple[Extent, ...] | list[tuple[Extent, ...]]] = {}
     for p in plan.placed:
         content = p.node.entry.content
         if p.node.entry.kind is Kind.FILE and content is not None and content.size:
-            targets.setdefault(content, []).append(_FileMap.of(p.extents, out.block_size))
+            known = targets.setdefault(content, p.extents)
+            if known is not p.extents:
+                targets[content] = [*known, p.extents] if type(known) is list else \
+                    [known, p.extents]  # type: ignore[list-item]
     if not targets:
         return
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     zero_block = bytes(out.block_size)
     for content, stream in store.stream(list(targets)):
-        places = targets.pop(content, None)
-        if places is None:
+        extents = targets.pop(content, None)
+        if extents is None:
             continue
+        places = [_FileMap.of(e, out.block_size)
+                  for e in (extents if type(extents) is list else [extents])]
         pos = 0
         while pos < content.size:
             want = min(CHUNK, content.size - pos)
