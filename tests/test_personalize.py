@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -558,3 +559,17 @@ def test_device_disk_passes_sgdisk_and_its_rootfs_mounts_with_the_device_files(
         assert tlogjudge.get(config, "system", "thingName") == "Line1-Thing-A"
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_bench_personalize_runs(tmp_path: Path) -> None:
+    """tools/bench_personalize.py end to end on two devices (speed belongs to the tool, not
+    to this test: only its report's shape is checked)."""
+    need("openssl")
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "bench_personalize.py"),
+                           "--devices", "2", "--work", str(tmp_path / "w")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"personalize 2 devices: [\d.]+ s, [\d.]+ devices/s, peak RSS \d+ MiB",
+                     done.stdout), done.stdout
+    assert re.search(r"rootfs.img.patch blocks: min \d+ KiB", done.stdout), done.stdout
+    shutil.rmtree(tmp_path / "w")

@@ -18,7 +18,8 @@ from composer.types import Claim
 
 
 class Assembly:
-    def __init__(self, sources: dict[str, Scanned], store: ContentStore, epoch: int) -> None:
+    def __init__(self, sources: dict[str, Scanned], store: ContentStore, epoch: int,
+                 small: dict[Content, bytes] | None = None) -> None:
         self.sources = sources
         self.store = store
         self.epoch = epoch
@@ -27,17 +28,16 @@ class Assembly:
         self.report = Report()
         self.errors: list[ComposerError] = []
         self.claims: dict[str, Claim] = {}
-        self._small: dict[Content, bytes] = {}
+        self._small: dict[Content, bytes] = small if small is not None else {}
 
     def fork(self) -> Assembly:
         """A copy whose tree, report and claims can change without touching this one (one
         device's build on top of the golden assembly); sources and the small-file cache are
         shared."""
-        twin = Assembly(self.sources, self.store, self.epoch)
+        twin = Assembly(self.sources, self.store, self.epoch, small=self._small)
         twin.tree = DeviceTree(self.tree.entries())
         twin.report = Report(list(self.report.findings), dict(self.report.masks))
         twin.claims = dict(self.claims)
-        twin._small = self._small
         return twin
 
     def error(self, message: str, loc: Loc | None, hint: str | None = None,
