@@ -570,16 +570,7 @@ class _Allocator:
             raise NoSpace
 
     def take(self, n: int) -> list[Run]:
-        runs: list[Run] = []
-        while n > 0:
-            limit = self._skip()
-            k = limit - self.cursor
-            if n < k:
-                k = n
-            runs.append((self.cursor, k))
-            self.cursor += k
-            n -= k
-        self._check()
+        runs = self._advance(n)
         used = self.used
         for start, k in runs:
             # files follow each other: one growing run rather than a tuple per file (only
@@ -590,15 +581,27 @@ class _Allocator:
                 used.append((start, k))
         return runs
 
+    def _advance(self, n: int) -> list[Run]:
+        """The next `n` allocatable blocks as runs, the cursor moved past them."""
+        runs: list[Run] = []
+        while n > 0:
+            limit = self._skip()
+            k = limit - self.cursor
+            if n < k:
+                k = n
+            runs.append((self.cursor, k))
+            self.cursor += k
+            n -= k
+        self._check()
+        return runs
+
     def blocks(self, n: int) -> tuple[int, ...]:
         return tuple(b for s, k in self.take(n) for b in range(s, s + k))
 
     def keep_free(self, n: int) -> None:
         """Move past `n` allocatable blocks without using them (room for a device's build)."""
         if n > 0:
-            before = len(self.used)
-            self.take(n)
-            del self.used[before:]
+            self._advance(n)  # not recorded in `used`: these blocks stay free in the bitmap
 
 
 def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> Plan:
