@@ -113,6 +113,8 @@ LABEL_LEN = 11
 LABEL_RE = re.compile(r"[A-Z0-9_-]{1,11}")
 # characters a long name may not hold (Microsoft FAT spec, "Long Directory Entries")
 BAD_NAME_CHARS = frozenset('"*/:<>?\\|') | frozenset(chr(c) for c in range(0x20))
+_BAD_NAME = re.compile("[" + re.escape("".join(sorted(BAD_NAME_CHARS))) + "]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # valid 8.3 characters besides A-Z and 0-9 (FAT spec §6.1; lower case is not among them)
 _SHORT_SPECIAL = "$%'-_@~`!(){}^#&"
 _LITERAL_83 = re.compile(
@@ -256,7 +258,8 @@ class VfatWriter(FsWriter):
         return f"{serial >> 16:04X}-{serial & 0xFFFF:04X}"  # as blkid and /dev/disk/by-uuid
 
     def check(self, req: WriteRequest) -> list[ComposerError]:
-        errors = self._check_options(req) + self._check_label(req) + self._check_entries(req)
+        errors = (self._check_options(req) + self._check_label(req)
+                  + self._check_entries(req, self._census(req)))
         if errors:
             return errors
         if req.size is None:
@@ -265,7 +268,7 @@ class VfatWriter(FsWriter):
             except ComposerError as exc:
                 return [exc]
             return []
-        return self._check_size(req, req.size)
+        return self._check_size(req, req.size, self._census(req))
 
     def resolve_size(self, req: WriteRequest) -> int:
         if req.size is not None:
@@ -273,8 +276,8 @@ class VfatWriter(FsWriter):
         fat = req.options.get("fat")
         size = {None: FAT16_MIN_SIZE, 12: 0, 16: FAT16_MIN_SIZE, 32: FAT32_MIN_SIZE}[fat]
         size = max(MIB, align_up(size, MIB))
-        entries = with_parents(req.entries, req.epoch)
-        root_slots = _children_slots(entries)["/"]
+        c = self._census(req)
+        root_slots = c.slots["/"]
         root_type = fat if fat in (12, 16) else 16 if fat is None else None
         if root_type is not None and root_slots > ROOT_ENTRIES[root_type]:
             # growing does not help: FAT12/16 have a fixed root directory
@@ -285,8 +288,8 @@ class VfatWriter(FsWriter):
         for _ in range(64):  # each pass grows the size; a few passes always suffice
             geo = geometry(fat or auto_fat(size), size)
             if geo is not None:
-                need = _clusters_needed(entries, geo)
-                if need * (1 + AUTO_SLACK) <= geo.clusters and _root_fits(entries, geo):
+                need = _clusters_needed(c, geo)
+                if need * (1 + AUTO_SLACK) <= geo.clusters and _root_fits(c, geo):
                     return size
                 data = need * geo.cluster_size * (1 + AUTO_SLACK)
                 size = max(size + MIB, align_up(int(data) + geo.metadata_bytes, MIB))
@@ -301,13 +304,21 @@ class VfatWriter(FsWriter):
         geo = self._geometry_or_raise(req, size)
         log.debug("%s: FAT%d, %d clusters of %d bytes, %d sectors per FAT", req.name, geo.fat,
                   geo.clusters, geo.cluster_size, geo.fat_sectors)
-        p = _write_image(out, geo, req, with_parents(req.entries, req.epoch), store, progress)
+        p = _write_image(out, geo, req, self._census(req), store, progress)
         return WriteResult(size, _extents(p, geo))
+
+    def _census(self, req: WriteRequest) -> Census:
+        """The request's census, made once: check, resolve_size and write all need it."""
+        cached: tuple[WriteRequest, Census] | None = getattr(self, "_cached", None)
+        if cached is None or cached[0] is not req:
+            cached = (req, census(req))
+            self._cached = cached
+        return cached[1]
 
     # -- checks ---------------------------------------------------------------------------
 
     def _geometry_or_raise(self, req: WriteRequest, size: int) -> Geometry:
-        errors = self._check_size(req, size)
+        errors = self._check_size(req, size, self._census(req))
         if errors:
             raise errors[0]
         geo = geometry(req.options.get("fat") or auto_fat(size), size)
@@ -342,11 +353,11 @@ class VfatWriter(FsWriter):
             "A-Z, 0-9, '_' and '-'", loc=req.loc, hint="shorten or simplify the label")]
 
     @staticmethod
-    def _check_entries(req: WriteRequest) -> list[ComposerError]:
+    def _check_entries(req: WriteRequest, c: Census) -> list[ComposerError]:
         errors: list[ComposerError] = []
         seen: dict[tuple[str, str], str] = {}
         # with_parents: a folder only implied by a path needs a name FAT can hold too
-        for entry in with_parents(req.entries, req.epoch):
+        for entry in c.entries:
             if entry.path == "/":
                 continue
             problem = _entry_problem(entry)
@@ -362,7 +373,7 @@ class VfatWriter(FsWriter):
                 errors.append(ComposerError(f"{req.name}: {problem}", loc=req.loc, hint=hint))
         if errors:
             return errors
-        for path, slots in _children_slots(with_parents(req.entries, req.epoch)).items():
+        for path, slots in c.slots.items():
             if slots > MAX_DIR_SLOTS:
                 errors.append(ComposerError(
                     f"{req.name}: the directory {shown(path)} needs {slots} entries; FAT allows "
@@ -371,7 +382,7 @@ class VfatWriter(FsWriter):
         return errors
 
     @staticmethod
-    def _check_size(req: WriteRequest, size: int) -> list[ComposerError]:
+    def _check_size(req: WriteRequest, size: int, c: Census) -> list[ComposerError]:
         fat = req.options.get("fat") or auto_fat(size)
 
         def err(message: str, hint: str) -> list[ComposerError]:
@@ -386,13 +397,12 @@ class VfatWriter(FsWriter):
             return err(f"composer cannot format FAT{fat} at {size} bytes; FAT{fat} needs "
                        f"{low} to {high} bytes",
                        "change the size, or the `fat:` option (12, 16 or 32)")
-        entries = with_parents(req.entries, req.epoch)
-        need = _clusters_needed(entries, geo)
+        need = _clusters_needed(c, geo)
         if need > geo.clusters:
             return err(f"content needs {need} clusters of {geo.cluster_size} bytes but the "
                        f"FAT{fat} file system has {geo.clusters}",
                        "make the partition bigger, or use size: auto")
-        if not _root_fits(entries, geo):
+        if not _root_fits(c, geo):
             return err(f"the root directory needs more than the {geo.root_entries} entries "
                        f"FAT{fat} has room for",
                        "use `fat: 32`, or move files into a subdirectory")
@@ -418,12 +428,12 @@ def _entry_problem(entry: Entry) -> str | None:
     if entry.kind not in (Kind.FILE, Kind.DIR):
         return f"{entry.path} is a {entry.kind.value}; FAT holds only files and directories"
     name = _basename(entry.path)
-    if any(0xD800 <= ord(c) < 0xE000 for c in name):
+    if _SURROGATE.search(name):
         # bytes that are not UTF-8 (carried as lone surrogates: composer/sources) have no
         # UTF-16 form for a long-name entry
         return (f"{shown(entry.path)}: the name is not valid UTF-8, and FAT stores names as "
                 "UTF-16 text")
-    if any(c in BAD_NAME_CHARS for c in name):
+    if _BAD_NAME.search(name):
         return f"{entry.path}: the name holds a character FAT forbids (\"*/:<>?\\| or control)"
     if name.endswith((".", " ")):
         return f"{entry.path}: FAT names cannot end with a dot or a space"
@@ -460,19 +470,34 @@ def _children_slots(entries: Sequence[Entry]) -> dict[str, int]:
     return slots
 
 
-def _clusters_needed(entries: Sequence[Entry], geo: Geometry) -> int:
-    """Clusters the entries take: file data plus directories (upper bound on long names)."""
+@dataclass(frozen=True, slots=True)
+class Census:
+    """What every step needs to know of a request's entries, counted once."""
+
+    entries: tuple[Entry, ...]  # with_parents(): sorted, the root left out
+    slots: Mapping[str, int]  # directory path -> directory entries it holds
+    file_sizes: tuple[int, ...]  # of the non-empty files
+
+
+def census(req: WriteRequest) -> Census:
+    entries = tuple(with_parents(req.entries, req.epoch))
+    sizes = tuple(e.size for e in entries if e.kind is Kind.FILE and e.size)
+    return Census(entries, _children_slots(entries), sizes)
+
+
+def _clusters_needed(c: Census, geo: Geometry) -> int:
+    """Clusters the entries take: file data plus directories."""
     cs = geo.cluster_size
-    need = sum(-(-e.size // cs) for e in entries if e.kind is Kind.FILE)
-    for path, count in _children_slots(entries).items():
+    need = sum(-(-size // cs) for size in c.file_sizes)
+    for path, count in c.slots.items():
         if path == "/" and geo.fat != 32:
             continue  # FAT12/16 keep the root directory in the metadata area
         need += max(1, -(-count * DIR_ENTRY // cs))
     return need
 
 
-def _root_fits(entries: Sequence[Entry], geo: Geometry) -> bool:
-    return geo.fat == 32 or _children_slots(entries)["/"] <= geo.root_entries
+def _root_fits(c: Census, geo: Geometry) -> bool:
+    return geo.fat == 32 or c.slots["/"] <= geo.root_entries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,10 +538,26 @@ def _basis(name: str) -> tuple[str, str]:
     return (base[:8] or "_"), ext[:3]
 
 
-def _with_tail(base: str, ext: str, n: int) -> bytes:
-    """The 8.3 name `base~n.ext`, the base cut so that base and tail fit 8 characters."""
-    tail = f"~{n}"
-    return ((base[:8 - len(tail)] + tail).ljust(8) + ext.ljust(3)).encode("ascii")
+def _free_tail(base: str, ext: str, taken: set[bytes], next_n: dict[tuple[str, str, int], int]
+               ) -> bytes:
+    """The first free "base~N.ext" in the order ~1..~9, ~10..~99 (base cut to 5), ... .
+
+    `next_n` remembers, per cut base, extension and tail length, where the search stopped: a
+    name once taken stays taken, so each candidate is tried once per directory and N files
+    cost N lookups, not N^2 (20,000 files named "file-00001.txt" ... share "FILE-0").
+    """
+    for digits in range(1, 7):
+        prefix = base[:7 - digits]
+        key = (prefix, ext, digits)
+        n = next_n.get(key, 1 if digits == 1 else 10 ** (digits - 1))
+        while n < 10 ** digits:
+            short = (f"{prefix}~{n}".ljust(8) + ext.ljust(3)).encode("ascii")
+            n += 1
+            if short not in taken:
+                next_n[key] = n
+                return short
+        next_n[key] = n
+    raise ValueError(f"no free 8.3 name for {base}.{ext}")  # > 10^6 names: check() refuses
 
 
 def short_names(names: Sequence[str]) -> list[tuple[bytes, bool]]:
@@ -525,10 +566,10 @@ def short_names(names: Sequence[str]) -> list[tuple[bytes, bool]]:
 
     A name that is itself a valid upper-case 8.3 name is stored as it is, alone. Every other
     name gets long-name entries and a short name "BASIS~N.EXT" (Linux's default, and Windows'
-    first choices): N counts up from 1 per basis and skips any name already taken, the
-    literal ones first, so a file called "FILE~1.TXT" keeps its name whatever sorts before it.
-    Where Windows and Linux switch to a hash or a random number after ~4 or ~9, N keeps
-    counting (~10, ~100, ... with the base shortened): the same names give the same entries.
+    first choices): N counts up from 1 and skips any name already taken, the literal ones
+    first, so a file called "FILE~1.TXT" keeps its name whatever sorts before it. Where
+    Windows and Linux switch to a hash or a random number after ~4 or ~9, N keeps counting
+    (~10, ~100, ... with the base shortened): the same names give the same entries.
     """
     result: list[tuple[bytes, bool] | None] = [None] * len(names)
     taken: set[bytes] = set()
@@ -537,17 +578,12 @@ def short_names(names: Sequence[str]) -> list[tuple[bytes, bool]]:
         if literal is not None:
             taken.add(literal)
             result[i] = (literal, False)
-    next_tail: dict[tuple[str, str], int] = {}
+    next_n: dict[tuple[str, str, int], int] = {}
     for i, name in enumerate(names):
-        if result[i] is not None:
-            continue
-        basis = _basis(name)
-        n = next_tail.get(basis, 1)
-        while (short := _with_tail(*basis, n)) in taken:
-            n += 1
-        next_tail[basis] = n + 1
-        taken.add(short)
-        result[i] = (short, True)
+        if result[i] is None:
+            short = _free_tail(*_basis(name), taken, next_n)
+            taken.add(short)
+            result[i] = (short, True)
     return result  # type: ignore[return-value]  # every slot was filled above
 
 
@@ -594,7 +630,8 @@ class Plan:
     last_cluster: int  # 1 when nothing is allocated
 
 
-def plan(entries: Sequence[Entry], geo: Geometry, name: str) -> Plan:
+def plan(c: Census, geo: Geometry, name: str) -> Plan:
+    entries, slots = c.entries, c.slots
     children: dict[str, list[int]] = {"/": []}
     dir_index: dict[str, int] = {}
     for i, entry in enumerate(entries):
@@ -602,7 +639,6 @@ def plan(entries: Sequence[Entry], geo: Geometry, name: str) -> Plan:
         if entry.kind is Kind.DIR:
             children[entry.path] = []
             dir_index[entry.path] = i
-    slots = _children_slots(entries)
     cs = geo.cluster_size
     next_free = 2
     run_ends: list[int] = []
@@ -743,9 +779,10 @@ def fsinfo_sector(geo: Geometry, p: Plan) -> bytes:
                        FSI_TrailSig=FSINFO_TRAIL_SIG)
 
 
-def _write_image(out: Path, geo: Geometry, req: WriteRequest, entries: Sequence[Entry],
+def _write_image(out: Path, geo: Geometry, req: WriteRequest, c: Census,
                  store: ContentStore, progress: Progress) -> Plan:
-    p = plan(entries, geo, req.name)
+    p = plan(c, geo, req.name)
+    entries = p.entries
     times = [_pack_time(dos_time(e.mtime_ns // 1_000_000_000, req.epoch)) for e in entries]
     label = None if req.label is None else (
         req.label.upper().encode("ascii").ljust(LABEL_LEN),
