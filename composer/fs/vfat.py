@@ -37,6 +37,7 @@ from __future__ import annotations
 import calendar
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -44,7 +45,6 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from composer.content import ContentStore, read_full
 from composer.errors import ComposerError, shown
@@ -119,7 +119,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SHORT_SPECIAL = "$%'-_@~`!(){}^#&"
 _LITERAL_83 = re.compile(
     rf"([A-Z0-9{re.escape(_SHORT_SPECIAL)}]{{1,8}})(?:\.([A-Z0-9{re.escape(_SHORT_SPECIAL)}]{{1,3}}))?")
-_SHORT_REPLACED = frozenset("+,;=[]")  # valid in a long name only: "_" in the 8.3 name
+# dropped from an 8.3 basis: " ." ; valid in a long name only, "_" in an 8.3 name: "+,;=[]"
+_SHORT_TRANSLATION = str.maketrans({" ": None, ".": None, **dict.fromkeys("+,;=[]", "_")})
 _DIR_PACK = DIR_STRUCT.compiled.pack
 _LFN_PACK = LFN_ENTRY.compiled.pack
 
@@ -228,6 +229,8 @@ def volume_serial(req: WriteRequest) -> int:
 
 
 def _name_units(name: str) -> int:
+    if name.isascii():
+        return len(name)
     return len(name.encode("utf-16-le")) // 2
 
 
@@ -308,10 +311,14 @@ class VfatWriter(FsWriter):
         return WriteResult(size, _extents(p, geo))
 
     def _census(self, req: WriteRequest) -> Census:
-        """The request's census, made once: check, resolve_size and write all need it."""
-        cached: tuple[WriteRequest, Census] | None = getattr(self, "_cached", None)
-        if cached is None or cached[0] is not req:
-            cached = (req, census(req))
+        """The census of the request's entries, made once: check, resolve_size and write all
+        need it (the build hands write() a new request with the size filled in, with the same
+        entries)."""
+        key = (req.entries, req.epoch)
+        cached: tuple[tuple[tuple[Entry, ...], int], Census] | None = getattr(
+            self, "_cached", None)
+        if cached is None or cached[0][0] is not key[0] or cached[0][1] != key[1]:
+            cached = (key, census(*key))
             self._cached = cached
         return cached[1]
 
@@ -357,13 +364,11 @@ class VfatWriter(FsWriter):
         errors: list[ComposerError] = []
         seen: dict[tuple[str, str], str] = {}
         # with_parents: a folder only implied by a path needs a name FAT can hold too
-        for entry in c.entries:
-            if entry.path == "/":
-                continue
+        for entry, up in zip(c.entries, c.parents, strict=True):
             problem = _entry_problem(entry)
             if problem is None:
                 # FAT compares names case-insensitively: "A" and "a" would be one file
-                key = (parent(entry.path).upper(), _basename(entry.path).upper())
+                key = (up.upper(), _basename(entry.path).upper())
                 other = seen.setdefault(key, entry.path)
                 if other != entry.path:
                     problem = f"{entry.path} and {other} differ only in case, which FAT ignores"
@@ -457,14 +462,11 @@ def with_parents(entries: Sequence[Entry], epoch: int) -> list[Entry]:
     return sorted_entries([e for e in entries if e.path != "/"] + list(extra.values()))
 
 
-def _children_slots(entries: Sequence[Entry]) -> dict[str, int]:
+def _children_slots(entries: Sequence[Entry], parents: Sequence[str]) -> dict[str, int]:
     """Directory entries each directory needs, by directory path (including '.' and '..')."""
     slots: dict[str, int] = {"/": 1}  # the root holds the volume-label entry
-    for entry in entries:
-        if entry.path == "/":
-            continue
-        slots[parent(entry.path)] = slots.get(parent(entry.path), 2) + _dir_slots(
-            _basename(entry.path))
+    for entry, up in zip(entries, parents, strict=True):
+        slots[up] = slots.get(up, 2) + _dir_slots(_basename(entry.path))
         if entry.kind is Kind.DIR:
             slots.setdefault(entry.path, 2)
     return slots
@@ -475,14 +477,16 @@ class Census:
     """What every step needs to know of a request's entries, counted once."""
 
     entries: tuple[Entry, ...]  # with_parents(): sorted, the root left out
+    parents: tuple[str, ...]  # the folder of each entry
     slots: Mapping[str, int]  # directory path -> directory entries it holds
     file_sizes: tuple[int, ...]  # of the non-empty files
 
 
-def census(req: WriteRequest) -> Census:
-    entries = tuple(with_parents(req.entries, req.epoch))
-    sizes = tuple(e.size for e in entries if e.kind is Kind.FILE and e.size)
-    return Census(entries, _children_slots(entries), sizes)
+def census(entries: Sequence[Entry], epoch: int) -> Census:
+    complete = tuple(with_parents(entries, epoch))
+    parents = tuple(parent(e.path) for e in complete)
+    sizes = tuple(e.size for e in complete if e.kind is Kind.FILE and e.size)
+    return Census(complete, parents, _children_slots(complete, parents), sizes)
 
 
 def _clusters_needed(c: Census, geo: Geometry) -> int:
@@ -518,12 +522,9 @@ def _short_chars(text: str) -> str:
     """`text` as 8.3 characters, as Linux's vfat does: dots and spaces dropped, `+,;=[]` and
     every non-ASCII character made `_` (a reader's code page must not change the name), the
     rest upper-cased."""
-    out = []
-    for c in text:
-        if c in " .":
-            continue
-        out.append("_" if c in _SHORT_REPLACED or not c.isascii() else c.upper())
-    return "".join(out)
+    if not text.isascii():
+        text = "".join(c if c.isascii() else "_" for c in text)
+    return text.translate(_SHORT_TRANSLATION).upper()
 
 
 def _basis(name: str) -> tuple[str, str]:
@@ -634,8 +635,8 @@ def plan(c: Census, geo: Geometry, name: str) -> Plan:
     entries, slots = c.entries, c.slots
     children: dict[str, list[int]] = {"/": []}
     dir_index: dict[str, int] = {}
-    for i, entry in enumerate(entries):
-        children[parent(entry.path)].append(i)
+    for i, (entry, up) in enumerate(zip(entries, c.parents, strict=True)):
+        children[up].append(i)
         if entry.kind is Kind.DIR:
             children[entry.path] = []
             dir_index[entry.path] = i
@@ -782,8 +783,13 @@ def fsinfo_sector(geo: Geometry, p: Plan) -> bytes:
 def _write_image(out: Path, geo: Geometry, req: WriteRequest, c: Census,
                  store: ContentStore, progress: Progress) -> Plan:
     p = plan(c, geo, req.name)
-    entries = p.entries
-    times = [_pack_time(dos_time(e.mtime_ns // 1_000_000_000, req.epoch)) for e in entries]
+    dos: dict[int, tuple[int, int]] = {}  # many entries share a time: convert each once
+    times = []
+    for entry in p.entries:
+        seconds = entry.mtime_ns // 1_000_000_000
+        if seconds not in dos:
+            dos[seconds] = _pack_time(dos_time(seconds, req.epoch))
+        times.append(dos[seconds])
     label = None if req.label is None else (
         req.label.upper().encode("ascii").ljust(LABEL_LEN),
         _pack_time(dos_time(req.epoch, req.epoch)))
@@ -793,32 +799,37 @@ def _write_image(out: Path, geo: Geometry, req: WriteRequest, c: Census,
     def at_cluster(cluster: int) -> int:
         return data_start + (cluster - 2) * cs
 
-    with out.open("xb") as f:  # a new file, never an existing one
-        f.truncate(geo.sectors * SECTOR)  # holes read as zeros: free clusters, directory slack
+    # unbuffered, every piece written where it goes with one pwrite: no seek, no flush
+    with out.open("xb", buffering=0) as f:  # a new file, never an existing one
+        fd = f.fileno()
+        os.ftruncate(fd, geo.sectors * SECTOR)  # holes read as zeros: free space, slack
         boot = boot_sector(geo, volume_serial(req), req.label)
-        f.write(boot)
+        _put(fd, 0, boot)
         if geo.fat == 32:
             info = fsinfo_sector(geo, p)
-            for sector, data in ((FSINFO_SECTORS[0], info),
-                                 (FAT32_BACKUP_BOOT_SECTOR, boot), (FSINFO_SECTORS[1], info)):
-                f.seek(sector * SECTOR)
-                f.write(data)
+            _put(fd, FSINFO_SECTORS[0] * SECTOR, info)
+            _put(fd, FAT32_BACKUP_BOOT_SECTOR * SECTOR, boot)
+            _put(fd, FSINFO_SECTORS[1] * SECTOR, info)
         fat = fat_bytes(p, geo)
-        f.seek(geo.reserved_sectors * SECTOR)
-        for _ in range(NUM_FATS):
-            f.write(fat)
-        root = directory_bytes(p, "/", times, label)
+        for n in range(NUM_FATS):
+            _put(fd, (geo.reserved_sectors + n * geo.fat_sectors) * SECTOR, fat)
         fixed_root = (geo.reserved_sectors + NUM_FATS * geo.fat_sectors) * SECTOR
-        f.seek(at_cluster(p.root_cluster) if geo.fat == 32 else fixed_root)
-        f.write(root)
+        _put(fd, at_cluster(p.root_cluster) if geo.fat == 32 else fixed_root,
+             directory_bytes(p, "/", times, label))
         for path, i in p.dir_index.items():
-            f.seek(at_cluster(p.first_cluster[i]))
-            f.write(directory_bytes(p, path, times, label))
-        _write_files(f, p, store, progress, at_cluster, req.name)
+            _put(fd, at_cluster(p.first_cluster[i]), directory_bytes(p, path, times, label))
+        _write_files(fd, p, store, progress, at_cluster, req.name)
     return p
 
 
-def _write_files(f: BinaryIO, p: Plan, store: ContentStore, progress: Progress,
+def _put(fd: int, offset: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _write_files(fd: int, p: Plan, store: ContentStore, progress: Progress,
                  at_cluster: Callable[[int], int], name: str) -> None:
     """Each file's bytes at its first cluster, in entry order: one pass from start to end."""
     files = [i for i, e in enumerate(p.entries) if e.kind is Kind.FILE and e.size > 0]
@@ -826,7 +837,7 @@ def _write_files(f: BinaryIO, p: Plan, store: ContentStore, progress: Progress,
     buffer = memoryview(bytearray(CHUNK))
     for i, (_, stream) in zip(files, store.stream_sorted(contents), strict=True):
         entry = p.entries[i]
-        f.seek(at_cluster(p.first_cluster[i]))
+        offset = at_cluster(p.first_cluster[i])
         left = entry.size
         while left:
             n = read_full(stream, buffer[:min(left, CHUNK)])
@@ -834,7 +845,8 @@ def _write_files(f: BinaryIO, p: Plan, store: ContentStore, progress: Progress,
                 raise ComposerError(f"{name}: {shown(entry.path)} ended {left} bytes before "
                                     f"its {entry.size}", hint="did the input change while "
                                     "the build ran? build again")
-            f.write(buffer[:n])
+            _put(fd, offset, buffer[:n])
+            offset += n
             left -= n
             progress(n)
 
