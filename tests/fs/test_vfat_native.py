@@ -299,3 +299,29 @@ def test_kernel_vfat_reads_what_mtools_reads(tmp_path: Path) -> None:
                                                 for e in entries}
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_declarations_read_what_mkfs_vfat_and_mcopy_wrote(tmp_path: Path) -> None:
+    """The FAT12/16 BPB extension and long-name entry declarations (fat_layouts.py), and the
+    checksum the writer uses, read an image neither composer nor pyfatfs made."""
+    from composer.fs.fat_layouts import BPB, BPB_FAT16, DIR_ENTRY, LAST_LONG_ENTRY, LFN_ENTRY
+    from composer.fs.vfat import lfn_checksum
+
+    img = tmp_path / "m.img"
+    done = run("mkfs.vfat", "-C", "-F", "16", "-i", "1234abcd", "-n", "MKFS", img, "16384")
+    assert done.returncode == 0, done.stderr
+    name = "A long name, 日本.txt"
+    (tmp_path / name).write_bytes(b"x")
+    assert run("mcopy", "-i", img, tmp_path / name, "::/", env=UTF8).returncode == 0
+    data = img.read_bytes()
+    bpb, ext = BPB.unpack(data), BPB_FAT16.unpack(data, BPB.size)
+    assert (ext["BS_VolID"], ext["BS_VolLab"], ext["BS_FilSysType"]) == (
+        0x1234ABCD, b"MKFS       ", b"FAT16   ")
+    root = (bpb["BPB_RsvdSecCnt"] + bpb["BPB_NumFATs"] * bpb["BPB_FATSz16"]) * 512
+    slots = [data[root + 32 * i:root + 32 * (i + 1)] for i in range(bpb["BPB_RootEntCnt"])]
+    longs = [LFN_ENTRY.unpack(s) for s in slots if s[0] and s[11] == 0x0F]
+    short = next(DIR_ENTRY.unpack(s) for s in slots if s[0] and s[11] not in (0x0F, 0x08))
+    assert longs[0]["LDIR_Ord"] == LAST_LONG_ENTRY | len(longs)
+    assert {e["LDIR_Chksum"] for e in longs} == {lfn_checksum(short["DIR_Name"])}
+    units = b"".join(e["LDIR_Name1"] + e["LDIR_Name2"] + e["LDIR_Name3"] for e in reversed(longs))
+    assert units.decode("utf-16-le").split("\0")[0] == name
