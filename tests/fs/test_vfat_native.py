@@ -5,6 +5,7 @@ speed is tools/bench_vfat.py's business."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from composer.content import ContentStore
 from composer.fs.base import WriteRequest
 from composer.fs.vfat import VfatWriter, geometry, short_names
+from composer.fs.vfat_reader import read_vfat
 from composer.tree import Content, Entry, Kind, sorted_entries
 from tests.conftest import env_skip
 from tests.fs.test_vfat import EPOCH, MIB, NS, UUID, d, dos_seconds, f, fsck_clean, run
@@ -183,6 +185,11 @@ def test_20000_files_in_one_folder(tmp_path: Path) -> None:
     assert files == count + 2  # the folder and the label
     listing = run("mdir", "-i", img, "-b", "::/d", env=UTF8).stdout.splitlines()
     assert sorted(listing) == sorted(f"::/d/file-{i:05d}.txt" for i in range(count))
+    # verify --deep's reader (pyfatfs, walked entry by entry) reads every file of the folder
+    read = {e.path: e.sha256 for e in read_vfat(img)}
+    assert read == {"/": None, "/d": None} | {
+        e.path: hashlib.sha256(e.content.inline).hexdigest() for e in entries[1:]
+        if e.content is not None}
     sample = sorted(rnd.sample(range(count), 30)) + [0, 9, 10, count - 1]
     dest = tmp_path / "out"
     extract(img, dest, *(entries[1 + i].path for i in sample))
@@ -325,3 +332,26 @@ def test_declarations_read_what_mkfs_vfat_and_mcopy_wrote(tmp_path: Path) -> Non
     assert {e["LDIR_Chksum"] for e in longs} == {lfn_checksum(short["DIR_Name"])}
     units = b"".join(e["LDIR_Name1"] + e["LDIR_Name2"] + e["LDIR_Name3"] for e in reversed(longs))
     assert units.decode("utf-16-le").split("\0")[0] == name
+
+
+def test_reader_agrees_with_mcopy_on_an_mkfs_vfat_image(tmp_path: Path) -> None:
+    """verify --deep's reader on an image neither composer nor pyfatfs wrote, against what
+    mcopy extracts from it."""
+    src = tmp_path / "src"
+    # no all-lower-case 8.3 names: mcopy stores those with Windows NT case bits, which pyfatfs
+    # ignores (it reads "big.bin" as "BIG.BIN"); composer never writes them
+    (src / "Sub dir" / "Deeper dir").mkdir(parents=True)
+    (src / "Sub dir" / "Deeper dir" / "Lower.txt").write_bytes(b"hi\n")
+    (src / "Big File.bin").write_bytes(random.Random(3).randbytes(100_000))
+    (src / "UP.TXT").write_bytes(b"")
+    img = tmp_path / "m.img"
+    assert run("mkfs.vfat", "-C", "-F", "16", img, "16384").returncode == 0
+    assert run("mcopy", "-s", "-m", "-i", img, *sorted(src.iterdir()), "::/",
+               env=UTF8).returncode == 0
+    dest = tmp_path / "out"
+    extract(img, dest)
+    want = {"/": None} | {path: None if data is None else hashlib.sha256(data).hexdigest()
+                          for path, data in host_tree(dest).items()}
+    got = read_vfat(img)
+    assert {e.path: e.sha256 for e in got} == want
+    assert [e.path for e in got] == sorted(want, key=lambda path: path.split("/"))
