@@ -231,7 +231,9 @@ def volume_serial(req: WriteRequest) -> int:
 def _name_units(name: str) -> int:
     if name.isascii():
         return len(name)
-    return len(name.encode("utf-16-le")) // 2
+    # surrogatepass: the census counts slots before check() refuses a name that is not UTF-8
+    # (carried as lone surrogates), and counting must not raise on it
+    return len(name.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _dir_slots(name: str) -> int:
