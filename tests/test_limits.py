@@ -70,11 +70,11 @@ CASES: dict[str, tuple[str, str]] = {
         "error: l.yaml:7:10: files[0].to: '/a\\x00' contains a NUL character\n"
         "  hint: names, paths, labels and link targets cannot hold NUL (\\0)\n"),
     # 9. what used to end in a traceback (exit 3)
-    "vfat-128-units": (
+    "vfat-256-units": (
         HEAD + "partitions:\n  - {name: boot, fs: vfat, size: 4MiB, mount: /}\n"
-        f"files:\n  - {{to: /{'a' * 128}, content: x}}\n",
-        f"error: l.yaml:5:5: boot: /{'a' * 128}: the name is 128 UTF-16 units long; FAT allows "
-        "255 but pyfatfs, which writes it, at most 127\n"),
+        f"files:\n  - {{to: /{'a' * 256}, content: x}}\n",
+        f"error: l.yaml:5:5: boot: /{'a' * 256}: the name is 256 UTF-16 units long; FAT allows "
+        "255\n"),
     "merge-key": (
         HEAD + "base: &b {fs: ext4, size: 8MiB}\npartitions:\n  - <<: *b\n"
         "    name: root\n    mount: /\n",

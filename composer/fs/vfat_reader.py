@@ -14,8 +14,6 @@ from pathlib import Path
 
 from composer.errors import ComposerError
 
-READ_CHUNK = 1 << 20
-
 
 @dataclass(frozen=True, slots=True)
 class FatEntry:
@@ -46,18 +44,41 @@ def read_vfat(image: Path) -> list[FatEntry]:
 
 
 def _walk(fs: object, folder: str) -> Iterator[FatEntry]:
-    for info in sorted(fs.scandir(folder), key=lambda i: i.name):  # type: ignore[attr-defined]
-        path = folder.rstrip("/") + "/" + info.name
-        if info.is_dir:
-            yield FatEntry(path, True)
-            yield from _walk(fs, path)
-        else:
-            yield FatEntry(path, False, info.size, _sha256(fs, path))
+    """The entries under `folder`, read through pyfatfs's directory-entry objects.
+
+    Not through its path API: each path pyfatfs opens is looked up by listing and sorting the
+    whole folder again, so reading N files of one folder cost N^2 (2,000 files: 9 minutes).
+    Walking the entries and following each file's cluster chain reads every folder once."""
+    pf = fs.fs  # type: ignore[attr-defined]  # the PyFat under the PyFatFS front end
+    pending = [(folder, pf.root_dir)]
+    found: list[FatEntry] = []
+    while pending:
+        path, dentry = pending.pop()
+        dirs, files, _ = dentry.get_entries()  # the third: ".", "..", the volume label
+        for child in files:
+            found.append(FatEntry(_join(path, child), False, child.filesize,
+                                  _sha256(pf, child.get_cluster(), child.filesize)))
+        for child in dirs:
+            found.append(FatEntry(_join(path, child), True))
+            pending.append((_join(path, child), child))
+    yield from sorted(found, key=lambda e: e.path.split("/"))
 
 
-def _sha256(fs: object, path: str) -> str:
+def _join(folder: str, dentry: object) -> str:
+    return folder.rstrip("/") + "/" + repr(dentry)  # repr: the long name, else the 8.3 name
+
+
+def _sha256(pf: object, first_cluster: int, size: int) -> str:
+    """The sha256 of a file's `size` bytes, read along its cluster chain."""
     h = hashlib.sha256()
-    with fs.openbin(path) as f:  # type: ignore[attr-defined]
-        while chunk := f.read(READ_CHUNK):
-            h.update(chunk)
+    left = size
+    if left:
+        for cluster in pf.get_cluster_chain(first_cluster):  # type: ignore[attr-defined]
+            data = pf.read_cluster_contents(cluster)  # type: ignore[attr-defined]
+            h.update(data[:left])
+            left -= min(left, len(data))
+            if not left:
+                break
+    if left:
+        raise ComposerError(f"a file's cluster chain ends {left} bytes before its size")
     return h.hexdigest()

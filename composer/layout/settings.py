@@ -157,7 +157,7 @@ SETTINGS: tuple[Setting, ...] = (
             "4096; 4096 also when the content needs it (a symlink target or xattrs longer than a "
             "1 KiB block holds); for `size: auto`, the type of the size the image comes out at",
             example="4096", option=OptionType.INT, choices=(1024, 2048, 4096)),
-    Setting(_S.VFAT, "fat", "integer", "FAT type; a size pyfatfs cannot format with it is an "
+    Setting(_S.VFAT, "fat", "integer", "FAT type; a size composer cannot format with it is an "
             "error", default="12 below 4.1 MiB, 32 from 512 MiB, else 16", example="32",
             option=OptionType.INT, choices=(12, 16, 32)),
     Setting(_S.VFAT, "volume_id", "string", "volume serial as 8 hex digits (shown as "

@@ -233,16 +233,16 @@ def test_bad_names_rejected() -> None:
         "boot: /a:b: the name holds a character FAT forbids")
 
 
-def test_sizes_pyfatfs_cannot_format() -> None:
+def test_sizes_composer_cannot_format() -> None:
     assert error(request(size=16 * MIB, fat=32)) == (
-        "boot: pyfatfs cannot format FAT32 at 16777216 bytes; FAT32 needs 34099712 to "
+        "boot: composer cannot format FAT32 at 16777216 bytes; FAT32 needs 34099712 to "
         "34359738368 bytes", "change the size, or the `fat:` option (12, 16 or 32)")
     assert error(request(entries=(d("/", 0),), size=4 * MIB, fat=16))[0] == (
-        "boot: pyfatfs cannot format FAT16 at 4194304 bytes; FAT16 needs 4301312 to "
+        "boot: composer cannot format FAT16 at 4194304 bytes; FAT16 needs 4301312 to "
         "2147401728 bytes")
     assert error(request(size=1000 * 1024 + 1))[0] == (
         "boot: size 1024001 is not a multiple of 512 bytes")
-    with pytest.raises(ComposerError, match="pyfatfs cannot format FAT32"):
+    with pytest.raises(ComposerError, match="composer cannot format FAT32"):
         VfatWriter().write(request(size=16 * MIB, fat=32), Path("/nonexistent/x"),
                            ContentStore())
 
@@ -299,20 +299,6 @@ def test_auto_size_that_cannot_fit_the_fat_type() -> None:
                               "give the partition an explicit size and `fat:` type")
 
 
-def test_write_leaves_pyfatfs_unpatched(tmp_path: Path) -> None:
-    """No process-wide patch: pyfatfs's clock is its own at every moment of a write."""
-    from pyfatfs.DosDateTime import DosDateTime
-
-    original = DosDateTime.__dict__["now"]
-    seen: list[bool] = []
-
-    def progress(_: int) -> None:  # called in the middle of the write
-        seen.append(DosDateTime.__dict__["now"] is original)
-
-    VfatWriter().write(request(), tmp_path / "a.vfat", ContentStore(), progress)
-    assert seen and all(seen)
-
-
 def test_writes_at_once_in_threads_equal_writes_one_by_one(tmp_path: Path) -> None:
     """Each write's times are its own: no state shared between writes in one process."""
     from concurrent.futures import ThreadPoolExecutor
@@ -335,17 +321,14 @@ def test_writes_at_once_in_threads_equal_writes_one_by_one(tmp_path: Path) -> No
     assert together == alone
 
 
-def test_pyfatfs_surprise_is_an_error_not_an_assert(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A layout pyfatfs did not write as predicted stops the build, also under `python -O`."""
+def test_plan_overflow_is_an_error_not_an_assert(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should check() ever count fewer clusters than the writer hands out, the write stops
+    with a ComposerError (also under `python -O`) and never ships an overflowing FAT."""
     from composer.fs import vfat
 
-    predicted = vfat.geometry
-
-    def off_by_one(fat: int, size: int) -> vfat.Geometry | None:
-        geo = predicted(fat, size)
-        return None if geo is None else replace(geo, fat_sectors=geo.fat_sectors + 1)
-
-    monkeypatch.setattr(vfat, "geometry", off_by_one)
-    with pytest.raises(ComposerError, match="pyfatfs wrote an unexpected FAT"):
-        VfatWriter().write(request(), tmp_path / "a.vfat", ContentStore())
+    monkeypatch.setattr(vfat, "_clusters_needed", lambda entries, geo: 0)
+    req = request(size=5 * MIB, fat=16, entries=(d("/", 0), f("/big", bytes(6 * MIB), 0)))
+    assert VfatWriter().check(req) == []
+    with pytest.raises(ComposerError, match="content needs 6144 clusters of 1024 bytes"):
+        VfatWriter().write(req, tmp_path / "a.vfat", ContentStore())
