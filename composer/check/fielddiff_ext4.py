@@ -32,6 +32,7 @@ from composer.check.fielddiff import (
 )
 from composer.errors import ComposerError
 from composer.fs.ext4 import constants as c
+from composer.fs.ext4.geometry import has_super
 from composer.fs.ext4.layouts import (
     DIR_ENTRY,
     DIR_TAIL,
@@ -380,15 +381,8 @@ class _Ext4Differ:
 
 
 def _has_super(group: int, sparse: bool) -> bool:
-    if not sparse or group in (0, 1):
-        return True
-    for base in (3, 5, 7):
-        n = base
-        while n < group:
-            n *= base
-        if n == group:
-            return True
-    return False
+    """Whether `group` holds a superblock backup: every group without sparse_super."""
+    return not sparse or has_super(group)
 
 
 def _bits(data: bytes) -> int:
