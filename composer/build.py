@@ -26,7 +26,7 @@ from composer.disk.compose import (
     sfdisk_file,
     write_layout_disk,
 )
-from composer.errors import ComposerError, raise_all
+from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import FsWriter, Reserve, WriteRequest, WriteResult
 from composer.layout.load import epoch_problem, load_layout
 from composer.layout.model import Layout, Output, Partition, output_names
@@ -233,7 +233,8 @@ def _epoch(layout: Layout, scanned: dict[str, Scanned], override: int | None,
         return layout.epoch, EpochOrigin.LAYOUT
     newest = max((s.newest_mtime_ns for s in scanned.values()), default=0)
     if newest == 0:
-        raise ComposerError("the build has no epoch: no source has a timestamp",
+        raise ComposerError("the build has no epoch: no source has a timestamp (image archives "
+                            "of docker.images do not set it)", Loc(str(layout.path)),
                             hint="set 'epoch:' in the layout or SOURCE_DATE_EPOCH")
     problem = epoch_problem(newest // 1_000_000_000)
     if problem is not None:

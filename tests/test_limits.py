@@ -368,3 +368,22 @@ def test_random_layout_through_the_cli_never_exits_3_or_writes_elsewhere(
     assert result.returncode in (0, 1), result.stderr
     assert "Traceback" not in result.stderr
     assert {p.name for p in folder.iterdir()} <= {"l.yaml", "out"}
+
+
+def test_a_build_with_no_time_anywhere_is_one_located_error(tmp_path: Path) -> None:
+    """No `epoch:` and every source time 0 (as a bare docker.images build can be): the error
+    names the layout file, whose `epoch:` is the fix, and nothing is written."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    for p in (src / "f", src):
+        os.utime(p, (0, 0))
+    (tmp_path / "l.yaml").write_text(
+        "version: 1\nname: t\nsources:\n  s: src/\npartitions:\n"
+        "  - {name: root, fs: tar, mount: /}\nfiles:\n  - {from: 's:/', to: /}\n",
+        encoding="utf-8")
+    result = compose("-q", "build", "l.yaml", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: l.yaml: the build has no epoch"), result.stderr
+    assert "hint: set 'epoch:' in the layout or SOURCE_DATE_EPOCH" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.yaml", "src"]
