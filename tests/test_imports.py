@@ -38,7 +38,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # core values
     ("composer.layout.model", "composer.layout.yamlload", "composer.report", "composer.content",
      "composer.acl", "composer.archive_ffi"),
-    ("composer.tree", "composer.units", "composer.types", "composer.structs", "composer.tools"),
+    ("composer.tree", "composer.units", "composer.types", "composer.structs", "composer.tools",
+     "composer.sparse"),
     ("composer.errors", "composer.layout", "composer"),  # the two packages: docstring, version
 )
 

@@ -11,13 +11,13 @@ kept with `follows` set to the change it follows, so people see where a differen
 
 from __future__ import annotations
 
-import errno
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
+from composer.sparse import data_extents
 from composer.structs import Struct
 
 # progress(bytes done, bytes total): called with non-decreasing values, last with done == total
@@ -216,19 +216,9 @@ def _file_data(r: Region) -> Iterator[tuple[int, int]]:
 
 
 def _extents(fd: int, pos: int, end: int) -> Iterator[tuple[int, int]]:
-    base = pos
-    while pos < end:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                yield pos - base, end - base
-            return
-        if start >= end:
-            return
-        stop = min(os.lseek(fd, start, os.SEEK_HOLE), end)
-        yield start - base, stop - base
-        pos = stop
+    """data_extents relative to `pos`."""
+    for first, stop in data_extents(fd, pos, end):
+        yield first - pos, stop - pos
 
 
 def decode_runs(runs: Iterable[tuple[int, int]], unit: int,

@@ -7,7 +7,6 @@ checked, with the reason.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from composer.outputs.manifest import (
     image_sha256,
 )
 from composer.sources.archive import scan_archive
+from composer.sparse import data_extents
 from composer.tree import Kind, sort_key
 
 MAX_FINDINGS = 20  # the first ones are named; a damaged image would give thousands
@@ -139,20 +139,11 @@ def sparse_sha256(path: Path) -> str:
 
 
 def _data_extents(path: Path, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each data extent of the file at `path`."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # only a hole after pos
-                    return
-                yield pos, size - pos  # no hole reporting: all of it is data
-                return
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            yield start, end - start
-            pos = end
+        for first, stop in data_extents(fd, 0, size):
+            yield first, stop - first
     finally:
         os.close(fd)
 

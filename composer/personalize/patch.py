@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from composer.errors import ComposerError
+from composer.outputs.bmap import BLOCK_SIZE
+from composer.sparse import data_extents
 
 MAGIC = b"composer-patch 1\n"
-BLOCK = 4096  # the bmap's block: a flashed device is written in these
+BLOCK = BLOCK_SIZE  # the bmap's block: a flashed device is written in these
 CHUNK = 1 << 20
 MAX_HEADER = 64 << 20
 
@@ -72,18 +74,7 @@ class PatchHeader:
 
 def _data_ranges(f: BinaryIO, size: int) -> list[tuple[int, int]]:
     """The byte ranges of a sparse file that may hold data (everything else is a hole)."""
-    fd = f.fileno()
-    ranges = []
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError:
-            break  # no data after offset
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        ranges.append((start, min(end, size)))
-        offset = end
-    return ranges
+    return list(data_extents(f.fileno(), 0, size))
 
 
 def _union_blocks(a: list[tuple[int, int]], b: list[tuple[int, int]],
