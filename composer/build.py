@@ -388,19 +388,20 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events,
     store = HashingStore(the_plan.store.spilling_into(tmp))
     parts = the_plan.partitions
     mine, groups = split([_cost(p) for p in parts], jobs)
-    # forked before this process starts any thread (the digest pool, the sha256 helper)
     children = [(group, Forked(lambda group=group: _write_aside(the_plan, tmp, group),
                                f"the process writing {', '.join(parts[i].name for i in group)}"))
                 for group in groups]
-    for group, _ in children:
-        log.debug("writing %s in a child process", ", ".join(parts[i].name for i in group))
-        for i in group:  # the child draws no progress: say what it does, once
-            data = sum(e.size for e in parts[i].request.entries)
-            events.step(f"writing {parts[i].name} ({parts[i].writer.fs}), {human_size(data)} "
-                        "of data, in a child process")
-            parts[i].writer.release()  # the child has its own copy of the plan
     written: dict[int, _Image] = {}
     try:
+        # forked before this process starts any thread (the digest pool, the sha256 helper)
+        for group, child in children:
+            child.start()
+            log.debug("writing %s in a child process", ", ".join(parts[i].name for i in group))
+            for i in group:  # the child draws no progress: say what it does, once
+                data = sum(e.size for e in parts[i].request.entries)
+                events.step(f"writing {parts[i].name} ({parts[i].writer.fs}), "
+                            f"{human_size(data)} of data, in a child process")
+                parts[i].writer.release()  # the child has its own copy of the plan
         # hashing a whole image takes as long as writing it; hashlib and file reads release the
         # GIL, so the image digests run on other cores while bmaps and the manifest are made
         with ThreadPoolExecutor(max_workers=2) as pool, _cancel_pending_on_error(pool):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import signal
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -57,15 +59,30 @@ def split(costs: Sequence[int], jobs: int) -> tuple[list[int], list[list[int]]]:
 
 class Forked(Generic[T]):
     """`work()` run in a forked child; `result()` gives what it returned or raises what it
-    raised. `stop()` ends a child that is no longer wanted (the build failed elsewhere)."""
+    raised. `stop()` ends a child that is no longer wanted (the build failed or was stopped).
+
+    Created unstarted so the caller can hold it before `start()` forks: a signal that arrives
+    while it starts is raised after the handle is the caller's, whose cleanup then stops it.
+    """
 
     def __init__(self, work: Callable[[], T], label: str) -> None:
         self._label = label
         context = multiprocessing.get_context("fork")
-        self._receive, send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_run, args=(work, send), name=label, daemon=True)
-        self._process.start()
-        send.close()  # the child's end: EOF here when the child dies without answering
+        self._receive, self._send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_run, args=(work, self._send), name=label,
+                                        daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        # the child inherits this mask: a SIGINT or SIGTERM that arrives before the child has
+        # set its own dispositions (_run) waits instead of running the parent's handler there
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self._process.start()
+            self._started = True
+        finally:
+            self._send.close()  # the child's end: EOF here when the child dies unanswered
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def result(self) -> T:
         try:
@@ -83,26 +100,43 @@ class Forked(Generic[T]):
         return value  # type: ignore[no-any-return]
 
     def stop(self) -> None:
-        if self._process.is_alive():
-            self._process.terminate()
-            # a child that got SIGINT with us (Ctrl-C reaches the whole process group) ignores
-            # the SIGTERM while it stops (cli._on_signal); past that grace, SIGKILL
-            self._process.join(STOP_GRACE_S)
+        if self._started:
             if self._process.is_alive():
-                self._process.kill()
-        self._process.join()
+                self._process.terminate()  # the child dies of it at once (_run)
+                self._process.join(STOP_GRACE_S)
+                if self._process.is_alive():
+                    self._process.kill()
+            self._process.join()
         self._receive.close()
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _run(work: Callable[[], T], send: Connection) -> None:
+    # The parent alone decides and reports: Ctrl-C reaches the whole process group, and the
+    # parent stops its children with SIGTERM, which must end a child at once and silently (the
+    # handler inherited from the parent would raise there, and print a child's traceback after
+    # the parent's last word). Then the mask inherited from Forked.start() is lifted.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     try:
         answer: tuple[bool, object] = (True, work())
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
         answer = (False, exc)
     try:
-        send.send(answer)
-    except Exception:  # noqa: BLE001 - an error that cannot be pickled: its text, then
+        send.send_bytes(_pickled(answer))  # result() unpickles it with recv()
+    except OSError:  # the parent stopped listening: it has gone on without this answer
+        pass
+    send.close()
+
+
+def _pickled(answer: tuple[bool, object]) -> bytes:
+    """The answer, or, for an error that cannot be pickled, its text."""
+    try:
+        return pickle.dumps(answer)
+    except Exception:  # noqa: BLE001 - whatever pickling raises, the text still travels
         text = "".join(traceback.format_exception_only(answer[1])).strip() \
             if isinstance(answer[1], BaseException) else "an unpicklable result"
-        send.send((False, ComposerError(text)))
-    send.close()
+        return pickle.dumps((False, ComposerError(text)))

@@ -4,6 +4,10 @@ as one process writing them in turn, and a failure in a child fails the build cl
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +100,60 @@ def test_a_failing_child_fails_the_build_and_leaves_nothing(
     assert caught.value.hint == "call the fire brigade"
     assert os.getpid() == parent
     assert not out.exists()  # made by this build, removed again
+
+
+def _session_members(sid: int) -> list[int]:
+    """The processes still alive in session `sid` (the build and any child it forked)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    alive.append(int(entry.name))
+            except ProcessLookupError:
+                pass
+    return alive
+
+
+@pytest.mark.parametrize(("signum", "whole_group", "after"), [
+    (signal.SIGINT, True, "in a child process"),    # Ctrl-C just after a fork
+    (signal.SIGINT, False, "in a child process"),
+    (signal.SIGTERM, False, "in a child process"),
+    (signal.SIGINT, True, "compose: writing rootfs"),  # the parent writes, children too
+    (signal.SIGTERM, False, "compose: writing rootfs"),
+])
+def test_a_stopped_parallel_build_ends_with_one_message_and_no_process_left(
+        tmp_path: Path, golden: Path, signum: int, whole_group: bool, after: str) -> None:
+    """The parent alone reports a stop: its children die of its SIGTERM without a word (they
+    used to inherit its handler and print a traceback after its last line), and none is left."""
+    layout = _project(tmp_path / "p", golden)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    child = subprocess.Popen([sys.executable, "-m", "composer", "build", str(layout), "-o",
+                              str(out), "--jobs", "4"], env=env, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    assert child.stderr is not None
+    said = []
+    for line in child.stderr:
+        said.append(line)
+        if after in line:
+            break
+    if whole_group:
+        os.killpg(child.pid, signum)
+    else:
+        child.send_signal(signum)
+    rest = child.stderr.read()
+    code = child.wait()
+    text = "".join(said) + rest
+    assert code == 128 + signum, text
+    assert "Traceback" not in text
+    assert text.splitlines()[-1] == f"compose: stopped by {signal.Signals(signum).name}, " \
+        "cleaned up"
+    deadline = time.monotonic() + 5  # the parent joined its children before it exited
+    while _session_members(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(child.pid) == []
+    assert not out.exists()
 
 
 def test_split_keeps_the_heaviest_and_balances_the_rest() -> None:
