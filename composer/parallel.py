@@ -10,6 +10,7 @@ depend on how many run at once.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -69,8 +70,8 @@ class Forked(Generic[T]):
         self._label = label
         context = multiprocessing.get_context("fork")
         self._receive, self._send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_run, args=(work, self._send), name=label,
-                                        daemon=True)
+        self._process = context.Process(target=_run, args=(work, self._send, os.getpid()),
+                                        name=label, daemon=True)
         self._started = False
 
     def start(self) -> None:
@@ -113,7 +114,23 @@ class Forked(Generic[T]):
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _run(work: Callable[[], T], send: Connection) -> None:
+def _die_with(parent: int) -> None:
+    """End this child when the parent dies, even of SIGKILL: an orphan would go on writing
+    into a staging folder nobody publishes, holding the output folder's lock (it shares the
+    parent's open lock file) so the next build would wait for it. Linux only (prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: an orphan finishes its work, then exits
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _run(work: Callable[[], T], send: Connection, parent: int) -> None:
     # The parent alone decides and reports: Ctrl-C reaches the whole process group, and the
     # parent stops its children with SIGTERM, which must end a child at once and silently (the
     # handler inherited from the parent would raise there, and print a child's traceback after
@@ -121,6 +138,7 @@ def _run(work: Callable[[], T], send: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    _die_with(parent)
     try:
         answer: tuple[bool, object] = (True, work())
     except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it

@@ -103,15 +103,19 @@ def test_a_failing_child_fails_the_build_and_leaves_nothing(
 
 
 def _session_members(sid: int) -> list[int]:
-    """The processes still alive in session `sid` (the build and any child it forked)."""
+    """The processes still alive in session `sid` (the build and any child it forked); not
+    zombies: they are dead, waiting for a reaper (a container's PID 1 may never reap)."""
     alive = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if os.getsid(int(entry.name)) == sid:
-                    alive.append(int(entry.name))
-            except ProcessLookupError:
-                pass
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses
+            state, _ppid, _pgrp, session = stat[stat.rindex(")") + 2:].split()[:4]
+            if int(session) == sid and state != "Z":
+                alive.append(int(entry.name))
     return alive
 
 
@@ -154,6 +158,41 @@ def test_a_stopped_parallel_build_ends_with_one_message_and_no_process_left(
         time.sleep(0.05)
     assert _session_members(child.pid) == []
     assert not out.exists()
+
+
+def test_children_of_a_killed_build_die_with_it(tmp_path: Path, golden: Path) -> None:
+    """SIGKILL leaves the parent no cleanup; its children must not live on as orphans, writing
+    into a staging folder and holding the output folder's lock so that the next build waits."""
+    layout = _project(tmp_path / "p", golden)
+    # 192 MiB more in rootfs and in app: the parent keeps the heavier, rootfs; a child writes
+    # app, with seconds of work left to it when the parent is killed
+    (tmp_path / "p" / "big").mkdir()
+    with (tmp_path / "p" / "big" / "blob").open("wb") as f:
+        for i in range(192):
+            f.write(i.to_bytes(4, "big") * (1 << 18))
+    layout.write_text(layout.read_text(encoding="utf-8").replace(
+        "  boot: boot/\n", "  boot: boot/\n  big: big/\n").replace(
+        "files:\n", "files:\n  - {from: \"big:/\", to: /opt/app/big}\n"
+        "  - {from: \"big:/\", to: /etc/big}\n"), encoding="utf-8")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    child = subprocess.Popen([sys.executable, "-m", "composer", "build", str(layout), "-o",
+                              str(out), "--jobs", "4"], env=env, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    assert child.stderr is not None
+    for line in child.stderr:
+        if line.startswith("compose: writing app") and "in a child process" in line:
+            break
+    assert _session_members(child.pid), "the build ended before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 1  # the kernel ends them at once; their work takes longer
+    while _session_members(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(child.pid) == []
+    again = compose("build", str(layout), "-o", str(out), "--jobs", "4")
+    assert again.returncode == 0, again.stderr
+    assert "waiting for the build" not in again.stderr
 
 
 def test_split_keeps_the_heaviest_and_balances_the_rest() -> None:
