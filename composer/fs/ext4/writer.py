@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import heapq
 import os
 import stat
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from composer.content import CHUNK, ContentStore, read_full
 from composer.errors import ComposerError
-from composer.fs.base import Progress, WriteRequest, WriteResult, merge_extents
+from composer.fs.base import Progress, WriteRequest, WriteResult, merge_extents, no_progress
 from composer.fs.ext4 import xattr as xa
 from composer.fs.ext4.constants import (
     DESC_SIZE,
@@ -84,6 +85,10 @@ class _Out:
             self._start = offset
             self._buf += data
             self._pending = n
+
+    def unwritten_from(self, offset: int) -> int:
+        """`offset`, or where the bytes still gathered here start when that is lower."""
+        return min(offset, self._start) if self._buf else offset
 
     def put_block(self, block: int, data: bytes | bytearray | memoryview) -> None:
         self.put(block * self.block_size, data)
@@ -163,7 +168,9 @@ def _extent_blocks(extents: tuple[Extent, ...]) -> Iterator[tuple[int, int, int]
 
 
 def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentStore,
-                progress: Progress) -> WriteResult:
+                progress: Progress, final: Progress = no_progress) -> WriteResult:
+    """Write the image; `final(n)` whenever its first n bytes have their final value (the
+    data of files comes last, mostly in block order: see `_Watermark`)."""
     # A fresh file rather than O_TRUNC: ext4 hosts (auto_da_alloc) flush a file truncated to 0
     # when it is closed, which would make us wait for the whole image to reach the disk.
     with contextlib.suppress(FileNotFoundError):
@@ -173,8 +180,9 @@ def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentSto
         os.ftruncate(fd, plan.image_size)
         out = _Out(fd, progress, plan.geometry.block_size)
         _write_metadata(req, plan, out)
-        _write_data(plan, out, store)
+        _write_data(plan, out, store, final)
         out.flush()
+        final(plan.image_size)
     except BaseException:
         os.close(fd)
         os.unlink(out_path)  # never leave a half-written image behind
@@ -367,7 +375,7 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
             out.put_block(pblk, piece)
 
 
-def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
+def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> None:
     # the extents of each content's file (a list of them for a content that two files hold,
     # which is rare: no list per file); a file map is made only when its data comes
     targets: dict[Content, tuple[Extent, ...] | list[tuple[Extent, ...]]] = {}
@@ -383,12 +391,13 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     zero_block = bytes(out.block_size)
+    mark = _Watermark(targets.values(), out, final)
     for content, stream in store.stream(list(targets)):
         extents = targets.pop(content, None)
         if extents is None:
             continue
-        places = [_FileMap.of(e, out.block_size)
-                  for e in (extents if type(extents) is list else [extents])]
+        holders = extents if type(extents) is list else [extents]
+        places = [_FileMap.of(e, out.block_size) for e in holders]
         pos = 0
         while pos < content.size:
             want = min(CHUNK, content.size - pos)
@@ -403,9 +412,52 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
                     if place.put(out, pos + start, chunk[start:end]) < end - start:
                         raise _data_in_hole(content, pos + start, pos + end)
             pos += want
+        mark.written(holders)
     if targets:
         missing = next(iter(targets))
         raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
+
+
+class _Watermark:
+    """Tells `final` how many of the image's first bytes are final while file data is written.
+
+    Metadata is all written before any file data, so the lowest block of the files whose data
+    has not come yet (or the start of what `_Out` still gathers) is the mark. Data mostly comes
+    in block order (the archive order is the path order blocks are allocated in), so the mark
+    follows the writer closely; when it does not, the mark just stays behind."""
+
+    __slots__ = ("_pending", "_done", "_out", "_final", "_bs")
+
+    def __init__(self, files: Iterable[tuple[Extent, ...] | list[tuple[Extent, ...]]],
+                 out: _Out, final: Progress) -> None:
+        # each file's lowest block; blocks are never shared between files, so they are
+        # distinct (a file that is one hole has none: nothing of it is written)
+        lowest = [_lowest(holders if type(holders) is list else [holders])  # type: ignore
+                  for holders in files]
+        self._pending = [block for block in lowest if block >= 0]
+        heapq.heapify(self._pending)
+        self._done: set[int] = set()
+        self._out, self._final, self._bs = out, final, out.block_size
+        self._report()
+
+    def written(self, holders: list[tuple[Extent, ...]]) -> None:
+        pending, done = self._pending, self._done
+        lowest = _lowest(holders)
+        if lowest < 0:
+            return
+        done.add(lowest)
+        while pending and pending[0] in done:
+            done.discard(heapq.heappop(pending))
+        self._report()
+
+    def _report(self) -> None:
+        mark = self._pending[0] * self._bs if self._pending else 1 << 63
+        self._final(self._out.unwritten_from(mark))
+
+
+def _lowest(holders: list[tuple[Extent, ...]]) -> int:
+    """The lowest block of a file's holders, -1 when they have none (all holes)."""
+    return min((e.pblk for extents in holders for e in extents), default=-1)
 
 
 def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[int, int]]:
