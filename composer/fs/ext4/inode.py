@@ -48,8 +48,10 @@ class InodeData:
     xattr_area: bytes = b""  # ibody_xattrs (96 bytes) when there are in-inode xattrs
 
 
-def pack_inode(buf: bytearray, off: int, ino: int, d: InodeData, csum_seed: int) -> None:
-    """Write the inode at buf[off:off+256] and its checksum."""
+def pack_inode(buf: bytearray, off: int, ino: int, d: InodeData, csum_seed: int,
+               iseed: int | None = None) -> None:
+    """Write the inode at buf[off:off+256] and its checksum (`iseed`: the inode's checksum
+    seed, `inode_seed(csum_seed, ino)`, when the caller has it already)."""
     t, t_extra = encode_time(d.time_ns)
     _INODE.pack_into(
         buf, off,
@@ -57,6 +59,7 @@ def pack_inode(buf: bytearray, off: int, ino: int, d: InodeData, csum_seed: int)
         d.sectors & _M, d.flags, d.i_block, d.file_acl & _M, d.size >> 32,
         (d.sectors >> 32) & 0xFFFF, d.file_acl >> 32, d.uid >> 16, d.gid >> 16, EXTRA_ISIZE,
         t_extra, t_extra, t_extra, t, t_extra, d.xattr_area)
-    c = crc(inode_seed(csum_seed, ino), memoryview(buf)[off:off + INODE_SIZE])
+    c = crc(inode_seed(csum_seed, ino) if iseed is None else iseed,
+            memoryview(buf)[off:off + INODE_SIZE])
     INODE.patch(buf, off, "l_i_checksum_lo", c & 0xFFFF)
     INODE.patch(buf, off, "i_checksum_hi", c >> 16)

@@ -20,6 +20,7 @@ import struct
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from composer.content import CHUNK, ContentStore, read_full
 from composer.errors import ComposerError
@@ -288,7 +289,7 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
             out.put_block(p.xattr_block,
                           xa.xattr_block(node.xattrs.block, p.xattr_block, seed, bs))
         buf, off = itables.slot(ino)
-        pack_inode(buf, off, ino, _inode_of(p, root, bs), seed)
+        pack_inode(buf, off, ino, _inode_of(p, root, bs), seed, iseed)
     return dirs_per_group
 
 
@@ -396,7 +397,18 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> 
         extents = targets.pop(content, None)
         if extents is None:
             continue
-        holders = extents if type(extents) is list else [extents]
+        if type(extents) is list:
+            holders = extents
+        else:
+            holders = [extents]  # type: ignore[list-item]
+            only = extents[0] if len(extents) == 1 else None
+            if only is not None and content.size <= CHUNK and only.lblk == 0 and \
+                    only.length * out.block_size >= content.size:  # type: ignore[union-attr]
+                # most files: one read into one extent from block 0 that holds all of it (no
+                # holes), no file map to look places up in
+                _put_small(out, content, stream, buf, only, zero_block)  # type: ignore
+                mark.written(holders)
+                continue
         places = [_FileMap.of(e, out.block_size) for e in holders]
         pos = 0
         while pos < content.size:
@@ -416,6 +428,21 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> 
     if targets:
         missing = next(iter(targets))
         raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
+
+
+def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, extent: Extent,
+               zero_block: bytes) -> None:
+    """A file of at most CHUNK bytes held whole by one extent from logical block 0."""
+    size = content.size
+    view = memoryview(buf)
+    got = read_full(stream, view[:size])
+    if got < size:
+        raise ComposerError(
+            f"{content.source or 'inline'}:{content.member}: ended after {got} of {size} bytes",
+            hint="the input changed or is truncated")
+    base = extent.pblk * out.block_size
+    for start, end in _nonzero_spans(buf, size, zero_block):
+        out.put(base + start, view[start:end])
 
 
 class _Watermark:
