@@ -36,8 +36,8 @@ from composer.fs.ext4.constants import (
 )
 from composer.fs.ext4.csum import crc, fs_seed, inode_seed
 from composer.fs.ext4.directory import build_blocks
-from composer.fs.ext4.extents import Extent, build_tree
-from composer.fs.ext4.inode import InodeData, pack_inode
+from composer.fs.ext4.extents import Extent, build_tree, inode_root
+from composer.fs.ext4.inode import InodeData, pack_inode, pack_inode_values
 from composer.fs.ext4.journal import journal_superblock
 from composer.fs.ext4.planner import Placed, Plan, Run
 from composer.fs.ext4.superblock import GroupDesc, SuperFields, pack_desc, pack_superblock
@@ -45,6 +45,7 @@ from composer.tree import Content, Kind
 
 _NS = 1_000_000_000
 _ZERO_CHUNK = bytes(CHUNK)
+_NO_ROOT = bytes(60)  # i_block of an inode that holds nothing there
 
 
 class _Out:
@@ -131,7 +132,9 @@ def _device_i_block(major: int, minor: int) -> bytes:
     return struct.pack("<II", 0, new).ljust(60, b"\0")
 
 
-def _inode_of(p: Placed, tree_root: bytes, block_size: int) -> InodeData:
+def _pack_node(buf: bytearray, off: int, p: Placed, tree_root: bytes, block_size: int,
+               iseed: int) -> None:
+    """The inode of a placed node, packed at buf[off:]."""
     node = p.node
     e = node.entry
     flags = 0
@@ -153,13 +156,12 @@ def _inode_of(p: Placed, tree_root: bytes, block_size: int) -> InodeData:
     elif e.kind in (Kind.CHAR, Kind.BLOCK):
         i_block = _device_i_block(*e.rdev)
     else:
-        i_block = bytes(60)
+        i_block = _NO_ROOT
     blocks = node.data_blocks + len(p.tree) + (1 if p.xattr_block else 0)
-    return InodeData(
-        st_mode=e.kind.ifmt | (e.mode & 0o7777), uid=e.uid, gid=e.gid, size=size,
-        links=node.links, sectors=blocks * (block_size // 512), flags=flags, i_block=i_block,
-        time_ns=e.mtime_ns, file_acl=p.xattr_block,
-        xattr_area=xa.ibody_area(node.xattrs.ibody) if node.xattrs.ibody else b"")
+    pack_inode_values(
+        buf, off, iseed, e.kind.ifmt | (e.mode & 0o7777), e.uid, e.gid, size, node.links,
+        blocks * (block_size // 512), flags, i_block, e.mtime_ns, p.xattr_block,
+        xa.ibody_area(node.xattrs.ibody) if node.xattrs.ibody else b"")
 
 
 def _extent_blocks(extents: tuple[Extent, ...]) -> Iterator[tuple[int, int, int]]:
@@ -272,8 +274,10 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
             itables.flush(current, plan, out)
             current = group
         iseed = inode_seed(seed, ino)
-        root = bytes(60)
-        if node.uses_extents:
+        root = _NO_ROOT
+        if node.uses_extents and not p.tree:
+            root = inode_root(p.extents)
+        elif node.uses_extents:
             tree = build_tree(p.extents, p.tree, iseed, bs)
             root = tree.root
             for blk, data in tree.blocks:
@@ -289,7 +293,7 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
             out.put_block(p.xattr_block,
                           xa.xattr_block(node.xattrs.block, p.xattr_block, seed, bs))
         buf, off = itables.slot(ino)
-        pack_inode(buf, off, ino, _inode_of(p, root, bs), seed, iseed)
+        _pack_node(buf, off, p, root, bs, iseed)
     return dirs_per_group
 
 
