@@ -103,9 +103,8 @@ class ImageDigests:
         """[the image's digest] (`whole`), else each bmap range's digest."""
         image = hashlib.sha256()
         digests: list[str] = []
-        buf = bytearray(READ_CHUNK)
-        view = memoryview(buf)
-        pos = 0
+        view = memoryview(b"")  # the read buffer, made at the first read (for an archive
+        pos = 0                 # source, after the write and its memory peak)
         fd = -1
         try:
             for first, last in block_ranges(self.extents, self.size, BLOCK_SIZE):
@@ -117,6 +116,7 @@ class ImageDigests:
                     mark = self._wait_for(start)
                     if fd < 0:  # the writer made the file before its first report
                         fd = os.open(self._path, os.O_RDONLY)
+                        view = memoryview(bytearray(READ_CHUNK))
                     n = _read(fd, view[:min(end, mark, start + READ_CHUNK) - start], start)
                     h.update(view[:n])
                     start += n

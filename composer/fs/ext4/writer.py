@@ -11,9 +11,9 @@ read back as stale bytes inside a file or as garbage metadata.
 
 from __future__ import annotations
 
+import array
 import bisect
 import contextlib
-import heapq
 import os
 import stat
 import struct
@@ -453,36 +453,43 @@ class _Watermark:
     """Tells `final` how many of the image's first bytes are final while file data is written.
 
     Metadata is all written before any file data, so the lowest block of the files whose data
-    has not come yet (or the start of what `_Out` still gathers) is the mark. Data mostly comes
-    in block order (the archive order is the path order blocks are allocated in), so the mark
-    follows the writer closely; when it does not, the mark just stays behind."""
+    has not come yet (or the start of what `_Out` still gathers) is the mark. Data comes in
+    block order from a folder (read in the order its blocks were allocated), so the mark then
+    follows the writer closely; an archive comes in its own order, and the mark may stay
+    behind until the end."""
 
-    __slots__ = ("_pending", "_done", "_out", "_final", "_bs")
+    __slots__ = ("_lows", "_done", "_next", "_out", "_final", "_bs")
 
     def __init__(self, files: Iterable[tuple[Extent, ...] | list[tuple[Extent, ...]]],
                  out: _Out, final: Progress) -> None:
-        # each file's lowest block; blocks are never shared between files, so they are
-        # distinct (a file that is one hole has none: nothing of it is written)
+        # each file's lowest block, ascending: blocks are never shared between files, so they
+        # are distinct (a file that is one hole has none: nothing of it is written); 9 bytes
+        # a file (an array and a flag), not a heap of int objects
         lowest = [_lowest(holders if type(holders) is list else [holders])  # type: ignore
                   for holders in files]
-        self._pending = [block for block in lowest if block >= 0]
-        heapq.heapify(self._pending)
-        self._done: set[int] = set()
+        lowest.sort()
+        self._lows = array.array("q", lowest[bisect.bisect_left(lowest, 0):])
+        del lowest
+        self._done = bytearray(len(self._lows))
+        self._next = 0  # index of the lowest file not written yet
         self._out, self._final, self._bs = out, final, out.block_size
         self._report()
 
     def written(self, holders: list[tuple[Extent, ...]]) -> None:
-        pending, done = self._pending, self._done
         lowest = _lowest(holders)
         if lowest < 0:
             return
-        done.add(lowest)
-        while pending and pending[0] in done:
-            done.discard(heapq.heappop(pending))
+        lows, done = self._lows, self._done
+        done[bisect.bisect_left(lows, lowest)] = 1
+        i = self._next
+        while i < len(done) and done[i]:
+            i += 1
+        self._next = i
         self._report()
 
     def _report(self) -> None:
-        mark = self._pending[0] * self._bs if self._pending else 1 << 63
+        i = self._next
+        mark = self._lows[i] * self._bs if i < len(self._lows) else 1 << 63
         self._final(self._out.unwritten_from(mark))
 
 
