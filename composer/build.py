@@ -30,6 +30,7 @@ from composer.errors import ComposerError, Loc, raise_all
 from composer.fs.base import FsWriter, Reserve, WriteRequest, WriteResult
 from composer.layout.load import epoch_problem, load_layout
 from composer.layout.model import Layout, Output, Partition, output_names
+from composer.outputs.follow import ImageDigests
 from composer.outputs.manifest import (
     DiskRecord,
     EntryRecord,
@@ -424,10 +425,14 @@ def _cost(part: PlannedPartition) -> int:
 
 def _write_here(part: PlannedPartition, tmp: Path, store: HashingStore, events: Events,
                 pool: ThreadPoolExecutor, outputs: tuple[Output, ...]) -> _Image:
-    name, result, request = _write_partition(part, tmp, store, events)
-    digest = pool.submit(image_sha256, tmp / name, result.extents, result.size)
+    name, result, request, follower = _write_partition(part, tmp, store, events)
+    ranges = None
+    if follower is not None:  # the image was hashed while it was written
+        digest, ranges = follower.image, follower.ranges
+    else:
+        digest = pool.submit(image_sha256, tmp / name, result.extents, result.size)
     # bmap, simg, zst: they only read the finished image
-    extras = pool.submit(flashing_outputs, tmp / name, result, outputs) \
+    extras = pool.submit(flashing_outputs, tmp / name, result, outputs, ranges) \
         if part.writer.fixed_size else None
     # the entries' digests now, while the store still holds what the writer hashed
     return _Image(name, result, part.writer.volume_id(request), digest, extras,
@@ -513,18 +518,33 @@ def _cancel_pending_on_error(pool: ThreadPoolExecutor) -> Iterator[None]:
         raise
 
 
-def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore,
-                     events: Events) -> tuple[str, WriteResult, WriteRequest]:
+def _write_partition(part: PlannedPartition, tmp: Path, store: HashingStore, events: Events
+                     ) -> tuple[str, WriteResult, WriteRequest, ImageDigests | None]:
+    """Write one partition's image; with the digests of its image and bmap ranges, made
+    while it was written, when the writer knows its block map beforehand."""
     name = f"{part.name}.{'tar' if part.writer.fs == 'tar' else 'img'}"
     request = part.request
     if part.size is not None and request.size is None:
         request = replace(request, size=part.size)
     events.start(f"{part.name} ({part.writer.fs})", sum(e.size for e in request.entries))
     start = time.monotonic()
-    result = part.writer.write(request, tmp / name, store, events.advance)
+    planned = part.writer.planned_extents(request) if part.size is not None else None
+    if planned is None:
+        result = part.writer.write(request, tmp / name, store, events.advance)
+        follower = None
+    else:
+        follower = ImageDigests(tmp / name, planned, part.size)
+        try:
+            result = part.writer.write_following(request, tmp / name, store, events.advance,
+                                                 follower.advance)
+        except BaseException:
+            follower.cancel()
+            raise
+        follower.finish()
+        assert (result.size, tuple(result.extents)) == (follower.size, follower.extents)
     log.debug("wrote %s: %d bytes, %d extents in %.2f s", name, result.size,
               len(result.extents), time.monotonic() - start)
-    return name, result, request
+    return name, result, request, follower
 
 
 @dataclass(frozen=True, slots=True)

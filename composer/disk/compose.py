@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,14 +104,17 @@ def write_layout_disk(build: DiskBuild, images: Mapping[str, tuple[Path, WriteRe
     return write_disk(build.plan, images, out, raw_blobs=blobs)
 
 
-def flashing_outputs(image: Path, result: WriteResult, outputs: Sequence[Output]) -> list[str]:
+def flashing_outputs(image: Path, result: WriteResult, outputs: Sequence[Output],
+                     bmap_digests: Future[list[str]] | None = None) -> list[str]:
     """Write NAME.bmap and whatever `outputs` asks for next to `image`; returns the file names
-    (layout.model.flashing_names decides them, so the loader could check them)."""
+    (layout.model.flashing_names decides them, so the loader could check them).
+    `bmap_digests`: the bmap ranges' digests, made while the image was written."""
     names = flashing_names(image.name, tuple(outputs))
     for name in names:
         target = image.with_name(name)
         if name.endswith(".bmap"):
-            write_bmap(image, result, target)
+            write_bmap(image, result, target, digests=None if bmap_digests is None
+                       else bmap_digests.result())
         elif name.endswith(".simg"):
             write_simg(image, result, target)
         else:

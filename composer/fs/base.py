@@ -114,3 +114,17 @@ class FsWriter(ABC):
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:
         """Write the image at `out` (a new file); never read the clock, TZ, umask or locale."""
+
+    def planned_extents(self, req: WriteRequest) -> tuple[tuple[int, int], ...] | None:
+        """The block map `write` will return, when it is known before writing (ext4 plans
+        every block first); None when only the write tells."""
+        return None
+
+    def write_following(self, req: WriteRequest, out: Path, store: ContentStore,
+                        progress: Progress, final: Progress) -> WriteResult:
+        """`write`, calling `final(n)` whenever the image's first n bytes reached the value
+        they end with, so its digests can be made while it is written
+        (composer/outputs/follow.py). Here: once, at the end."""
+        result = self.write(req, out, store, progress)
+        final(result.size)
+        return result

@@ -13,7 +13,7 @@ Every block that holds a written byte is mapped, including written zeros: unmapp
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,9 +42,13 @@ def block_ranges(extents: Iterable[tuple[int, int]], image_size: int,
     return runs
 
 
-def bmap_text(image: Path, result: WriteResult, block_size: int = BLOCK_SIZE) -> str:
-    """The bmap file's text for `image`, whose mapped bytes are `result.extents`."""
+def bmap_text(image: Path, result: WriteResult, block_size: int = BLOCK_SIZE,
+              digests: Sequence[str] | None = None) -> str:
+    """The bmap file's text for `image`, whose mapped bytes are `result.extents`; `digests`:
+    each range's sha256 when already known (composer/outputs/follow.py), else read here."""
     runs = block_ranges(result.extents, result.size, block_size)
+    if digests is not None and len(digests) != len(runs):
+        raise ValueError(f"{len(digests)} range digests for {len(runs)} ranges")
     mapped = sum(last - first + 1 for first, last in runs)
     lines = [
         '<?xml version="1.0" ?>',
@@ -58,9 +62,9 @@ def bmap_text(image: Path, result: WriteResult, block_size: int = BLOCK_SIZE) ->
         "    <BlockMap>",
     ]
     with image.open("rb") as f:
-        for first, last in runs:
-            digest = _range_digest(f, first * block_size,
-                                   min((last + 1) * block_size, result.size))
+        for i, (first, last) in enumerate(runs):
+            digest = digests[i] if digests is not None else \
+                _range_digest(f, first * block_size, min((last + 1) * block_size, result.size))
             span = f"{first}" if first == last else f"{first}-{last}"
             lines.append(f'        <Range chksum="{digest}"> {span} </Range>')
     lines += ["    </BlockMap>", "</bmap>", ""]
@@ -70,9 +74,9 @@ def bmap_text(image: Path, result: WriteResult, block_size: int = BLOCK_SIZE) ->
     return text.replace(CHECKSUM_PLACEHOLDER, file_digest, 1)
 
 
-def write_bmap(image: Path, result: WriteResult, out: Path,
-               block_size: int = BLOCK_SIZE) -> None:
-    out.write_text(bmap_text(image, result, block_size), encoding="ascii")
+def write_bmap(image: Path, result: WriteResult, out: Path, block_size: int = BLOCK_SIZE,
+               digests: Sequence[str] | None = None) -> None:
+    out.write_text(bmap_text(image, result, block_size, digests), encoding="ascii")
 
 
 def _range_digest(f: BinaryIO, start: int, end: int) -> str:

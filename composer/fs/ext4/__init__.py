@@ -38,7 +38,7 @@ from composer.fs.ext4.planner import (
     prepare,
 )
 from composer.fs.ext4.sizetype import SMALL_TYPE_LIMIT, size_type
-from composer.fs.ext4.writer import write_image
+from composer.fs.ext4.writer import block_map, write_image
 
 LABEL_MAX = 16  # s_volume_name
 
@@ -102,10 +102,18 @@ class Ext4Writer(FsWriter):
 
     def write(self, req: WriteRequest, out: Path, store: ContentStore,
               progress: Progress = no_progress) -> WriteResult:
+        return self.write_following(req, out, store, progress, no_progress)
+
+    def planned_extents(self, req: WriteRequest) -> tuple[tuple[int, int], ...] | None:
+        raise_all(self.check(req))
+        return block_map(self._plan(req))
+
+    def write_following(self, req: WriteRequest, out: Path, store: ContentStore,
+                        progress: Progress, final: Progress) -> WriteResult:
         raise_all(self.check(req))
         self._numbered = None  # every plan is made: its memory is the image's now
         try:
-            return write_image(req, self._plan(req), out, store, progress)
+            return write_image(req, self._plan(req), out, store, progress, final)
         finally:
             self._memo = None  # the plan is used up: free its memory
             self._plan_memo = {}

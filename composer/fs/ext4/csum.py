@@ -24,6 +24,10 @@ def fs_seed(uuid_bytes: bytes) -> int:
     return crc(_MASK, uuid_bytes)
 
 
+_INO_GEN = struct.Struct("<II")  # the inode number, then its generation
+
+
 def inode_seed(seed: int, ino: int, generation: int = 0) -> int:
-    """Per-inode seed for inode, extent-block and directory-block checksums."""
-    return crc(crc(seed, struct.pack("<I", ino)), struct.pack("<I", generation))
+    """Per-inode seed for inode, extent-block and directory-block checksums: the raw CRC over
+    the number and then the generation, in one call (a raw CRC continues across pieces)."""
+    return crc(seed, _INO_GEN.pack(ino, generation))

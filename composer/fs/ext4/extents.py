@@ -99,13 +99,20 @@ class ExtentTree:
     blocks: tuple[tuple[int, bytes], ...]  # (physical block, content) of leaf/index blocks
 
 
+def inode_root(extents: tuple[Extent, ...]) -> bytes:
+    """The 60 bytes of i_block for at most EXTENTS_IN_INODE extents: the whole tree, no block
+    of its own (most files: build_tree without the tree's checks and objects)."""
+    assert len(extents) <= EXTENTS_IN_INODE
+    return (_header(len(extents), EXTENTS_IN_INODE, 0) +
+            b"".join(map(_leaf_entry, extents))).ljust(60, b"\0")
+
+
 def build_tree(extents: tuple[Extent, ...], tree_blocks: tuple[int, ...],
                ino_seed: int, block_size: int) -> ExtentTree:
     """Build the tree; `tree_blocks` are the physical blocks reserved for it (leaves first)."""
     assert len(tree_blocks) == tree_block_count(len(extents), block_size)
     if len(extents) <= EXTENTS_IN_INODE:
-        root = _header(len(extents), EXTENTS_IN_INODE, 0) + b"".join(map(_leaf_entry, extents))
-        return ExtentTree(root.ljust(60, b"\0"), ())
+        return ExtentTree(inode_root(extents), ())
     blocks: list[tuple[int, bytes]] = []
     free = iter(tree_blocks)
     # level items: (first logical block, serialized entry) of the level being packed

@@ -48,15 +48,27 @@ class InodeData:
     xattr_area: bytes = b""  # ibody_xattrs (96 bytes) when there are in-inode xattrs
 
 
-def pack_inode(buf: bytearray, off: int, ino: int, d: InodeData, csum_seed: int) -> None:
-    """Write the inode at buf[off:off+256] and its checksum."""
-    t, t_extra = encode_time(d.time_ns)
+def pack_inode(buf: bytearray, off: int, ino: int, d: InodeData, csum_seed: int,
+               iseed: int | None = None) -> None:
+    """Write the inode at buf[off:off+256] and its checksum (`iseed`: the inode's checksum
+    seed, `inode_seed(csum_seed, ino)`, when the caller has it already)."""
+    pack_inode_values(buf, off, inode_seed(csum_seed, ino) if iseed is None else iseed,
+                      d.st_mode, d.uid, d.gid, d.size, d.links, d.sectors, d.flags, d.i_block,
+                      d.time_ns, d.file_acl, d.xattr_area)
+
+
+def pack_inode_values(buf: bytearray, off: int, iseed: int, st_mode: int, uid: int, gid: int,
+                      size: int, links: int, sectors: int, flags: int, i_block: bytes,
+                      time_ns: int, file_acl: int, xattr_area: bytes) -> None:
+    """`pack_inode` with InodeData's fields as arguments, in its order (the image writer's
+    loop over every inode: no record object per inode); `iseed` is the inode's seed."""
+    t, t_extra = encode_time(time_ns)
     _INODE.pack_into(
         buf, off,
-        d.st_mode, d.uid & 0xFFFF, d.size & _M, t, t, t, d.gid & 0xFFFF, d.links,
-        d.sectors & _M, d.flags, d.i_block, d.file_acl & _M, d.size >> 32,
-        (d.sectors >> 32) & 0xFFFF, d.file_acl >> 32, d.uid >> 16, d.gid >> 16, EXTRA_ISIZE,
-        t_extra, t_extra, t_extra, t, t_extra, d.xattr_area)
-    c = crc(inode_seed(csum_seed, ino), memoryview(buf)[off:off + INODE_SIZE])
+        st_mode, uid & 0xFFFF, size & _M, t, t, t, gid & 0xFFFF, links,
+        sectors & _M, flags, i_block, file_acl & _M, size >> 32,
+        (sectors >> 32) & 0xFFFF, file_acl >> 32, uid >> 16, gid >> 16, EXTRA_ISIZE,
+        t_extra, t_extra, t_extra, t, t_extra, xattr_area)
+    c = crc(iseed, memoryview(buf)[off:off + INODE_SIZE])
     INODE.patch(buf, off, "l_i_checksum_lo", c & 0xFFFF)
     INODE.patch(buf, off, "i_checksum_hi", c >> 16)

@@ -11,18 +11,20 @@ read back as stale bytes inside a file or as garbage metadata.
 
 from __future__ import annotations
 
+import array
 import bisect
 import contextlib
 import os
 import stat
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from composer.content import CHUNK, ContentStore, read_full
 from composer.errors import ComposerError
-from composer.fs.base import Progress, WriteRequest, WriteResult, merge_extents
+from composer.fs.base import Progress, WriteRequest, WriteResult, merge_extents, no_progress
 from composer.fs.ext4 import xattr as xa
 from composer.fs.ext4.constants import (
     DESC_SIZE,
@@ -34,8 +36,8 @@ from composer.fs.ext4.constants import (
 )
 from composer.fs.ext4.csum import crc, fs_seed, inode_seed
 from composer.fs.ext4.directory import build_blocks
-from composer.fs.ext4.extents import Extent, build_tree
-from composer.fs.ext4.inode import InodeData, pack_inode
+from composer.fs.ext4.extents import Extent, build_tree, inode_root
+from composer.fs.ext4.inode import InodeData, pack_inode, pack_inode_values
 from composer.fs.ext4.journal import journal_superblock
 from composer.fs.ext4.planner import Placed, Plan, Run
 from composer.fs.ext4.superblock import GroupDesc, SuperFields, pack_desc, pack_superblock
@@ -43,6 +45,7 @@ from composer.tree import Content, Kind
 
 _NS = 1_000_000_000
 _ZERO_CHUNK = bytes(CHUNK)
+_NO_ROOT = bytes(60)  # i_block of an inode that holds nothing there
 
 
 class _Out:
@@ -85,6 +88,10 @@ class _Out:
             self._buf += data
             self._pending = n
 
+    def unwritten_from(self, offset: int) -> int:
+        """`offset`, or where the bytes still gathered here start when that is lower."""
+        return min(offset, self._start) if self._buf else offset
+
     def put_block(self, block: int, data: bytes | bytearray | memoryview) -> None:
         self.put(block * self.block_size, data)
 
@@ -125,7 +132,9 @@ def _device_i_block(major: int, minor: int) -> bytes:
     return struct.pack("<II", 0, new).ljust(60, b"\0")
 
 
-def _inode_of(p: Placed, tree_root: bytes, block_size: int) -> InodeData:
+def _pack_node(buf: bytearray, off: int, p: Placed, tree_root: bytes, block_size: int,
+               iseed: int) -> None:
+    """The inode of a placed node, packed at buf[off:]."""
     node = p.node
     e = node.entry
     flags = 0
@@ -147,13 +156,12 @@ def _inode_of(p: Placed, tree_root: bytes, block_size: int) -> InodeData:
     elif e.kind in (Kind.CHAR, Kind.BLOCK):
         i_block = _device_i_block(*e.rdev)
     else:
-        i_block = bytes(60)
+        i_block = _NO_ROOT
     blocks = node.data_blocks + len(p.tree) + (1 if p.xattr_block else 0)
-    return InodeData(
-        st_mode=e.kind.ifmt | (e.mode & 0o7777), uid=e.uid, gid=e.gid, size=size,
-        links=node.links, sectors=blocks * (block_size // 512), flags=flags, i_block=i_block,
-        time_ns=e.mtime_ns, file_acl=p.xattr_block,
-        xattr_area=xa.ibody_area(node.xattrs.ibody) if node.xattrs.ibody else b"")
+    pack_inode_values(
+        buf, off, iseed, e.kind.ifmt | (e.mode & 0o7777), e.uid, e.gid, size, node.links,
+        blocks * (block_size // 512), flags, i_block, e.mtime_ns, p.xattr_block,
+        xa.ibody_area(node.xattrs.ibody) if node.xattrs.ibody else b"")
 
 
 def _extent_blocks(extents: tuple[Extent, ...]) -> Iterator[tuple[int, int, int]]:
@@ -163,7 +171,9 @@ def _extent_blocks(extents: tuple[Extent, ...]) -> Iterator[tuple[int, int, int]
 
 
 def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentStore,
-                progress: Progress) -> WriteResult:
+                progress: Progress, final: Progress = no_progress) -> WriteResult:
+    """Write the image; `final(n)` whenever its first n bytes have their final value (the
+    data of files comes last, mostly in block order: see `_Watermark`)."""
     # A fresh file rather than O_TRUNC: ext4 hosts (auto_da_alloc) flush a file truncated to 0
     # when it is closed, which would make us wait for the whole image to reach the disk.
     with contextlib.suppress(FileNotFoundError):
@@ -173,8 +183,9 @@ def write_image(req: WriteRequest, plan: Plan, out_path: Path, store: ContentSto
         os.ftruncate(fd, plan.image_size)
         out = _Out(fd, progress, plan.geometry.block_size)
         _write_metadata(req, plan, out)
-        _write_data(plan, out, store)
+        _write_data(plan, out, store, final)
         out.flush()
+        final(plan.image_size)
     except BaseException:
         os.close(fd)
         os.unlink(out_path)  # never leave a half-written image behind
@@ -263,8 +274,10 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
             itables.flush(current, plan, out)
             current = group
         iseed = inode_seed(seed, ino)
-        root = bytes(60)
-        if node.uses_extents:
+        root = _NO_ROOT
+        if node.uses_extents and not p.tree:
+            root = inode_root(p.extents)
+        elif node.uses_extents:
             tree = build_tree(p.extents, p.tree, iseed, bs)
             root = tree.root
             for blk, data in tree.blocks:
@@ -280,7 +293,7 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
             out.put_block(p.xattr_block,
                           xa.xattr_block(node.xattrs.block, p.xattr_block, seed, bs))
         buf, off = itables.slot(ino)
-        pack_inode(buf, off, ino, _inode_of(p, root, bs), seed)
+        _pack_node(buf, off, p, root, bs, iseed)
     return dirs_per_group
 
 
@@ -367,7 +380,7 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
             out.put_block(pblk, piece)
 
 
-def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
+def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> None:
     # the extents of each content's file (a list of them for a content that two files hold,
     # which is rare: no list per file); a file map is made only when its data comes
     targets: dict[Content, tuple[Extent, ...] | list[tuple[Extent, ...]]] = {}
@@ -383,12 +396,24 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     zero_block = bytes(out.block_size)
+    mark = _Watermark(targets.values(), out, final)
     for content, stream in store.stream(list(targets)):
         extents = targets.pop(content, None)
         if extents is None:
             continue
-        places = [_FileMap.of(e, out.block_size)
-                  for e in (extents if type(extents) is list else [extents])]
+        if type(extents) is list:
+            holders = extents
+        else:
+            holders = [extents]  # type: ignore[list-item]
+            only = extents[0] if len(extents) == 1 else None
+            if only is not None and content.size <= CHUNK and only.lblk == 0 and \
+                    only.length * out.block_size >= content.size:  # type: ignore[union-attr]
+                # most files: one read into one extent from block 0 that holds all of it (no
+                # holes), no file map to look places up in
+                _put_small(out, content, stream, buf, only, zero_block)  # type: ignore
+                mark.written(holders)
+                continue
+        places = [_FileMap.of(e, out.block_size) for e in holders]
         pos = 0
         while pos < content.size:
             want = min(CHUNK, content.size - pos)
@@ -403,9 +428,74 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore) -> None:
                     if place.put(out, pos + start, chunk[start:end]) < end - start:
                         raise _data_in_hole(content, pos + start, pos + end)
             pos += want
+        mark.written(holders)
     if targets:
         missing = next(iter(targets))
         raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
+
+
+def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, extent: Extent,
+               zero_block: bytes) -> None:
+    """A file of at most CHUNK bytes held whole by one extent from logical block 0."""
+    size = content.size
+    view = memoryview(buf)
+    got = read_full(stream, view[:size])
+    if got < size:
+        raise ComposerError(
+            f"{content.source or 'inline'}:{content.member}: ended after {got} of {size} bytes",
+            hint="the input changed or is truncated")
+    base = extent.pblk * out.block_size
+    for start, end in _nonzero_spans(buf, size, zero_block):
+        out.put(base + start, view[start:end])
+
+
+class _Watermark:
+    """Tells `final` how many of the image's first bytes are final while file data is written.
+
+    Metadata is all written before any file data, so the lowest block of the files whose data
+    has not come yet (or the start of what `_Out` still gathers) is the mark. Data comes in
+    block order from a folder (read in the order its blocks were allocated), so the mark then
+    follows the writer closely; an archive comes in its own order, and the mark may stay
+    behind until the end."""
+
+    __slots__ = ("_lows", "_done", "_next", "_out", "_final", "_bs")
+
+    def __init__(self, files: Iterable[tuple[Extent, ...] | list[tuple[Extent, ...]]],
+                 out: _Out, final: Progress) -> None:
+        # each file's lowest block, ascending: blocks are never shared between files, so they
+        # are distinct (a file that is one hole has none: nothing of it is written); 9 bytes
+        # a file (an array and a flag), not a heap of int objects
+        lowest = [_lowest(holders if type(holders) is list else [holders])  # type: ignore
+                  for holders in files]
+        lowest.sort()
+        self._lows = array.array("q", lowest[bisect.bisect_left(lowest, 0):])
+        del lowest
+        self._done = bytearray(len(self._lows))
+        self._next = 0  # index of the lowest file not written yet
+        self._out, self._final, self._bs = out, final, out.block_size
+        self._report()
+
+    def written(self, holders: list[tuple[Extent, ...]]) -> None:
+        lowest = _lowest(holders)
+        if lowest < 0:
+            return
+        lows, done = self._lows, self._done
+        done[bisect.bisect_left(lows, lowest)] = 1
+        i = self._next
+        while i < len(done) and done[i]:
+            i += 1
+        self._next = i
+        self._report()
+
+    def _report(self) -> None:
+        i = self._next
+        mark = self._lows[i] * self._bs if i < len(self._lows) else 1 << 63
+        self._final(self._out.unwritten_from(mark))
+
+
+def _lowest(holders: list[tuple[Extent, ...]]) -> int:
+    """The lowest block of a file's holders, -1 when they have none (all holes)."""
+    return min((e.pblk for extents in holders for e in extents), default=-1)
 
 
 def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[int, int]]:
