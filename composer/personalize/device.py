@@ -124,6 +124,13 @@ def tlog_lines(data: bytes, values: Mapping[ConfigPath, Any]) -> bytes:
     return data + added
 
 
+def config_bytes(name: str, data: bytes, values: Mapping[ConfigPath, Any]) -> bytes:
+    """The configuration file `name` (a tlog, effectiveConfig.yaml or config.yaml) with the
+    device's values set; raises YamlCutError (or a YAML or decoding error) for a YAML file that
+    cannot be edited in place."""
+    return tlog_lines(data, values) if name in TLOGS else set_values(data, values)
+
+
 class Tailor:
     """The build hook (composer.build.plan's `tailor`) that makes the golden build one device's.
 
@@ -169,17 +176,14 @@ class Tailor:
             if entry is None or entry.kind is not Kind.FILE or entry.content is None:
                 continue
             data = asm.read_small([entry.content])[entry.content]
-            if name in TLOGS:
-                new = tlog_lines(data, inputs.values)
-            else:
-                try:
-                    new = set_values(data, inputs.values)
-                except (YamlCutError, yaml.YAMLError, UnicodeDecodeError) as exc:
-                    asm.errors.append(ComposerError(
-                        f"{path}: the device's values cannot be set in place: {exc}", loc,
-                        path="personalize", hint="the golden file must be block-style YAML as "
-                        "the nucleus writes it"))
-                    continue
+            try:
+                new = config_bytes(name, data, inputs.values)
+            except (YamlCutError, yaml.YAMLError, UnicodeDecodeError) as exc:
+                asm.errors.append(ComposerError(
+                    f"{path}: the device's values cannot be set in place: {exc}", loc,
+                    path="personalize", hint="the golden file must be block-style YAML as "
+                    "the nucleus writes it"))
+                continue
             asm.tree.put(replace(entry, content=Content.of_bytes(new)))
             if keys:
                 asm.report.changed(f"{path}: device {self.device.id} sets {keys}")

@@ -9,8 +9,10 @@ before, each device build's source digests after, with the golden manifest's pro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -34,6 +36,8 @@ from composer.errors import ComposerError, raise_all
 from composer.layout.load import load_layout
 from composer.outputs.bmap_reader import read_bmap
 from composer.outputs.manifest import EpochOrigin, Manifest
+from composer.parallel import Forked, can_fork
+from composer.personalize.delta import DeviceDelta, GoldenDelta
 from composer.personalize.device import ConfigPath, Tailor
 from composer.personalize.patch import (
     BLOCK,
@@ -49,6 +53,7 @@ from composer.personalize.secrets import LineSecrets, PlaintextSecret
 from composer.rules.personal import golden_config
 
 RUN_MANIFEST = "personalize.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class DeviceResult:
     full: str | None  # the complete build's folder, relative to OUT
     keys: tuple[str, ...] = ()  # the configuration keys set (never their values)
     files: tuple[str, ...] = ()  # the identity files written, with their modes
+    rebuilt: str | None = None  # why the images were built rather than patched from golden
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +131,8 @@ def open_golden(folder: Path, layout: Path | None) -> Golden:
 def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                 extra_values: ExtraValues | None = None,
                 events: Events | None = None, shard: Shard | None = None,
-                secrets: tuple[PlaintextSecret, ...] | None = None) -> list[DeviceResult]:
+                secrets: tuple[PlaintextSecret, ...] | None = None,
+                jobs: int = 1) -> list[DeviceResult]:
     """Every device of the records (of `shard`'s share): patches in OUT/ID/, a complete build
     in OUT/ID/full/ with `full`, and the run's manifest. All records are checked first; with
     `secrets`, each device also gets SecretManager's store made for its certificate."""
@@ -154,26 +161,113 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
     if secrets is not None:
         extra_values = _with_secrets(extra_values, _line_secrets(secrets, done, devices))
     out.mkdir(parents=True, exist_ok=True)
+    block_map.cache_clear()  # the golden build may have been made again since the last run
+    fast = _open_fast(done, base, golden)
+    maker = _Maker(golden, done, base, fast, extra_values, events, out)
+    results: list[DeviceResult] = []
+    try:
+        if jobs > 1 and len(devices) > 1 and can_fork():
+            _forked(maker, devices, jobs, results)
+        else:
+            for device in devices:
+                results.append(maker.one(device))
+    finally:
+        if fast is not None:
+            fast.close()
+        _write_run_manifest(out / manifest, golden, results)
+    return results
+
+
+def _open_fast(done: Assembled, base: Plan | None, golden: Golden) -> GoldenDelta | None:
+    if base is None:
+        return None
+    opened = GoldenDelta.open(done, base, golden.folder)
+    if isinstance(opened, str):
+        log.info("every device's images are built in full: %s", opened)
+        return None
+    return opened
+
+
+@dataclass(frozen=True, slots=True)
+class _Maker:
+    """Makes one device's outputs: its changed blocks straight from the golden plan when they
+    fit the room it keeps (`fast`), else its images built and diffed (or kept, with --full)."""
+
+    golden: Golden
+    done: Assembled
+    base: Plan | None
+    fast: GoldenDelta | None
+    extra_values: ExtraValues | None
+    events: Events | None
+    out: Path
+
+    def one(self, device: Device) -> DeviceResult:
+        extra = self.extra_values(device) if self.extra_values is not None else {}
+        folder = self.out / device.id
+        folder.mkdir(mode=0o700)
+        try:
+            why = None if self.base is None else "the golden build allows no shortcut"
+            if self.fast is not None:
+                delta = self.fast.device(device, extra)
+                if not isinstance(delta, str):
+                    return _from_delta(self.golden, device, self.base, delta, folder)
+                why = delta
+                log.info("device %s is built in full: %s", device.id, why)
+            tailor = Tailor(device, COMPOSER_NS, extra, images_only=self.base is not None)
+            the_plan = plan_assembled(self.done, tailor, self.events, like=self.base)
+            if self.base is None:
+                result = _full(self.golden, device, the_plan, folder, self.events)
+            else:
+                result = _lean(self.golden, device, the_plan, self.base, folder)
+            return replace(result, rebuilt=why, **_what_was_set(tailor))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def _forked(maker: _Maker, devices: list[Device], jobs: int,
+            results: list[DeviceResult]) -> None:
+    """The devices dealt round-robin to `jobs` forked processes (the golden plan is already in
+    their memory); their results appended to `results` in the records' order. Whatever fails,
+    the folders of devices without a result are removed, so OUT holds exactly what the run
+    manifest lists."""
+    shares = [devices[k::jobs] for k in range(jobs)]
+    children = [Forked(lambda share=share: _share(maker, share),
+                       f"the process personalizing {len(share)} devices") for share in shares]
+    done: dict[str, DeviceResult] = {}
+    error: BaseException | None = None
+    try:
+        for child in children:
+            child.start()
+        for child in children:
+            got, failed = child.result()
+            done.update((r.device, r) for r in got)
+            error = error or failed
+    except BaseException as exc:
+        error = exc
+    finally:
+        for child in children:
+            child.stop()
+    results.extend(done[d.id] for d in devices if d.id in done)
+    if error is not None:
+        for device in devices:
+            if device.id not in done:
+                shutil.rmtree(maker.out / device.id, ignore_errors=True)
+        raise error
+
+
+def _share(maker: _Maker, devices: list[Device]) -> tuple[list[DeviceResult], BaseException | None]:
+    """One child's devices: what it made, and the error that stopped it."""
     results = []
     try:
         for device in devices:
-            extra = extra_values(device) if extra_values is not None else {}
-            tailor = Tailor(device, COMPOSER_NS, extra, images_only=not full)
-            the_plan = plan_assembled(done, tailor, events, like=base)
-            folder = out / device.id
-            folder.mkdir(mode=0o700)
-            try:
-                if base is None:
-                    result = _full(golden, device, the_plan, folder, events)
-                else:
-                    result = _lean(golden, device, the_plan, base, folder)
-                results.append(replace(result, **_what_was_set(tailor)))
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
+            results.append(maker.one(device))
+    except Exception as exc:  # noqa: BLE001 - handed to the parent with the results so far
+        return results, exc
     finally:
-        _write_run_manifest(out / manifest, golden, results)
-    return results
+        if maker.fast is not None:
+            maker.fast.close()
+    return results, None
 
 
 def _line_secrets(secrets: tuple[PlaintextSecret, ...], done: Assembled,
@@ -271,6 +365,51 @@ def _lean(golden: Golden, device: Device, the_plan: Plan, base: Plan,
     return DeviceResult(device.id, tuple(sorted(patches, key=lambda p: p.image)), None)
 
 
+def _from_delta(golden: Golden, device: Device, base: Plan | None, delta: DeviceDelta,
+                folder: Path) -> DeviceResult:
+    """The patches of a device whose changed blocks came from the golden plan: a partition's
+    patch holds its changed blocks and those only the device maps, and the disk's holds them
+    moved to the partition's offset plus the table's changed blocks."""
+    assert base is not None
+    images = {d.image: d for d in delta.images}
+    offsets = {p.name: p.offset for p in base.disk.plan.partitions} \
+        if base.disk is not None else {}
+    moved: dict[int, bytes] = {}
+    moved_mapped: list[tuple[int, int]] = []
+    patches = []
+    shas = golden.images()
+    for part in base.partitions:
+        if not part.writer.fixed_size:
+            continue
+        image = f"{part.name}.img"
+        name = f"{image}.patch"
+        changed = images.get(image)
+        runs: list[tuple[int, int, bool]] = []
+        new: dict[int, bytes] = {}
+        if changed is not None:
+            new = dict(changed.blocks)
+            runs = patch_runs(set(new), block_map(golden.folder / image), changed.device_map)
+            for first, count, _ in runs:
+                for block in range(first, first + count):
+                    if block not in new:  # mapped by the device only, equal bytes
+                        new[block] = read_block(golden.folder / image, block)
+        header = write_patch(folder / name, golden.folder / image, device.id, shas[image], runs,
+                             new.__getitem__)
+        if changed is not None and part.name in offsets:
+            if offsets[part.name] % BLOCK:
+                raise ComposerError(f"partition {part.name} starts at byte {offsets[part.name]},"
+                                    f" not on a {BLOCK}-byte block", hint="personalize with "
+                                    "--full")
+            first_block = offsets[part.name] // BLOCK
+            moved.update((first_block + b, data) for b, data in new.items())
+            moved_mapped += _shifted(changed.device_map, offsets[part.name])
+        patches.append(_patch_file(folder / name, f"{device.id}/{name}", header))
+    if base.disk is not None:
+        patches.append(_disk_patch(golden, device, delta.table, moved, moved_mapped, folder))
+    return DeviceResult(device.id, tuple(sorted(patches, key=lambda p: p.image)), None,
+                        delta.keys, delta.files)
+
+
 def _ranges(extents: tuple[tuple[int, int], ...]) -> BlockRanges:
     return tuple((off // BLOCK, (off + n - 1) // BLOCK) for off, n in extents if n > 0)
 
@@ -321,6 +460,7 @@ def _disk_patch(golden: Golden, device: Device, table: list[tuple[int, bytes]],
     return _patch_file(folder / name, f"{device.id}/{name}", header)
 
 
+@functools.lru_cache(maxsize=16)
 def block_map(image: Path) -> BlockRanges:
     """The 4 KiB block ranges the image's .bmap maps (what bmaptool writes when flashing)."""
     bmap = read_bmap(image.with_suffix(".bmap"))
@@ -352,7 +492,7 @@ def _private(folder: Path) -> None:
 def _write_run_manifest(path: Path, golden: Golden, results: list[DeviceResult]) -> None:
     obj = {"format": 1, "golden": {name: sha for name, sha in sorted(golden.images().items())},
            "devices": [{"id": r.device, "full": r.full, "set": list(r.keys),
-                        "files": list(r.files),
+                        "files": list(r.files), "rebuilt": r.rebuilt,
                         "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
                                      "runs": p.runs, "blocks": p.blocks} for p in r.patches]}
                        for r in results]}
