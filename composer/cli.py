@@ -476,10 +476,14 @@ def personalize_command(
         "--secrets", help="plaintext secrets as GetSecretValue returns them, re-encrypted for "
         "each device's certificate into SecretManager's store; - reads standard input",
         metavar="FILE|-", show_default=False)] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "-j", "--jobs", min=1, help="devices made at once, in forked processes (default: one "
+        "per CPU)", show_default=False)] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Make each device's images and block patches from a golden build, or apply a patch."""
+    from composer.parallel import cpus
     from composer.personalize.patch import apply_patch
     from composer.personalize.run import Shard, open_golden, personalize
     from composer.personalize.secrets import read_secrets
@@ -487,7 +491,7 @@ def personalize_command(
     _set_globals(quiet, debug)
     if apply is not None:
         if (devices is not None or out is not None or full or layout is not None or shard
-                or secrets is not None):
+                or secrets is not None or jobs is not None):
             raise _bad_argument("--apply takes only PATCH and TARGET")
         header = apply_patch(apply, target)
         _say(f"{target}: applied {apply} ({len(header.runs)} runs, "
@@ -510,13 +514,14 @@ def personalize_command(
     events = _CliEvents()
     try:
         results = personalize(golden, devices, out, full, events=events, shard=share,
-                              secrets=plaintext)
+                              secrets=plaintext, jobs=jobs or cpus())
     finally:
         events.close()
     for result in results:
         size = sum(p.blocks for p in result.patches) * 4096
         _say(f"device {result.device}: {len(result.patches)} patches, {human_size(size)} of "
-             f"blocks{', full build in ' + str(out / result.full) if result.full else ''}")
+             f"blocks{', full build in ' + str(out / result.full) if result.full else ''}"
+             f"{f' (images built in full: {result.rebuilt})' if result.rebuilt else ''}")
 
 
 @app.command("inspect")

@@ -70,6 +70,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--work", type=Path)
+    parser.add_argument("--jobs", type=int, default=None)
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-personalize-"))
     try:
@@ -78,7 +79,8 @@ def main(argv: list[str]) -> int:
         build_s, _, _ = _run([*compose, "build", str(layout), "-o", str(work / "golden")],
                              layout.parent)
         argv_p = [*compose, "personalize", str(work / "golden"), "--devices", str(records),
-                  "-o", str(work / "out")] + (["--full"] if args.full else [])
+                  "-o", str(work / "out")] + (["--full"] if args.full else []) + \
+            ([f"--jobs={args.jobs}"] if args.jobs else [])
         seconds, rss, _ = _run(argv_p, layout.parent)
         listed = json.loads((work / "out" / "personalize.json").read_text())
         sizes: dict[str, list[int]] = {}

@@ -36,7 +36,7 @@ from composer.fs.ext4.planner import Numbered, replan
 from composer.fs.ext4.planner import Plan as Ext4Plan
 from composer.fs.ext4.writer import block_map, write_delta
 from composer.personalize.device import ConfigPath, config_bytes, device_inputs, device_uuids
-from composer.personalize.patch import BLOCK, BlockRanges
+from composer.personalize.patch import BLOCK, BlockRanges, GoldenBlocks
 from composer.personalize.records import Device
 from composer.route import owner_of
 from composer.rules.greengrass import EFFECTIVE, INIT_CONFIGS, TLOGS
@@ -86,7 +86,7 @@ class GoldenDelta:
         self.parts = parts
         self.configs = configs  # (file name, golden entry, golden bytes)
         self.paths = paths
-        self._fds: dict[str, int] = {}
+        self.blocks = GoldenBlocks()  # the golden images' bytes, read once per run
 
     @staticmethod
     def open(done: Assembled, base: Plan, folder: Path) -> GoldenDelta | str:
@@ -119,9 +119,7 @@ class GoldenDelta:
         return GoldenDelta(done, base, folder, parts, tuple(configs), paths)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds = {}
+        self.blocks.close()
 
     def device(self, device: Device, extra: Mapping[ConfigPath, Any]) -> DeviceDelta | str:
         """The device's changed blocks, or why they cannot be found this way."""
@@ -174,20 +172,17 @@ class GoldenDelta:
 
     def _changed_blocks(self, image: Path, pieces: list[tuple[int, bytes]]) -> dict[int, bytes]:
         """The pieces laid over the golden image's blocks: the blocks whose bytes differ."""
-        fd = self._fds.get(image.name)
-        if fd is None:
-            fd = self._fds[image.name] = os.open(image, os.O_RDONLY)
         blocks: dict[int, bytearray] = {}
         for offset, data in pieces:
             end = offset + len(data)
             for block in range(offset // BLOCK, (end - 1) // BLOCK + 1):
                 current = blocks.get(block)
                 if current is None:
-                    current = blocks[block] = bytearray(_pread(fd, block * BLOCK))
+                    current = blocks[block] = bytearray(self.blocks.read(image, block))
                 lo, hi = max(offset, block * BLOCK), min(end, (block + 1) * BLOCK)
                 current[lo - block * BLOCK:hi - block * BLOCK] = data[lo - offset:hi - offset]
         return {block: bytes(data) for block, data in sorted(blocks.items())
-                if data != _pread(fd, block * BLOCK)}
+                if data != self.blocks.read(image, block)}
 
     def _table(self, device: Device) -> list[tuple[int, bytes]]:
         """The device's partition table bytes (its GPT partition GUIDs)."""
@@ -209,8 +204,3 @@ class GoldenDelta:
         disk = plan_layout_disk(layout.disk, parts, sizes, self.done.scanned, layout.name,
                                 COMPOSER_NS, max_size=layout.max_image_size)
         return disk.plan.table_bytes()
-
-
-def _pread(fd: int, offset: int) -> bytes:
-    data = os.pread(fd, BLOCK, offset)
-    return data + bytes(BLOCK - len(data))

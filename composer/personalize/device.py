@@ -18,6 +18,7 @@ What changes, and nothing else:
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import uuid
@@ -112,10 +113,17 @@ def device_inputs(device: Device, layout: Layout, namespace: uuid.UUID,
     return DeviceInputs(device, values, tuple(files), fs_uuids, part_uuids)
 
 
+@functools.lru_cache(maxsize=16)
+def _next_ts(data: bytes) -> int:
+    """The file's largest TS + 1 (each golden tlog is parsed once for a whole line of
+    devices)."""
+    lines, _ = parse_tlog(data)
+    return max((line.ts for line in lines), default=0) + 1
+
+
 def tlog_lines(data: bytes, values: Mapping[ConfigPath, Any]) -> bytes:
     """`data` with one `changed` line per value appended, TS = the file's largest TS + 1."""
-    lines, _ = parse_tlog(data)
-    ts = max((line.ts for line in lines), default=0) + 1
+    ts = _next_ts(data)
     added = b"".join(json.dumps({"TS": ts, "TP": list(path), "W": "changed", "V": value},
                                 separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
                      for path, value in values.items())

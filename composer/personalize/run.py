@@ -10,6 +10,7 @@ before, each device build's source digests after, with the golden manifest's pro
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -42,11 +43,12 @@ from composer.personalize.device import ConfigPath, Tailor
 from composer.personalize.patch import (
     BLOCK,
     BlockRanges,
+    GoldenBlocks,
     PatchHeader,
     make_patch,
     patch_runs,
-    read_block,
     write_patch,
+    write_patch_sha,
 )
 from composer.personalize.records import Device, load_devices
 from composer.personalize.secrets import LineSecrets, PlaintextSecret
@@ -163,6 +165,9 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
     out.mkdir(parents=True, exist_ok=True)
     block_map.cache_clear()  # the golden build may have been made again since the last run
     fast = _open_fast(done, base, golden)
+    # what every device shares is made: the cycle collector need not rescan it for each device,
+    # and forked processes then leave its memory pages shared
+    gc.freeze()
     maker = _Maker(golden, done, base, fast, extra_values, events, out)
     results: list[DeviceResult] = []
     try:
@@ -210,7 +215,8 @@ class _Maker:
             if self.fast is not None:
                 delta = self.fast.device(device, extra)
                 if not isinstance(delta, str):
-                    return _from_delta(self.golden, device, self.base, delta, folder)
+                    return _from_delta(self.golden, device, self.base, delta, folder,
+                                       self.fast.blocks)
                 why = delta
                 log.info("device %s is built in full: %s", device.id, why)
             tailor = Tailor(device, COMPOSER_NS, extra, images_only=self.base is not None)
@@ -366,7 +372,7 @@ def _lean(golden: Golden, device: Device, the_plan: Plan, base: Plan,
 
 
 def _from_delta(golden: Golden, device: Device, base: Plan | None, delta: DeviceDelta,
-                folder: Path) -> DeviceResult:
+                folder: Path, blocks: GoldenBlocks) -> DeviceResult:
     """The patches of a device whose changed blocks came from the golden plan: a partition's
     patch holds its changed blocks and those only the device maps, and the disk's holds them
     moved to the partition's offset plus the table's changed blocks."""
@@ -392,9 +398,9 @@ def _from_delta(golden: Golden, device: Device, base: Plan | None, delta: Device
             for first, count, _ in runs:
                 for block in range(first, first + count):
                     if block not in new:  # mapped by the device only, equal bytes
-                        new[block] = read_block(golden.folder / image, block)
-        header = write_patch(folder / name, golden.folder / image, device.id, shas[image], runs,
-                             new.__getitem__)
+                        new[block] = blocks.read(golden.folder / image, block)
+        header, sha = write_patch_sha(folder / name, golden.folder / image, device.id,
+                                      shas[image], runs, new.__getitem__, blocks)
         if changed is not None and part.name in offsets:
             if offsets[part.name] % BLOCK:
                 raise ComposerError(f"partition {part.name} starts at byte {offsets[part.name]},"
@@ -403,9 +409,10 @@ def _from_delta(golden: Golden, device: Device, base: Plan | None, delta: Device
             first_block = offsets[part.name] // BLOCK
             moved.update((first_block + b, data) for b, data in new.items())
             moved_mapped += _shifted(changed.device_map, offsets[part.name])
-        patches.append(_patch_file(folder / name, f"{device.id}/{name}", header))
+        patches.append(_patch_file(folder / name, f"{device.id}/{name}", header, sha))
     if base.disk is not None:
-        patches.append(_disk_patch(golden, device, delta.table, moved, moved_mapped, folder))
+        patches.append(_disk_patch(golden, device, delta.table, moved, moved_mapped, folder,
+                                   blocks))
     return DeviceResult(device.id, tuple(sorted(patches, key=lambda p: p.image)), None,
                         delta.keys, delta.files)
 
@@ -435,29 +442,34 @@ def _move(patch: Path, header: PatchHeader, offset: int, into: dict[int, bytes])
 
 def _disk_patch(golden: Golden, device: Device, table: list[tuple[int, bytes]],
                 moved: dict[int, bytes], moved_mapped: list[tuple[int, int]],
-                folder: Path) -> PatchFile:
+                folder: Path, blocks: GoldenBlocks | None = None) -> PatchFile:
     disk = golden.folder / "disk.img"
-    new = dict(moved)
-    touched = sorted({b for off, data in table
-                      for b in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)})
-    for block in touched:
-        current = bytearray(new.get(block) or read_block(disk, block))
-        for off, data in table:
-            lo, hi = max(off, block * BLOCK), min(off + len(data), (block + 1) * BLOCK)
-            if lo < hi:
-                current[lo - block * BLOCK:hi - block * BLOCK] = data[lo - off:hi - off]
-        if bytes(current) != read_block(disk, block) or block in new:
-            new[block] = bytes(current)
-    golden_map = block_map(disk)
-    # blocks only the device maps were moved in; the table's blocks are mapped in both
-    runs = patch_runs(set(new), golden_map, tuple(sorted(moved_mapped)))
-    missing = {b for first, count, _ in runs for b in range(first, first + count)} - set(new)
-    for block in missing:  # mapped by the device only, equal bytes: written all the same
-        new[block] = read_block(disk, block)
-    name = "disk.img.patch"
-    header = write_patch(folder / name, disk, device.id, golden.images()["disk.img"], runs,
-                         new.__getitem__)
-    return _patch_file(folder / name, f"{device.id}/{name}", header)
+    reader = blocks or GoldenBlocks()
+    try:
+        new = dict(moved)
+        touched = sorted({b for off, data in table
+                          for b in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)})
+        for block in touched:
+            current = bytearray(new.get(block) or reader.read(disk, block))
+            for off, data in table:
+                lo, hi = max(off, block * BLOCK), min(off + len(data), (block + 1) * BLOCK)
+                if lo < hi:
+                    current[lo - block * BLOCK:hi - block * BLOCK] = data[lo - off:hi - off]
+            if bytes(current) != reader.read(disk, block) or block in new:
+                new[block] = bytes(current)
+        golden_map = block_map(disk)
+        # blocks only the device maps were moved in; the table's blocks are mapped in both
+        runs = patch_runs(set(new), golden_map, tuple(sorted(moved_mapped)))
+        missing = {b for first, count, _ in runs for b in range(first, first + count)} - set(new)
+        for block in missing:  # mapped by the device only, equal bytes: written all the same
+            new[block] = reader.read(disk, block)
+        name = "disk.img.patch"
+        header, sha = write_patch_sha(folder / name, disk, device.id,
+                                      golden.images()["disk.img"], runs, new.__getitem__, reader)
+    finally:
+        if blocks is None:
+            reader.close()
+    return _patch_file(folder / name, f"{device.id}/{name}", header, sha)
 
 
 @functools.lru_cache(maxsize=16)
@@ -470,12 +482,15 @@ def block_map(image: Path) -> BlockRanges:
     return tuple((r.first, r.last) for r in bmap.ranges)
 
 
-def _patch_file(path: Path, rel: str, header: PatchHeader) -> PatchFile:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return PatchFile(header.image, rel, digest.hexdigest(), len(header.runs),
+def _patch_file(path: Path, rel: str, header: PatchHeader, sha: str | None = None) -> PatchFile:
+    """The manifest's record of a patch file (`sha`: its sha256, when known already)."""
+    if sha is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        sha = digest.hexdigest()
+    return PatchFile(header.image, rel, sha, len(header.runs),
                      sum(r.count for r in header.runs))
 
 
