@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -156,6 +157,7 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                             hint="personalize into a new folder")
     prov = golden.manifest.provenance
     assert prov is not None
+    started = time.monotonic()
     check_inputs(golden.manifest, golden.layout)  # the sources are those the golden build read
     done = assemble(golden.layout, golden.manifest.epoch, events,
                     EpochOrigin(prov.epoch_origin))
@@ -170,8 +172,12 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
     gc.freeze()
     maker = _Maker(golden, done, base, fast, extra_values, events, out)
     results: list[DeviceResult] = []
+    ready = time.monotonic()
+    log.debug("golden ready in %.3f s (sources checked, tree assembled, plan made)",
+              ready - started)
     try:
-        if jobs > 1 and len(devices) > 1 and can_fork():
+        # --full builds write a device's partitions in forked processes already
+        if jobs > 1 and base is not None and len(devices) > 1 and can_fork():
             _forked(maker, devices, jobs, results)
         else:
             for device in devices:
@@ -180,6 +186,8 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
         if fast is not None:
             fast.close()
         _write_run_manifest(out / manifest, golden, results)
+    log.debug("%d devices in %.3f s, %d of them built in full", len(results),
+              time.monotonic() - ready, sum(1 for r in results if r.rebuilt))
     return results
 
 
