@@ -485,7 +485,7 @@ def personalize_command(
     """Make each device's images and block patches from a golden build, or apply a patch."""
     from composer.parallel import cpus
     from composer.personalize.patch import apply_patch
-    from composer.personalize.run import Shard, open_golden, personalize
+    from composer.personalize.run import DeviceResult, Shard, open_golden, personalize
     from composer.personalize.secrets import read_secrets
 
     _set_globals(quiet, debug)
@@ -512,16 +512,18 @@ def personalize_command(
     # read before anything else is done: a bad secrets file is refused with nothing written
     plaintext = read_secrets(secrets, sys.stdin.buffer) if secrets is not None else None
     events = _CliEvents()
-    try:
-        results = personalize(golden, devices, out, full, events=events, shard=share,
-                              secrets=plaintext, jobs=jobs or cpus())
-    finally:
-        events.close()
-    for result in results:
+
+    def said(result: DeviceResult) -> None:
         size = sum(p.blocks for p in result.patches) * 4096
         _say(f"device {result.device}: {len(result.patches)} patches, {human_size(size)} of "
              f"blocks{', full build in ' + str(out / result.full) if result.full else ''}"
              f"{f' (images built in full: {result.rebuilt})' if result.rebuilt else ''}")
+
+    try:
+        personalize(golden, devices, out, full, events=events, shard=share,
+                    secrets=plaintext, jobs=jobs or cpus(), on_result=said)
+    finally:
+        events.close()
 
 
 @app.command("inspect")

@@ -9,18 +9,21 @@ before, each device build's source digests after, with the golden manifest's pro
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
+import glob
 import hashlib
+import heapq
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from composer.build import (
     COMPOSER_NS,
@@ -51,7 +54,7 @@ from composer.personalize.patch import (
     write_patch,
     write_patch_sha,
 )
-from composer.personalize.records import Device, load_devices
+from composer.personalize.records import Device, check_devices, iter_devices
 from composer.personalize.secrets import LineSecrets, PlaintextSecret
 from composer.rules.personal import golden_config
 
@@ -96,6 +99,18 @@ class DeviceResult:
     files: tuple[str, ...] = ()  # the identity files written, with their modes
     rebuilt: str | None = None  # why the images were built rather than patched from golden
 
+    def to_json(self) -> dict[str, Any]:
+        """The device's entry of the run manifest."""
+        return {"id": self.device, "full": self.full, "set": list(self.keys),
+                "files": list(self.files), "rebuilt": self.rebuilt,
+                "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
+                             "runs": p.runs, "blocks": p.blocks} for p in self.patches]}
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> DeviceResult:
+        return DeviceResult(obj["id"], tuple(PatchFile(**p) for p in obj["patches"]),
+                            obj["full"], tuple(obj["set"]), tuple(obj["files"]), obj["rebuilt"])
+
 
 @dataclass(frozen=True, slots=True)
 class Golden:
@@ -131,24 +146,46 @@ def open_golden(folder: Path, layout: Path | None) -> Golden:
     return Golden(folder, layout, manifest)
 
 
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    devices: int  # the devices done, as the run manifest lists them
+    rebuilt: int  # of them, those whose images were built rather than patched from golden
+    manifest: Path
+
+
+OnResult = Callable[[DeviceResult], None]
+
+
 def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                 extra_values: ExtraValues | None = None,
                 events: Events | None = None, shard: Shard | None = None,
                 secrets: tuple[PlaintextSecret, ...] | None = None,
-                jobs: int = 1) -> list[DeviceResult]:
+                jobs: int = 1, on_result: OnResult | None = None) -> RunSummary:
     """Every device of the records (of `shard`'s share): patches in OUT/ID/, a complete build
-    in OUT/ID/full/ with `full`, and the run's manifest. All records are checked first; with
-    `secrets`, each device also gets SecretManager's store made for its certificate."""
+    in OUT/ID/full/ with `full`, and the run's manifest; `on_result` sees each device's result
+    in the records' order once all are done. All records are checked first; with `secrets`,
+    each device also gets SecretManager's store made for its certificate. Whatever the number
+    of devices, only one device's data is in memory at a time (per job): the records are read
+    again as the devices are made, and results go through files in OUT to the manifest."""
     layout = load_layout(golden.layout)
     if layout.personalize is None:
         raise ComposerError(f"{golden.layout} has no personalize: section",
                             hint="declare what may vary per device (README \"Personalizing "
                             "devices\") and build the golden image again")
-    devices = load_devices(devices_file, layout.personalize)  # all of them: duplicates too
-    if shard is not None:
-        devices = [d for d in devices if shard.holds(d.id)]
+    spec = layout.personalize
     manifest = shard.manifest if shard is not None else RUN_MANIFEST
-    taken = [d.id for d in devices if (out / d.id).exists()]
+    taken: list[str] = []
+
+    def check(device: Device) -> None:
+        if (shard is None or shard.holds(device.id)) and not taken and \
+                (out / device.id).exists():
+            taken.append(device.id)
+
+    check_devices(devices_file, spec, check)  # all of them: duplicates too
+
+    def records() -> Iterator[Device]:
+        return (d for d in iter_devices(devices_file, spec) if shard is None or shard.holds(d.id))
+
     if taken:
         raise ComposerError(f"{out / taken[0]} exists already; nothing was written",
                             hint="personalize into a new folder, or remove the old outputs")
@@ -163,7 +200,7 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                     EpochOrigin(prov.epoch_origin))
     base = None if full else plan_assembled(done)
     if secrets is not None:
-        extra_values = _with_secrets(extra_values, _line_secrets(secrets, done, devices))
+        extra_values = _with_secrets(extra_values, _line_secrets(secrets, done, records()))
     out.mkdir(parents=True, exist_ok=True)
     block_map.cache_clear()  # the golden build may have been made again since the last run
     fast = _open_fast(done, base, golden)
@@ -171,24 +208,24 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
     # and forked processes then leave its memory pages shared
     gc.freeze()
     maker = _Maker(golden, done, base, fast, extra_values, events, out)
-    results: list[DeviceResult] = []
+    spill = _Spill(out, manifest)
     ready = time.monotonic()
     log.debug("golden ready in %.3f s (sources checked, tree assembled, plan made)",
               ready - started)
     try:
         # --full builds write a device's partitions in forked processes already
-        if jobs > 1 and base is not None and len(devices) > 1 and can_fork():
-            _forked(maker, devices, jobs, results)
+        if jobs > 1 and base is not None and can_fork():
+            _forked(maker, records, jobs, spill)
         else:
-            for device in devices:
-                results.append(maker.one(device))
+            _make_share(maker, records(), 0, 1, spill)
     finally:
         if fast is not None:
             fast.close()
-        _write_run_manifest(out / manifest, golden, results)
-    log.debug("%d devices in %.3f s, %d of them built in full", len(results),
-              time.monotonic() - ready, sum(1 for r in results if r.rebuilt))
-    return results
+        count, rebuilt = _write_run_manifest(out / manifest, golden, spill.merged(), on_result)
+        spill.remove()
+    log.debug("%d devices in %.3f s, %d of them built in full", count,
+              time.monotonic() - ready, rebuilt)
+    return RunSummary(count, rebuilt, out / manifest)
 
 
 def _open_fast(done: Assembled, base: Plan | None, golden: Golden) -> GoldenDelta | None:
@@ -239,53 +276,57 @@ class _Maker:
             raise
 
 
-def _forked(maker: _Maker, devices: list[Device], jobs: int,
-            results: list[DeviceResult]) -> None:
+def _forked(maker: _Maker, records: Callable[[], Iterator[Device]], jobs: int,
+            spill: _Spill) -> None:
     """The devices dealt round-robin to `jobs` forked processes (the golden plan is already in
-    their memory); their results appended to `results` in the records' order. Whatever fails,
-    the folders of devices without a result are removed, so OUT holds exactly what the run
-    manifest lists."""
-    shares = [devices[k::jobs] for k in range(jobs)]
-    children = [Forked(lambda share=share: _share(maker, share),
-                       f"the process personalizing {len(share)} devices") for share in shares]
-    done: dict[str, DeviceResult] = {}
+    their memory; each reads the records itself). Whatever fails, the folders of devices
+    without a result are removed, so OUT holds exactly what the run manifest lists."""
+    children = [Forked(lambda k=k: _make_share(maker, records(), k, jobs, spill),
+                       f"personalizing process {k + 1} of {jobs}") for k in range(jobs)]
     error: BaseException | None = None
     try:
         for child in children:
             child.start()
         for child in children:
-            got, failed = child.result()
-            done.update((r.device, r) for r in got)
+            failed = child.result()
             error = error or failed
     except BaseException as exc:
         error = exc
     finally:
         for child in children:
             child.stop()
-    results.extend(done[d.id] for d in devices if d.id in done)
     if error is not None:
-        for device in devices:
-            if device.id not in done:
+        made = (index for index, _ in spill.merged())
+        next_made = next(made, None)
+        for index, device in enumerate(records()):
+            if index == next_made:
+                next_made = next(made, None)
+            else:
                 shutil.rmtree(maker.out / device.id, ignore_errors=True)
         raise error
 
 
-def _share(maker: _Maker, devices: list[Device]) -> tuple[list[DeviceResult], BaseException | None]:
-    """One child's devices: what it made, and the error that stopped it."""
-    results = []
+def _make_share(maker: _Maker, devices: Iterator[Device], k: int, jobs: int,
+                spill: _Spill) -> BaseException | None:
+    """Devices k, k + jobs, k + 2 jobs... of `devices`, each result written to spill part k;
+    returns the error that stopped them in a forked process (raises it in this one)."""
     try:
-        for device in devices:
-            results.append(maker.one(device))
-    except Exception as exc:  # noqa: BLE001 - handed to the parent with the results so far
-        return results, exc
+        with spill.part(k) as part:
+            for index, device in enumerate(devices):
+                if index % jobs == k:
+                    part.add(index, maker.one(device))
+    except Exception as exc:
+        if jobs == 1:
+            raise
+        return exc  # handed to the parent, which raises it
     finally:
-        if maker.fast is not None:
+        if jobs > 1 and maker.fast is not None:
             maker.fast.close()
-    return results, None
+    return None
 
 
 def _line_secrets(secrets: tuple[PlaintextSecret, ...], done: Assembled,
-                  devices: list[Device]) -> LineSecrets:
+                  devices: Iterable[Device]) -> LineSecrets:
     """The secrets bound to the golden SecretManager, every device checked: all refusals come
     before anything is written."""
     greengrass = done.layout.greengrass
@@ -512,16 +553,70 @@ def _private(folder: Path) -> None:
                 os.chmod(path, 0o600)
 
 
-def _write_run_manifest(path: Path, golden: Golden, results: list[DeviceResult]) -> None:
-    obj = {"format": 1, "golden": {name: sha for name, sha in sorted(golden.images().items())},
-           "devices": [{"id": r.device, "full": r.full, "set": list(r.keys),
-                        "files": list(r.files), "rebuilt": r.rebuilt,
-                        "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
-                                     "runs": p.runs, "blocks": p.blocks} for p in r.patches]}
-                       for r in results]}
+def _write_run_manifest(path: Path, golden: Golden, results: Iterator[tuple[int, DeviceResult]],
+                        on_result: OnResult | None) -> tuple[int, int]:
+    """The run manifest, written as the results stream in (the text `json.dumps(obj, indent=1,
+    sort_keys=True)` gives for the whole object); returns (devices, rebuilt)."""
+    rest = json.dumps({"format": 1, "golden": dict(sorted(golden.images().items()))}, indent=1,
+                      sort_keys=True)[2:]  # after "{\n": the keys that sort after "devices"
+    count = rebuilt = 0
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        f.write('{\n "devices": [')
+        for _, result in results:
+            text = json.dumps(result.to_json(), indent=1, sort_keys=True)
+            f.write(("\n" if count == 0 else ",\n") + "\n".join("  " + line
+                                                                for line in text.split("\n")))
+            count += 1
+            rebuilt += result.rebuilt is not None
+            if on_result is not None:
+                on_result(result)
+        f.write("\n ],\n" if count else "],\n")
+        f.write(rest + "\n")
     os.replace(tmp, path)
+    return count, rebuilt
 
+
+class _Spill:
+    """Each process's results, a JSON line each, in files next to the run manifest; merged in
+    the records' order when the run ends, then removed."""
+
+    def __init__(self, out: Path, manifest: str) -> None:
+        self.out = out
+        self.stem = f".{manifest}.part"
+        self.remove()
+
+    def _path(self, k: int) -> Path:
+        return self.out / f"{self.stem}{k}"
+
+    @contextlib.contextmanager
+    def part(self, k: int) -> Iterator[_SpillPart]:
+        fd = os.open(self._path(k), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield _SpillPart(f)
+
+    def merged(self) -> Iterator[tuple[int, DeviceResult]]:
+        parts = sorted(self.out.glob(f"{glob.escape(self.stem)}*"))
+        return heapq.merge(*(_read_part(p) for p in parts), key=lambda item: item[0])
+
+    def remove(self) -> None:
+        for path in self.out.glob(f"{glob.escape(self.stem)}*"):
+            path.unlink()
+
+
+@dataclass(frozen=True, slots=True)
+class _SpillPart:
+    file: TextIO
+
+    def add(self, index: int, result: DeviceResult) -> None:
+        self.file.write(json.dumps([index, result.to_json()], sort_keys=True) + "\n")
+        self.file.flush()  # a process stopped later still leaves this line whole
+
+
+def _read_part(path: Path) -> Iterator[tuple[int, DeviceResult]]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n"):  # a process stopped while writing leaves a partial line
+                index, obj = json.loads(line)
+                yield index, DeviceResult.from_json(obj)
