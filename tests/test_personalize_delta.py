@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -227,3 +231,59 @@ def test_real_secrets_take_the_fast_path_and_check_clean(secrets_golden: dict[st
                    str(target))
     assert done.returncode == 0, done.stderr
     e2fsck_clean(target)
+
+
+def _session_members(sid: int) -> list[int]:
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    alive.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return alive
+
+
+@pytest.mark.parametrize(("signum", "whole_group"), [(signal.SIGINT, True),
+                                                      (signal.SIGTERM, False)])
+def test_a_stopped_run_leaves_exactly_what_its_manifest_lists(
+        varied: dict[str, Path], signum: int, whole_group: bool) -> None:
+    """Stopped while its --jobs processes make devices: one last message, no process left, no
+    spill file, and OUT holds exactly the devices personalize.json lists, each whole."""
+    records = varied["keys"] / f"many-{signum}.jsonl"
+    records.write_text("".join(json.dumps({"id": f"m{n:05d}", "thing_name": f"M-{n:05d}",
+                                           "certificate": "r2.crt", "private_key": "r2.key"})
+                               + "\n" for n in range(3000)))
+    out = varied["base"] / f"stopped-{signum}"
+    child = subprocess.Popen([sys.executable, "-m", "composer", "--debug", "personalize",
+                              str(varied["golden"]), "--devices", str(records), "-o", str(out),
+                              "--jobs", "2"], cwd=varied["keys"], stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    assert child.stderr is not None
+    said = []
+    for line in child.stderr:
+        said.append(line)
+        if "golden ready in" in line:  # the processes that make the devices start now
+            break
+    if whole_group:
+        os.killpg(child.pid, signum)
+    else:
+        child.send_signal(signum)
+    rest = child.stderr.read()
+    code = child.wait()
+    text = "".join(said) + rest
+    assert code == 128 + signum, text
+    assert "Traceback" not in text
+    assert text.splitlines()[-1] == f"compose: stopped by {signal.Signals(signum).name}, " \
+        "cleaned up", text[-2000:]
+    deadline = time.monotonic() + 5  # the parent joined its processes before it exited
+    while _session_members(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _session_members(child.pid) == []
+    listed = _listed(out)
+    assert len(listed) < 3000  # stopped before the end
+    assert sorted(p.name for p in out.iterdir()) == sorted([*listed, "personalize.json"])
+    for entry in listed.values():
+        for patch in entry["patches"]:
+            assert _sha(out / patch["file"]) == patch["sha256"]

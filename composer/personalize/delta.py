@@ -100,8 +100,9 @@ class GoldenDelta:
         for index, part in enumerate(base.partitions):
             spec = layout.partitions[index]
             if isinstance(part.writer, Ext4Writer) and part.request.reserve is not None:
-                plan, numbered = part.writer.planned(part.request)
-                parts[part.name] = _Ext4Golden(index, spec.mount, part.request, plan, numbered,
+                request = replace(part.request, size=part.size)  # as the image was written
+                plan, numbered = part.writer.planned(request)
+                parts[part.name] = _Ext4Golden(index, spec.mount, request, plan, numbered,
                                                folder / f"{part.name}.img")
         for name in layout.personalize.uuids:
             golden = parts.get(name)
