@@ -202,17 +202,19 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
     if secrets is not None:
         extra_values = _with_secrets(extra_values, _line_secrets(secrets, done, records()))
     out.mkdir(parents=True, exist_ok=True)
-    block_map.cache_clear()  # the golden build may have been made again since the last run
-    fast = _open_fast(done, base, golden)
-    # what every device shares is made: the cycle collector need not rescan it for each device,
-    # and forked processes then leave its memory pages shared
-    gc.freeze()
-    maker = _Maker(golden, done, base, fast, extra_values, events, out)
     spill = _Spill(out, manifest)
+    fast = None
     ready = time.monotonic()
-    log.debug("golden ready in %.3f s (sources checked, tree assembled, plan made)",
-              ready - started)
-    try:
+    try:  # from here on, however the run ends, the manifest lists what is in OUT
+        block_map.cache_clear()  # the golden build may have been made again since the last run
+        fast = _open_fast(done, base, golden)
+        # what every device shares is made: the cycle collector need not rescan it for each
+        # device, and forked processes then leave its memory pages shared
+        gc.freeze()
+        maker = _Maker(golden, done, base, fast, extra_values, events, out)
+        ready = time.monotonic()
+        log.debug("golden ready in %.3f s (sources checked, tree assembled, plan made)",
+                  ready - started)
         # --full builds write a device's partitions in forked processes already
         if jobs > 1 and base is not None and can_fork():
             _forked(maker, records, jobs, spill)
