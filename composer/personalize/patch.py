@@ -196,8 +196,7 @@ def write_patch_sha(out: Path, golden: Path, device: str, golden_sha256: str,
     try:
         for block, count, mapped in runs:
             new = b"".join(new_block(b) for b in range(block, block + count))
-            old = hashlib.sha256(reader.read(golden, block, count)).hexdigest() \
-                if mapped else None
+            old = reader.sha256(golden, block, count) if mapped else None
             records.append(Run(block, count, old, hashlib.sha256(new).hexdigest()))
         size = reader.size(golden)
     finally:
@@ -221,14 +220,15 @@ def write_patch_sha(out: Path, golden: Path, device: str, golden_sha256: str,
 
 
 class GoldenBlocks:
-    """Reads of the golden images, each opened once; single blocks are kept (the same few
-    blocks are read for every device of a run), at most CACHED of them."""
+    """Reads of the golden images, each opened once; single blocks and the sha256 of runs are
+    kept (the same few are read for every device of a run), at most CACHED of each."""
 
     CACHED = 1024
 
     def __init__(self) -> None:
         self._fds: dict[Path, int] = {}
         self._blocks: dict[tuple[Path, int], bytes] = {}
+        self._shas: dict[tuple[Path, int, int], str] = {}
 
     def _fd(self, path: Path) -> int:
         fd = self._fds.get(path)
@@ -250,11 +250,23 @@ class GoldenBlocks:
             data = self._blocks[key] = _pread_full(self._fd(path), block * BLOCK, BLOCK)
         return data
 
+    def sha256(self, path: Path, block: int, count: int) -> str:
+        """The sha256 of `count` golden blocks from `block` (kept: every device's patch has
+        runs at the same places)."""
+        key = (path, block, count)
+        digest = self._shas.get(key)
+        if digest is None:
+            if len(self._shas) >= self.CACHED:
+                self._shas.pop(next(iter(self._shas)))
+            digest = self._shas[key] = hashlib.sha256(self.read(path, block, count)).hexdigest()
+        return digest
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
         self._blocks = {}
+        self._shas = {}
 
 
 def _pread_full(fd: int, offset: int, n: int) -> bytes:
