@@ -49,8 +49,6 @@ from composer.tree import Content, Entry, Kind, relative
 class _Ext4Golden:
     """One golden ext4 partition a device may change."""
 
-    index: int  # in the build plan's partitions
-    mount: str
     request: WriteRequest
     plan: Ext4Plan
     numbered: Numbered
@@ -77,12 +75,11 @@ class DeviceDelta:
 class GoldenDelta:
     """What every device's delta is made from: the golden plan and its images, opened once."""
 
-    def __init__(self, done: Assembled, base: Plan, folder: Path,
-                 parts: Mapping[str, _Ext4Golden], configs: tuple[tuple[str, Entry, bytes], ...],
+    def __init__(self, done: Assembled, base: Plan, parts: Mapping[str, _Ext4Golden],
+                 configs: tuple[tuple[str, Entry, bytes], ...],
                  paths: Mapping[ConfigPath, str]) -> None:
         self.done = done
         self.base = base
-        self.folder = folder
         self.parts = parts
         self.configs = configs  # (file name, golden entry, golden bytes)
         self.paths = paths
@@ -97,12 +94,11 @@ class GoldenDelta:
         if os.environ.get(PLANTED_ENV):
             return f"{PLANTED_ENV} is set"
         parts: dict[str, _Ext4Golden] = {}
-        for index, part in enumerate(base.partitions):
-            spec = layout.partitions[index]
+        for part in base.partitions:
             if isinstance(part.writer, Ext4Writer) and part.request.reserve is not None:
                 request = replace(part.request, size=part.size)  # as the image was written
                 plan, numbered = part.writer.planned(request)
-                parts[part.name] = _Ext4Golden(index, spec.mount, request, plan, numbered,
+                parts[part.name] = _Ext4Golden(request, plan, numbered,
                                                folder / f"{part.name}.img")
         for name in layout.personalize.uuids:
             golden = parts.get(name)
@@ -117,7 +113,7 @@ class GoldenDelta:
             if entry is not None and entry.kind is Kind.FILE and entry.content is not None:
                 configs.append((name, entry, asm.read_small([entry.content])[entry.content]))
         paths = identity_paths(golden_config(asm, root), root)
-        return GoldenDelta(done, base, folder, parts, tuple(configs), paths)
+        return GoldenDelta(done, base, parts, tuple(configs), paths)
 
     def close(self) -> None:
         self.blocks.close()
