@@ -476,18 +476,22 @@ def personalize_command(
         "--secrets", help="plaintext secrets as GetSecretValue returns them, re-encrypted for "
         "each device's certificate into SecretManager's store; - reads standard input",
         metavar="FILE|-", show_default=False)] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "-j", "--jobs", min=1, help="devices made at once, in forked processes (default: one "
+        "per CPU)", show_default=False)] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Make each device's images and block patches from a golden build, or apply a patch."""
+    from composer.parallel import cpus
     from composer.personalize.patch import apply_patch
-    from composer.personalize.run import Shard, open_golden, personalize
+    from composer.personalize.run import DeviceResult, Shard, open_golden, personalize
     from composer.personalize.secrets import read_secrets
 
     _set_globals(quiet, debug)
     if apply is not None:
         if (devices is not None or out is not None or full or layout is not None or shard
-                or secrets is not None):
+                or secrets is not None or jobs is not None):
             raise _bad_argument("--apply takes only PATCH and TARGET")
         header = apply_patch(apply, target)
         _say(f"{target}: applied {apply} ({len(header.runs)} runs, "
@@ -508,15 +512,18 @@ def personalize_command(
     # read before anything else is done: a bad secrets file is refused with nothing written
     plaintext = read_secrets(secrets, sys.stdin.buffer) if secrets is not None else None
     events = _CliEvents()
-    try:
-        results = personalize(golden, devices, out, full, events=events, shard=share,
-                              secrets=plaintext)
-    finally:
-        events.close()
-    for result in results:
+
+    def said(result: DeviceResult) -> None:
         size = sum(p.blocks for p in result.patches) * 4096
         _say(f"device {result.device}: {len(result.patches)} patches, {human_size(size)} of "
-             f"blocks{', full build in ' + str(out / result.full) if result.full else ''}")
+             f"blocks{', full build in ' + str(out / result.full) if result.full else ''}"
+             f"{f' (images built in full: {result.rebuilt})' if result.rebuilt else ''}")
+
+    try:
+        personalize(golden, devices, out, full, events=events, shard=share,
+                    secrets=plaintext, jobs=jobs or cpus(), on_result=said)
+    finally:
+        events.close()
 
 
 @app.command("inspect")

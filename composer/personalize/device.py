@@ -18,6 +18,7 @@ What changes, and nothing else:
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import uuid
@@ -112,16 +113,30 @@ def device_inputs(device: Device, layout: Layout, namespace: uuid.UUID,
     return DeviceInputs(device, values, tuple(files), fs_uuids, part_uuids)
 
 
+@functools.lru_cache(maxsize=16)
+def _next_ts(data: bytes) -> int:
+    """The file's largest TS + 1 (each golden tlog is parsed once for a whole line of
+    devices)."""
+    lines, _ = parse_tlog(data)
+    return max((line.ts for line in lines), default=0) + 1
+
+
 def tlog_lines(data: bytes, values: Mapping[ConfigPath, Any]) -> bytes:
     """`data` with one `changed` line per value appended, TS = the file's largest TS + 1."""
-    lines, _ = parse_tlog(data)
-    ts = max((line.ts for line in lines), default=0) + 1
+    ts = _next_ts(data)
     added = b"".join(json.dumps({"TS": ts, "TP": list(path), "W": "changed", "V": value},
                                 separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
                      for path, value in values.items())
     if data and not data.endswith(b"\n"):
         data += b"\n"
     return data + added
+
+
+def config_bytes(name: str, data: bytes, values: Mapping[ConfigPath, Any]) -> bytes:
+    """The configuration file `name` (a tlog, effectiveConfig.yaml or config.yaml) with the
+    device's values set; raises YamlCutError (or a YAML or decoding error) for a YAML file that
+    cannot be edited in place."""
+    return tlog_lines(data, values) if name in TLOGS else set_values(data, values)
 
 
 class Tailor:
@@ -169,17 +184,14 @@ class Tailor:
             if entry is None or entry.kind is not Kind.FILE or entry.content is None:
                 continue
             data = asm.read_small([entry.content])[entry.content]
-            if name in TLOGS:
-                new = tlog_lines(data, inputs.values)
-            else:
-                try:
-                    new = set_values(data, inputs.values)
-                except (YamlCutError, yaml.YAMLError, UnicodeDecodeError) as exc:
-                    asm.errors.append(ComposerError(
-                        f"{path}: the device's values cannot be set in place: {exc}", loc,
-                        path="personalize", hint="the golden file must be block-style YAML as "
-                        "the nucleus writes it"))
-                    continue
+            try:
+                new = config_bytes(name, data, inputs.values)
+            except (YamlCutError, yaml.YAMLError, UnicodeDecodeError) as exc:
+                asm.errors.append(ComposerError(
+                    f"{path}: the device's values cannot be set in place: {exc}", loc,
+                    path="personalize", hint="the golden file must be block-style YAML as "
+                    "the nucleus writes it"))
+                continue
             asm.tree.put(replace(entry, content=Content.of_bytes(new)))
             if keys:
                 asm.report.changed(f"{path}: device {self.device.id} sets {keys}")

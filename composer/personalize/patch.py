@@ -179,26 +179,105 @@ def make_patch(golden: Path, patched: Path, out: Path, device: str, golden_sha25
 
 def write_patch(out: Path, golden: Path, device: str, golden_sha256: str,
                 runs: list[tuple[int, int, bool]],
-                new_block: Callable[[int], bytes]) -> PatchHeader:
+                new_block: Callable[[int], bytes],
+                golden_blocks: GoldenBlocks | None = None) -> PatchHeader:
     """Write a patch of `runs` (first block, count, mapped in golden) whose new bytes
     `new_block(block)` gives; the old bytes are read from `golden`."""
+    return write_patch_sha(out, golden, device, golden_sha256, runs, new_block,
+                           golden_blocks)[0]
+
+
+def write_patch_sha(out: Path, golden: Path, device: str, golden_sha256: str,
+                    runs: list[tuple[int, int, bool]], new_block: Callable[[int], bytes],
+                    golden_blocks: GoldenBlocks | None = None) -> tuple[PatchHeader, str]:
+    """`write_patch`, and the sha256 of the patch file, hashed as it is written."""
+    reader = golden_blocks or GoldenBlocks()
     records = []
-    with golden.open("rb") as g:
+    try:
         for block, count, mapped in runs:
             new = b"".join(new_block(b) for b in range(block, block + count))
-            old = hashlib.sha256(_read_at(g, block * BLOCK, count * BLOCK)).hexdigest() \
-                if mapped else None
+            old = reader.sha256(golden, block, count) if mapped else None
             records.append(Run(block, count, old, hashlib.sha256(new).hexdigest()))
-    header = PatchHeader(golden.name, device, BLOCK, golden.stat().st_size, golden_sha256,
-                         tuple(records))
+        size = reader.size(golden)
+    finally:
+        if golden_blocks is None:
+            reader.close()
+    header = PatchHeader(golden.name, device, BLOCK, size, golden_sha256, tuple(records))
+    digest = hashlib.sha256()
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(MAGIC)
-        f.write(header.to_json())
+        pending = bytearray(MAGIC + header.to_json())
         for block, count, _ in runs:
             for b in range(block, block + count):
-                f.write(new_block(b))
-    return header
+                pending += new_block(b)
+                if len(pending) >= CHUNK:
+                    digest.update(pending)
+                    f.write(pending)
+                    pending = bytearray()
+        digest.update(pending)
+        f.write(pending)
+    return header, digest.hexdigest()
+
+
+class GoldenBlocks:
+    """Reads of the golden images, each opened once; single blocks and the sha256 of runs are
+    kept (the same few are read for every device of a run), at most CACHED of each."""
+
+    CACHED = 1024
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+        self._blocks: dict[tuple[Path, int], bytes] = {}
+        self._shas: dict[tuple[Path, int, int], str] = {}
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def size(self, path: Path) -> int:
+        return os.fstat(self._fd(path)).st_size
+
+    def read(self, path: Path, block: int, count: int = 1) -> bytes:
+        if count != 1:
+            return _pread_full(self._fd(path), block * BLOCK, count * BLOCK)
+        key = (path, block)
+        data = self._blocks.get(key)
+        if data is None:
+            if len(self._blocks) >= self.CACHED:
+                self._blocks.pop(next(iter(self._blocks)))
+            data = self._blocks[key] = _pread_full(self._fd(path), block * BLOCK, BLOCK)
+        return data
+
+    def sha256(self, path: Path, block: int, count: int) -> str:
+        """The sha256 of `count` golden blocks from `block` (kept: every device's patch has
+        runs at the same places)."""
+        key = (path, block, count)
+        digest = self._shas.get(key)
+        if digest is None:
+            if len(self._shas) >= self.CACHED:
+                self._shas.pop(next(iter(self._shas)))
+            digest = self._shas[key] = hashlib.sha256(self.read(path, block, count)).hexdigest()
+        return digest
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+        self._blocks = {}
+        self._shas = {}
+
+
+def _pread_full(fd: int, offset: int, n: int) -> bytes:
+    """n bytes at offset; zeros past the end of the file."""
+    data = os.pread(fd, n, offset)
+    while len(data) < n:
+        more = os.pread(fd, n - len(data), offset + len(data))
+        if not more:
+            return data + bytes(n - len(data))
+        data += more
+    return data
 
 
 def read_block(path: Path, block: int) -> bytes:

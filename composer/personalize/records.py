@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import csv
 import difflib
-import io
+import itertools
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from composer.errors import ComposerError, ComposerErrors, Loc
 from composer.layout.model import Personalize, Vary
@@ -82,21 +82,25 @@ def _read_pem(device: Device, path: Path | None, pattern: re.Pattern[bytes],
 def load_devices(path: Path, spec: Personalize) -> list[Device]:
     """Every record of `path` (CSV with a header row, or JSON lines), checked against `spec`;
     ComposerErrors with every problem found."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ComposerError(f"cannot read the device records {path}: {exc.strerror or exc}",
-                            hint="give --devices a CSV or JSON lines file") from None
-    except UnicodeDecodeError as exc:
-        raise ComposerError(f"{path} is not UTF-8 (byte {exc.start})", Loc(str(path)),
-                            hint="save the device records as UTF-8") from None
-    errors: list[ComposerError] = []
-    raw = list(_json_lines(path, text, errors) if _is_json(path, text)
-               else _csv_rows(path, text, errors))
     devices: list[Device] = []
-    first_id: dict[str, Loc] = {}
-    first_name: dict[str, Loc] = {}
-    for loc, record in raw:
+    check_devices(path, spec, devices.append)
+    return devices
+
+
+def check_devices(path: Path, spec: Personalize,
+                  each: Callable[[Device], None] | None = None) -> int:
+    """Check every record of `path` against `spec` and each other (duplicate ids and thing
+    names), reading the file once and keeping only each device's id and thing name; `each`
+    sees every good device. Returns how many there are; raises ComposerErrors with every
+    problem found. A fleet of any size is checked in little memory: `iter_devices` reads the
+    devices again, one at a time."""
+    errors: list[ComposerError] = []
+    first_id: dict[str, int] = {}
+    first_name: dict[str, int] = {}
+    count = 0
+    records = 0
+    for loc, record in _records(path, errors):
+        records += 1
         device = _device(path, loc, record, spec, errors)
         if device is None:
             continue
@@ -106,19 +110,68 @@ def load_devices(path: Path, spec: Personalize) -> list[Device]:
                 continue
             if value.lower() in seen:
                 errors.append(ComposerError(
-                    f"duplicate {what} {value!r} (first at line {seen[value.lower()].line})",
+                    f"duplicate {what} {value!r} (first at line {seen[value.lower()]})",
                     loc, hint=f"every device needs its own {what}", path=what))
                 device = None
             else:
-                seen[value.lower()] = loc
+                seen[value.lower()] = loc.line or 0
         if device is not None:
-            devices.append(device)
-    if not raw and not errors:
+            count += 1
+            if each is not None:
+                each(device)
+    if not records and not errors:
         errors.append(ComposerError(f"{path} holds no device record", Loc(str(path)),
                                     hint="one device per CSV row or JSON line"))
     if errors:
         raise ComposerErrors(errors)
-    return devices
+    return count
+
+
+def iter_devices(path: Path, spec: Personalize) -> Iterator[Device]:
+    """The devices of records `check_devices` passed, read again one at a time; a record that
+    changed since is refused (do not change the records while personalize runs)."""
+    errors: list[ComposerError] = []
+    for loc, record in _records(path, errors):
+        device = _device(path, loc, record, spec, errors)
+        if errors:
+            raise ComposerErrors(errors)
+        if device is not None:
+            yield device
+    if errors:
+        raise ComposerErrors(errors)
+
+
+def _records(path: Path, errors: list[ComposerError]) -> Iterator[tuple[Loc, dict[str, Any]]]:
+    """The file's records, read a line at a time."""
+    try:
+        with path.open("rb") as f:
+            lines = _utf8_lines(path, f)
+            first = next(lines, None)
+            if first is None:
+                return
+            head = [first]
+            while not head[-1].strip():  # the first non-blank line tells JSON from CSV
+                more = next(lines, None)
+                if more is None:
+                    break
+                head.append(more)
+            text = itertools.chain(head, lines)
+            yield from (_json_lines(path, text, errors) if _is_json(path, "".join(head))
+                        else _csv_rows(path, text, errors))
+    except OSError as exc:
+        raise ComposerError(f"cannot read the device records {path}: {exc.strerror or exc}",
+                            hint="give --devices a CSV or JSON lines file") from None
+
+
+def _utf8_lines(path: Path, f: BinaryIO) -> Iterator[str]:
+    offset = 0
+    for raw in f:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ComposerError(f"{path} is not UTF-8 (byte {offset + exc.start})",
+                                Loc(str(path)), hint="save the device records as UTF-8") from None
+        offset += len(raw)
 
 
 def _is_json(path: Path, text: str) -> bool:
@@ -129,9 +182,9 @@ def _is_json(path: Path, text: str) -> bool:
     return text.lstrip().startswith("{")
 
 
-def _json_lines(path: Path, text: str,
+def _json_lines(path: Path, lines: Iterable[str],
                 errors: list[ComposerError]) -> Iterator[tuple[Loc, dict[str, Any]]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         loc = Loc(str(path), number, 1)
@@ -149,9 +202,9 @@ def _json_lines(path: Path, text: str,
         yield loc, obj
 
 
-def _csv_rows(path: Path, text: str,
+def _csv_rows(path: Path, lines: Iterable[str],
               errors: list[ComposerError]) -> Iterator[tuple[Loc, dict[str, Any]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(lines)
     header: list[str] | None = None
     for row in reader:
         number = reader.line_num

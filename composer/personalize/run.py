@@ -9,14 +9,21 @@ before, each device build's source digests after, with the golden manifest's pro
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
+import glob
 import hashlib
+import heapq
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from composer.build import (
     COMPOSER_NS,
@@ -34,21 +41,25 @@ from composer.errors import ComposerError, raise_all
 from composer.layout.load import load_layout
 from composer.outputs.bmap_reader import read_bmap
 from composer.outputs.manifest import EpochOrigin, Manifest
+from composer.parallel import Forked, can_fork
+from composer.personalize.delta import DeviceDelta, GoldenDelta
 from composer.personalize.device import ConfigPath, Tailor
 from composer.personalize.patch import (
     BLOCK,
     BlockRanges,
+    GoldenBlocks,
     PatchHeader,
     make_patch,
     patch_runs,
-    read_block,
     write_patch,
+    write_patch_sha,
 )
-from composer.personalize.records import Device, load_devices
+from composer.personalize.records import Device, check_devices, iter_devices
 from composer.personalize.secrets import LineSecrets, PlaintextSecret
 from composer.rules.personal import golden_config
 
 RUN_MANIFEST = "personalize.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,19 @@ class DeviceResult:
     full: str | None  # the complete build's folder, relative to OUT
     keys: tuple[str, ...] = ()  # the configuration keys set (never their values)
     files: tuple[str, ...] = ()  # the identity files written, with their modes
+    rebuilt: str | None = None  # why the images were built rather than patched from golden
+
+    def to_json(self) -> dict[str, Any]:
+        """The device's entry of the run manifest."""
+        return {"id": self.device, "full": self.full, "set": list(self.keys),
+                "files": list(self.files), "rebuilt": self.rebuilt,
+                "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
+                             "runs": p.runs, "blocks": p.blocks} for p in self.patches]}
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> DeviceResult:
+        return DeviceResult(obj["id"], tuple(PatchFile(**p) for p in obj["patches"]),
+                            obj["full"], tuple(obj["set"]), tuple(obj["files"]), obj["rebuilt"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,23 +146,46 @@ def open_golden(folder: Path, layout: Path | None) -> Golden:
     return Golden(folder, layout, manifest)
 
 
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    devices: int  # the devices done, as the run manifest lists them
+    rebuilt: int  # of them, those whose images were built rather than patched from golden
+    manifest: Path
+
+
+OnResult = Callable[[DeviceResult], None]
+
+
 def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                 extra_values: ExtraValues | None = None,
                 events: Events | None = None, shard: Shard | None = None,
-                secrets: tuple[PlaintextSecret, ...] | None = None) -> list[DeviceResult]:
+                secrets: tuple[PlaintextSecret, ...] | None = None,
+                jobs: int = 1, on_result: OnResult | None = None) -> RunSummary:
     """Every device of the records (of `shard`'s share): patches in OUT/ID/, a complete build
-    in OUT/ID/full/ with `full`, and the run's manifest. All records are checked first; with
-    `secrets`, each device also gets SecretManager's store made for its certificate."""
+    in OUT/ID/full/ with `full`, and the run's manifest; `on_result` sees each device's result
+    in the records' order once all are done. All records are checked first; with `secrets`,
+    each device also gets SecretManager's store made for its certificate. Whatever the number
+    of devices, only one device's data is in memory at a time (per job): the records are read
+    again as the devices are made, and results go through files in OUT to the manifest."""
     layout = load_layout(golden.layout)
     if layout.personalize is None:
         raise ComposerError(f"{golden.layout} has no personalize: section",
                             hint="declare what may vary per device (README \"Personalizing "
                             "devices\") and build the golden image again")
-    devices = load_devices(devices_file, layout.personalize)  # all of them: duplicates too
-    if shard is not None:
-        devices = [d for d in devices if shard.holds(d.id)]
+    spec = layout.personalize
     manifest = shard.manifest if shard is not None else RUN_MANIFEST
-    taken = [d.id for d in devices if (out / d.id).exists()]
+    taken: list[str] = []
+
+    def check(device: Device) -> None:
+        if (shard is None or shard.holds(device.id)) and not taken and \
+                (out / device.id).exists():
+            taken.append(device.id)
+
+    check_devices(devices_file, spec, check)  # all of them: duplicates too
+
+    def records() -> Iterator[Device]:
+        return (d for d in iter_devices(devices_file, spec) if shard is None or shard.holds(d.id))
+
     if taken:
         raise ComposerError(f"{out / taken[0]} exists already; nothing was written",
                             hint="personalize into a new folder, or remove the old outputs")
@@ -147,37 +194,141 @@ def personalize(golden: Golden, devices_file: Path, out: Path, full: bool,
                             hint="personalize into a new folder")
     prov = golden.manifest.provenance
     assert prov is not None
+    started = time.monotonic()
     check_inputs(golden.manifest, golden.layout)  # the sources are those the golden build read
     done = assemble(golden.layout, golden.manifest.epoch, events,
                     EpochOrigin(prov.epoch_origin))
     base = None if full else plan_assembled(done)
     if secrets is not None:
-        extra_values = _with_secrets(extra_values, _line_secrets(secrets, done, devices))
+        extra_values = _with_secrets(extra_values, _line_secrets(secrets, done, records()))
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    try:
-        for device in devices:
-            extra = extra_values(device) if extra_values is not None else {}
-            tailor = Tailor(device, COMPOSER_NS, extra, images_only=not full)
-            the_plan = plan_assembled(done, tailor, events, like=base)
-            folder = out / device.id
-            folder.mkdir(mode=0o700)
-            try:
-                if base is None:
-                    result = _full(golden, device, the_plan, folder, events)
-                else:
-                    result = _lean(golden, device, the_plan, base, folder)
-                results.append(replace(result, **_what_was_set(tailor)))
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
+    spill = _Spill(out, manifest)
+    fast = None
+    ready = time.monotonic()
+    try:  # from here on, however the run ends, the manifest lists what is in OUT
+        block_map.cache_clear()  # the golden build may have been made again since the last run
+        fast = _open_fast(done, base, golden)
+        # what every device shares is made: the cycle collector need not rescan it for each
+        # device, and forked processes then leave its memory pages shared
+        gc.freeze()
+        maker = _Maker(golden, done, base, fast, extra_values, events, out)
+        ready = time.monotonic()
+        log.debug("golden ready in %.3f s (sources checked, tree assembled, plan made)",
+                  ready - started)
+        # --full builds write a device's partitions in forked processes already
+        if jobs > 1 and base is not None and can_fork():
+            _forked(maker, records, jobs, spill)
+        else:
+            _make_share(maker, records(), 0, 1, spill)
     finally:
-        _write_run_manifest(out / manifest, golden, results)
-    return results
+        if fast is not None:
+            fast.close()
+        count, rebuilt = _write_run_manifest(out / manifest, golden, spill.merged(), on_result)
+        spill.remove()
+    log.debug("%d devices in %.3f s, %d of them built in full", count,
+              time.monotonic() - ready, rebuilt)
+    return RunSummary(count, rebuilt, out / manifest)
+
+
+def _open_fast(done: Assembled, base: Plan | None, golden: Golden) -> GoldenDelta | None:
+    if base is None:
+        return None
+    opened = GoldenDelta.open(done, base, golden.folder)
+    if isinstance(opened, str):
+        log.info("every device's images are built in full: %s", opened)
+        return None
+    return opened
+
+
+@dataclass(frozen=True, slots=True)
+class _Maker:
+    """Makes one device's outputs: its changed blocks straight from the golden plan when they
+    fit the room it keeps (`fast`), else its images built and diffed (or kept, with --full)."""
+
+    golden: Golden
+    done: Assembled
+    base: Plan | None
+    fast: GoldenDelta | None
+    extra_values: ExtraValues | None
+    events: Events | None
+    out: Path
+
+    def one(self, device: Device) -> DeviceResult:
+        extra = self.extra_values(device) if self.extra_values is not None else {}
+        folder = self.out / device.id
+        folder.mkdir(mode=0o700)
+        try:
+            why = None if self.base is None else "the golden build allows no shortcut"
+            if self.fast is not None:
+                delta = self.fast.device(device, extra)
+                if not isinstance(delta, str):
+                    return _from_delta(self.golden, device, self.base, delta, folder,
+                                       self.fast.blocks)
+                why = delta
+                log.info("device %s is built in full: %s", device.id, why)
+            tailor = Tailor(device, COMPOSER_NS, extra, images_only=self.base is not None)
+            the_plan = plan_assembled(self.done, tailor, self.events, like=self.base)
+            if self.base is None:
+                result = _full(self.golden, device, the_plan, folder, self.events)
+            else:
+                result = _lean(self.golden, device, the_plan, self.base, folder)
+            return replace(result, rebuilt=why, **_what_was_set(tailor))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def _forked(maker: _Maker, records: Callable[[], Iterator[Device]], jobs: int,
+            spill: _Spill) -> None:
+    """The devices dealt round-robin to `jobs` forked processes (the golden plan is already in
+    their memory; each reads the records itself). Whatever fails, the folders of devices
+    without a result are removed, so OUT holds exactly what the run manifest lists."""
+    children = [Forked(lambda k=k: _make_share(maker, records(), k, jobs, spill),
+                       f"personalizing process {k + 1} of {jobs}") for k in range(jobs)]
+    error: BaseException | None = None
+    try:
+        for child in children:
+            child.start()
+        for child in children:
+            failed = child.result()
+            error = error or failed
+    except BaseException as exc:
+        error = exc
+    finally:
+        for child in children:
+            child.stop()
+    if error is not None:
+        made = (index for index, _ in spill.merged())
+        next_made = next(made, None)
+        for index, device in enumerate(records()):
+            if index == next_made:
+                next_made = next(made, None)
+            else:
+                shutil.rmtree(maker.out / device.id, ignore_errors=True)
+        raise error
+
+
+def _make_share(maker: _Maker, devices: Iterator[Device], k: int, jobs: int,
+                spill: _Spill) -> BaseException | None:
+    """Devices k, k + jobs, k + 2 jobs... of `devices`, each result written to spill part k;
+    returns the error that stopped them in a forked process (raises it in this one)."""
+    try:
+        with spill.part(k) as part:
+            for index, device in enumerate(devices):
+                if index % jobs == k:
+                    part.add(index, maker.one(device))
+    except Exception as exc:
+        if jobs == 1:
+            raise
+        return exc  # handed to the parent, which raises it
+    finally:
+        if jobs > 1 and maker.fast is not None:
+            maker.fast.close()
+    return None
 
 
 def _line_secrets(secrets: tuple[PlaintextSecret, ...], done: Assembled,
-                  devices: list[Device]) -> LineSecrets:
+                  devices: Iterable[Device]) -> LineSecrets:
     """The secrets bound to the golden SecretManager, every device checked: all refusals come
     before anything is written."""
     greengrass = done.layout.greengrass
@@ -271,6 +422,52 @@ def _lean(golden: Golden, device: Device, the_plan: Plan, base: Plan,
     return DeviceResult(device.id, tuple(sorted(patches, key=lambda p: p.image)), None)
 
 
+def _from_delta(golden: Golden, device: Device, base: Plan | None, delta: DeviceDelta,
+                folder: Path, blocks: GoldenBlocks) -> DeviceResult:
+    """The patches of a device whose changed blocks came from the golden plan: a partition's
+    patch holds its changed blocks and those only the device maps, and the disk's holds them
+    moved to the partition's offset plus the table's changed blocks."""
+    assert base is not None
+    images = {d.image: d for d in delta.images}
+    offsets = {p.name: p.offset for p in base.disk.plan.partitions} \
+        if base.disk is not None else {}
+    moved: dict[int, bytes] = {}
+    moved_mapped: list[tuple[int, int]] = []
+    patches = []
+    shas = golden.images()
+    for part in base.partitions:
+        if not part.writer.fixed_size:
+            continue
+        image = f"{part.name}.img"
+        name = f"{image}.patch"
+        changed = images.get(image)
+        runs: list[tuple[int, int, bool]] = []
+        new: dict[int, bytes] = {}
+        if changed is not None:
+            new = dict(changed.blocks)
+            runs = patch_runs(set(new), block_map(golden.folder / image), changed.device_map)
+            for first, count, _ in runs:
+                for block in range(first, first + count):
+                    if block not in new:  # mapped by the device only, equal bytes
+                        new[block] = blocks.read(golden.folder / image, block)
+        header, sha = write_patch_sha(folder / name, golden.folder / image, device.id,
+                                      shas[image], runs, new.__getitem__, blocks)
+        if changed is not None and part.name in offsets:
+            if offsets[part.name] % BLOCK:
+                raise ComposerError(f"partition {part.name} starts at byte {offsets[part.name]},"
+                                    f" not on a {BLOCK}-byte block", hint="personalize with "
+                                    "--full")
+            first_block = offsets[part.name] // BLOCK
+            moved.update((first_block + b, data) for b, data in new.items())
+            moved_mapped += _shifted(changed.device_map, offsets[part.name])
+        patches.append(_patch_file(folder / name, f"{device.id}/{name}", header, sha))
+    if base.disk is not None:
+        patches.append(_disk_patch(golden, device, delta.table, moved, moved_mapped, folder,
+                                   blocks))
+    return DeviceResult(device.id, tuple(sorted(patches, key=lambda p: p.image)), None,
+                        delta.keys, delta.files)
+
+
 def _ranges(extents: tuple[tuple[int, int], ...]) -> BlockRanges:
     return tuple((off // BLOCK, (off + n - 1) // BLOCK) for off, n in extents if n > 0)
 
@@ -296,31 +493,37 @@ def _move(patch: Path, header: PatchHeader, offset: int, into: dict[int, bytes])
 
 def _disk_patch(golden: Golden, device: Device, table: list[tuple[int, bytes]],
                 moved: dict[int, bytes], moved_mapped: list[tuple[int, int]],
-                folder: Path) -> PatchFile:
+                folder: Path, blocks: GoldenBlocks | None = None) -> PatchFile:
     disk = golden.folder / "disk.img"
-    new = dict(moved)
-    touched = sorted({b for off, data in table
-                      for b in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)})
-    for block in touched:
-        current = bytearray(new.get(block) or read_block(disk, block))
-        for off, data in table:
-            lo, hi = max(off, block * BLOCK), min(off + len(data), (block + 1) * BLOCK)
-            if lo < hi:
-                current[lo - block * BLOCK:hi - block * BLOCK] = data[lo - off:hi - off]
-        if bytes(current) != read_block(disk, block) or block in new:
-            new[block] = bytes(current)
-    golden_map = block_map(disk)
-    # blocks only the device maps were moved in; the table's blocks are mapped in both
-    runs = patch_runs(set(new), golden_map, tuple(sorted(moved_mapped)))
-    missing = {b for first, count, _ in runs for b in range(first, first + count)} - set(new)
-    for block in missing:  # mapped by the device only, equal bytes: written all the same
-        new[block] = read_block(disk, block)
-    name = "disk.img.patch"
-    header = write_patch(folder / name, disk, device.id, golden.images()["disk.img"], runs,
-                         new.__getitem__)
-    return _patch_file(folder / name, f"{device.id}/{name}", header)
+    reader = blocks or GoldenBlocks()
+    try:
+        new = dict(moved)
+        touched = sorted({b for off, data in table
+                          for b in range(off // BLOCK, (off + len(data) - 1) // BLOCK + 1)})
+        for block in touched:
+            current = bytearray(new.get(block) or reader.read(disk, block))
+            for off, data in table:
+                lo, hi = max(off, block * BLOCK), min(off + len(data), (block + 1) * BLOCK)
+                if lo < hi:
+                    current[lo - block * BLOCK:hi - block * BLOCK] = data[lo - off:hi - off]
+            if bytes(current) != reader.read(disk, block) or block in new:
+                new[block] = bytes(current)
+        golden_map = block_map(disk)
+        # blocks only the device maps were moved in; the table's blocks are mapped in both
+        runs = patch_runs(set(new), golden_map, tuple(sorted(moved_mapped)))
+        missing = {b for first, count, _ in runs for b in range(first, first + count)} - set(new)
+        for block in missing:  # mapped by the device only, equal bytes: written all the same
+            new[block] = reader.read(disk, block)
+        name = "disk.img.patch"
+        header, sha = write_patch_sha(folder / name, disk, device.id,
+                                      golden.images()["disk.img"], runs, new.__getitem__, reader)
+    finally:
+        if blocks is None:
+            reader.close()
+    return _patch_file(folder / name, f"{device.id}/{name}", header, sha)
 
 
+@functools.lru_cache(maxsize=16)
 def block_map(image: Path) -> BlockRanges:
     """The 4 KiB block ranges the image's .bmap maps (what bmaptool writes when flashing)."""
     bmap = read_bmap(image.with_suffix(".bmap"))
@@ -330,12 +533,15 @@ def block_map(image: Path) -> BlockRanges:
     return tuple((r.first, r.last) for r in bmap.ranges)
 
 
-def _patch_file(path: Path, rel: str, header: PatchHeader) -> PatchFile:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return PatchFile(header.image, rel, digest.hexdigest(), len(header.runs),
+def _patch_file(path: Path, rel: str, header: PatchHeader, sha: str | None = None) -> PatchFile:
+    """The manifest's record of a patch file (`sha`: its sha256, when known already)."""
+    if sha is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        sha = digest.hexdigest()
+    return PatchFile(header.image, rel, sha, len(header.runs),
                      sum(r.count for r in header.runs))
 
 
@@ -349,16 +555,70 @@ def _private(folder: Path) -> None:
                 os.chmod(path, 0o600)
 
 
-def _write_run_manifest(path: Path, golden: Golden, results: list[DeviceResult]) -> None:
-    obj = {"format": 1, "golden": {name: sha for name, sha in sorted(golden.images().items())},
-           "devices": [{"id": r.device, "full": r.full, "set": list(r.keys),
-                        "files": list(r.files),
-                        "patches": [{"image": p.image, "file": p.file, "sha256": p.sha256,
-                                     "runs": p.runs, "blocks": p.blocks} for p in r.patches]}
-                       for r in results]}
+def _write_run_manifest(path: Path, golden: Golden, results: Iterator[tuple[int, DeviceResult]],
+                        on_result: OnResult | None) -> tuple[int, int]:
+    """The run manifest, written as the results stream in (the text `json.dumps(obj, indent=1,
+    sort_keys=True)` gives for the whole object); returns (devices, rebuilt)."""
+    rest = json.dumps({"format": 1, "golden": dict(sorted(golden.images().items()))}, indent=1,
+                      sort_keys=True)[2:]  # after "{\n": the keys that sort after "devices"
+    count = rebuilt = 0
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        f.write('{\n "devices": [')
+        for _, result in results:
+            text = json.dumps(result.to_json(), indent=1, sort_keys=True)
+            f.write(("\n" if count == 0 else ",\n") + "\n".join("  " + line
+                                                                for line in text.split("\n")))
+            count += 1
+            rebuilt += result.rebuilt is not None
+            if on_result is not None:
+                on_result(result)
+        f.write("\n ],\n" if count else "],\n")
+        f.write(rest + "\n")
     os.replace(tmp, path)
+    return count, rebuilt
 
+
+class _Spill:
+    """Each process's results, a JSON line each, in files next to the run manifest; merged in
+    the records' order when the run ends, then removed."""
+
+    def __init__(self, out: Path, manifest: str) -> None:
+        self.out = out
+        self.stem = f".{manifest}.part"
+        self.remove()
+
+    def _path(self, k: int) -> Path:
+        return self.out / f"{self.stem}{k}"
+
+    @contextlib.contextmanager
+    def part(self, k: int) -> Iterator[_SpillPart]:
+        fd = os.open(self._path(k), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield _SpillPart(f)
+
+    def merged(self) -> Iterator[tuple[int, DeviceResult]]:
+        parts = sorted(self.out.glob(f"{glob.escape(self.stem)}*"))
+        return heapq.merge(*(_read_part(p) for p in parts), key=lambda item: item[0])
+
+    def remove(self) -> None:
+        for path in self.out.glob(f"{glob.escape(self.stem)}*"):
+            path.unlink()
+
+
+@dataclass(frozen=True, slots=True)
+class _SpillPart:
+    file: TextIO
+
+    def add(self, index: int, result: DeviceResult) -> None:
+        self.file.write(json.dumps([index, result.to_json()], sort_keys=True) + "\n")
+        self.file.flush()  # a process stopped later still leaves this line whole
+
+
+def _read_part(path: Path) -> Iterator[tuple[int, DeviceResult]]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n"):  # a process stopped while writing leaves a partial line
+                index, obj = json.loads(line)
+                yield index, DeviceResult.from_json(obj)

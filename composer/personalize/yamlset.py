@@ -10,6 +10,7 @@ original tree with exactly these values set, or the edit is refused. Keys match 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -29,19 +30,26 @@ def _load(text: str) -> Any:
     return yaml.load(text, Loader=_FAST)  # noqa: S506 - a safe loader
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree of `text`, with its marks, and its value. Every device of a production
+    line edits the same golden files, and the pure-Python composer takes milliseconds a file:
+    each text is parsed once (both are only read, never changed: see `_assigned`)."""
+    return yaml.compose(text, Loader=yaml.SafeLoader), _load(text)
+
+
 def set_values(data: bytes, values: Mapping[Path, Any]) -> bytes:
     """`data` with every path in `values` set to its (scalar) value: one parse, every edit
     made on the original text, one proof."""
     text = data.decode("utf-8")
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root, expected = _parsed(text)
     if root is None:
         raise YamlCutError("the document is empty")
-    expected = _load(text)
     edits: list[tuple[int, int, int, str]] = []  # start, -indent (deeper first), end, text
     inserts: dict[int, tuple[yaml.MappingNode, dict[str, Any], int]] = {}
     for path, value in values.items():
         spelled = _plan_one(text, root, path, value, edits, inserts)
-        _assign(expected, spelled, value)
+        expected = _assigned(expected, spelled, value)
     for mapping, new, key_column in inserts.values():
         if not mapping.value:  # `{}`, which yamlcut leaves where it emptied a mapping
             edits.append(_fill_empty(text, mapping, new, key_column))
@@ -144,7 +152,15 @@ def _key(name: str) -> str:
     return name if _PLAIN_KEY.match(name) else json.dumps(name, ensure_ascii=False)
 
 
-def _assign(tree: Any, path: Path, value: Any) -> None:
+def _assigned(tree: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
+    """A copy of `tree` with `path` set to `value`: only the mappings along the path are
+    copied (`tree` is the cached value of the golden text, shared by every device)."""
+    top = dict(tree)
+    node = top
     for name in path[:-1]:
-        tree = tree.setdefault(name, {})
-    tree[path[-1]] = value
+        child = node.get(name)
+        child = dict(child) if isinstance(child, dict) else {}
+        node[name] = child
+        node = child
+    node[path[-1]] = value
+    return top

@@ -118,6 +118,12 @@ class Ext4Writer(FsWriter):
             self._memo = None  # the plan is used up: free its memory
             self._plan_memo = {}
 
+    def planned(self, req: WriteRequest) -> tuple[Plan, Numbered]:
+        """The plan `write` would write for `req`, and its inode numbering: a device's build
+        is planned from them (composer.fs.ext4.planner.replan)."""
+        raise_all(self.check(req))
+        return self._plan(req), number(req)
+
     def release(self) -> None:
         self._memo = None
         self._plan_memo = {}

@@ -17,8 +17,8 @@ import bisect
 import math
 import struct
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 from composer.fs.base import WriteRequest, merge_extents
 from composer.fs.ext4 import xattr as xa
@@ -205,6 +205,9 @@ class Plan:
     placed: tuple[Placed, ...]
     used: tuple[Run, ...]  # every allocated run except the sb/GDT copies
     reserved_blocks: int  # s_r_blocks_count
+    # (inode, allocator cursor) where each personalization reserve's blocks start, so that a
+    # device's file can be placed in its room without planning the whole image again (`replan`)
+    room_at: tuple[tuple[int, int], ...] = ()
 
     @property
     def used_blocks(self) -> int:
@@ -239,6 +242,7 @@ class Numbered:
     next_ino: int
     problems: tuple[tuple[str, str], ...]
     room: tuple[tuple[int, int], ...]  # (inode, bytes) each personalization reserve holds
+    absent: tuple[tuple[str, int], ...] = ()  # reserved paths the tree lacks, with their inode
 
 
 def number(req: WriteRequest) -> Numbered:
@@ -256,11 +260,10 @@ def number(req: WriteRequest) -> Numbered:
               and parent.kind is Kind.DIR]
     ino_of, file_links, next_ino = _number_inodes(ordered, by_path, fail, absent)
     room = tuple(sorted((ino_of[p], n) for p, n in room_bytes.items() if p in ino_of))
-    for p in absent:
-        del ino_of[p]
+    kept = tuple((p, ino_of.pop(p)) for p in absent)
     children, subdirs = _children(ordered, by_path, ino_of, fail)
     return Numbered(ordered, ino_of, file_links, children, subdirs, next_ino, tuple(problems),
-                    room)
+                    room, kept)
 
 
 def prepare(req: WriteRequest, err: Callable[[str, str], None],
@@ -606,8 +609,7 @@ class _Allocator:
 
 def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> Plan:
     bbm, ibm, itb = place_group_tables(geo)
-    tables = [(b, 1) for b in bbm] + [(b, 1) for b in ibm] + [(b, geo.itable_blocks)
-                                                             for b in itb]
+    tables = _table_runs(geo, bbm, ibm, itb)
     alloc = _Allocator(geo.nblocks, merge_runs(geo.reserved_runs() + tables),
                        geo.first_data_block)
     bs = geo.block_size
@@ -619,26 +621,148 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
         jtree = alloc.blocks(tree_block_count(len(jext), bs))
     placed = []
     room = dict(prep.room)
+    room_at: list[tuple[int, int]] = []
     free_inos = sorted(set(room) - {node.ino for node in prep.nodes})  # reserved, no node yet
     for node in prep.nodes:
         while free_inos and free_inos[0] < node.ino:
+            room_at.append((free_inos[0], alloc.cursor))
             alloc.keep_free(room[free_inos.pop(0)])
-        ext: tuple[Extent, ...] = ()
-        tree: tuple[int, ...] = ()
-        n = node.data_blocks
-        if n:
-            ext = extents_of(alloc.take(n), node.data_runs)
-            if len(ext) > EXTENTS_IN_INODE:
-                tree = alloc.blocks(tree_block_count(len(ext), bs))
-        xblock = alloc.take(1)[0][0] if node.xattrs.block else 0
-        placed.append(Placed(node, ext, tree, xblock))
         if node.ino in room:
-            alloc.keep_free(room[node.ino] - n - len(tree) - (1 if xblock else 0))
+            room_at.append((node.ino, alloc.cursor))
+        p = _place(alloc, node, bs)
+        placed.append(p)
+        if node.ino in room:
+            alloc.keep_free(room[node.ino] - _blocks_of(p))
     for ino in free_inos:
+        room_at.append((ino, alloc.cursor))
         alloc.keep_free(room[ino])
     reserved = int(geo.nblocks * opts.reserved_pct / 100)
     return Plan(geo, image_size, prep, bbm, ibm, itb, jext, jtree, jblocks, tuple(placed),
-                (*tables, *alloc.used), reserved)
+                (*tables, *alloc.used), reserved, tuple(sorted(room_at)))
+
+
+def _place(alloc: _Allocator, node: Node, block_size: int) -> Placed:
+    """The node's data, extent-tree and xattr blocks, taken at the allocator's cursor."""
+    ext: tuple[Extent, ...] = ()
+    tree: tuple[int, ...] = ()
+    n = node.data_blocks
+    if n:
+        ext = extents_of(alloc.take(n), node.data_runs)
+        if len(ext) > EXTENTS_IN_INODE:
+            tree = alloc.blocks(tree_block_count(len(ext), block_size))
+    xblock = alloc.take(1)[0][0] if node.xattrs.block else 0
+    return Placed(node, ext, tree, xblock)
+
+
+def _blocks_of(p: Placed) -> int:
+    return p.node.data_blocks + len(p.tree) + (1 if p.xattr_block else 0)
+
+
+def _table_runs(geo: Geometry, bbm: tuple[int, ...], ibm: tuple[int, ...],
+                itb: tuple[int, ...]) -> list[Run]:
+    return [(b, 1) for b in bbm] + [(b, 1) for b in ibm] + [(b, geo.itable_blocks) for b in itb]
+
+
+# --------------------------------------------------------------- a device's files in the room
+
+
+@dataclass(frozen=True, slots=True)
+class Replanned:
+    """A device's plan made from the golden one (`replan`), and what differs."""
+
+    plan: Plan
+    changed: tuple[Placed, ...]  # inodes whose inode, blocks or data may differ from golden
+    freed: tuple[Run, ...]  # golden blocks of those inodes the device's plan leaves free
+
+
+def replan(plan: Plan, numbered: Numbered, files: Mapping[str, Entry]) -> Replanned | None:
+    """The plan of the golden request with the regular files `files` (paths relative to the
+    partition) replacing or adding entries at paths the golden plan keeps room for: what
+    `prepare` and `allocate` would give for that request, without planning every inode again.
+
+    A reserve's blocks start where the golden allocator's cursor stood (`Plan.room_at`), and a
+    file that fits its room leaves the cursor, and so every later inode, where it was. None when
+    that does not hold (a path without room, a file outgrowing it, a directory that needs
+    another block, an entry the planner would refuse): plan the request in full then."""
+    prep, geo = plan.prepared, plan.geometry
+    bs = prep.block_size
+    room, room_at, absent = dict(prep.room), dict(plan.room_at), dict(numbered.absent)
+    ino_of = {**numbered.ino_of, **absent}
+    problems: list[str] = []
+
+    def fail(message: str, _hint: str) -> None:
+        problems.append(message)
+
+    reserved = merge_runs(geo.reserved_runs() + _table_runs(
+        geo, plan.block_bitmaps, plan.inode_bitmaps, plan.inode_tables))
+    new: dict[int, Placed] = {}
+    added: dict[str, list[Dirent]] = {}  # parent path -> entries of files the golden lacks
+    for path, entry in sorted(files.items()):
+        ino = ino_of.get(path)
+        if entry.kind is not Kind.FILE or ino is None or ino not in room_at or \
+                numbered.file_links.get(path, 1) != 1 or entry.path != path:
+            return None
+        node = _node(entry, ino_of, 1, [], prep.hash_seed, fail, bs)
+        if node is None:
+            return None
+        alloc = _Allocator(geo.nblocks, reserved, room_at[ino])
+        placed = _place(alloc, node, bs)
+        if _blocks_of(placed) > room[ino]:
+            return None  # it would push every later inode's blocks
+        new[ino] = placed
+        if path in absent:
+            parent_path = path.rpartition("/")[0] or "/"
+            added.setdefault(parent_path, []).append(
+                Dirent(encode_name(path.rpartition("/")[2]), ino, FT_REG_FILE))
+    for parent_path, dirents in added.items():
+        golden_dir = _placed_at(plan, ino_of.get(parent_path, 0))
+        if golden_dir is None or golden_dir.node.entry.kind is not Kind.DIR:
+            return None
+        kids = [*numbered.children.get(parent_path, []), *dirents]
+        node = _node(golden_dir.node.entry, ino_of, 2 + numbered.subdirs.get(parent_path, 0),
+                     kids, prep.hash_seed, fail, bs)
+        if node is None or node.data_blocks != golden_dir.node.data_blocks:
+            return None
+        new[node.ino] = Placed(node, golden_dir.extents, golden_dir.tree, golden_dir.xattr_block)
+    if problems:
+        return None
+    old = [p for ino in new if (p := _placed_at(plan, ino)) is not None]
+    old_runs = merge_runs([r for p in old for r in _runs_of(p)])
+    new_runs = merge_runs([r for p in new.values() for r in _runs_of(p)])
+    used = merge_runs([*_subtract_runs(list(plan.used), old_runs), *new_runs])
+    placed = {p.node.ino: p for p in plan.placed}
+    placed.update(new)
+    device = replace(plan, placed=tuple(placed[ino] for ino in sorted(placed)),
+                     used=tuple(used))
+    return Replanned(device, tuple(new[ino] for ino in sorted(new)),
+                     tuple(_subtract_runs(old_runs, new_runs)))
+
+
+def _placed_at(plan: Plan, ino: int) -> Placed | None:
+    i = bisect.bisect_left(plan.placed, ino, key=lambda p: p.node.ino)
+    return plan.placed[i] if i < len(plan.placed) and plan.placed[i].node.ino == ino else None
+
+
+def _runs_of(p: Placed) -> list[Run]:
+    runs = [(e.pblk, e.length) for e in p.extents] + [(b, 1) for b in p.tree]
+    return runs + [(p.xattr_block, 1)] if p.xattr_block else runs
+
+
+def _subtract_runs(runs: list[Run], minus: list[Run]) -> list[Run]:
+    """The blocks of `runs` outside `minus` (both sorted and merged)."""
+    out: list[Run] = []
+    for start, n in runs:
+        end = start + n
+        for m_start, m_n in minus:
+            m_end = m_start + m_n
+            if m_end <= start or m_start >= end:
+                continue
+            if m_start > start:
+                out.append((start, m_start - start))
+            start = max(start, m_end)
+        if start < end:
+            out.append((start, end - start))
+    return out
 
 
 def merge_runs(runs: list[Run]) -> list[Run]:

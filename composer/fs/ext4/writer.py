@@ -273,28 +273,37 @@ def _write_inodes(plan: Plan, out: _Out, itables: _InodeTables, seed: int) -> li
         if group != current:
             itables.flush(current, plan, out)
             current = group
-        iseed = inode_seed(seed, ino)
-        root = _NO_ROOT
-        if node.uses_extents and not p.tree:
-            root = inode_root(p.extents)
-        elif node.uses_extents:
-            tree = build_tree(p.extents, p.tree, iseed, bs)
-            root = tree.root
-            for blk, data in tree.blocks:
-                out.put_block(blk, data)
-        kind = node.entry.kind
-        if kind is Kind.DIR:
-            assert node.dir is not None
+        if node.entry.kind is Kind.DIR:
             dirs_per_group[group] += 1
-            _put_mapped(out, p.extents, build_blocks(node.dir, ino, node.parent, iseed))
-        elif kind is Kind.SYMLINK and node.uses_extents:
-            out.put_block(p.extents[0].pblk, node.link_target)
-        if p.xattr_block:
-            out.put_block(p.xattr_block,
-                          xa.xattr_block(node.xattrs.block, p.xattr_block, seed, bs))
         buf, off = itables.slot(ino)
-        _pack_node(buf, off, p, root, bs, iseed)
+        _write_node(p, out, buf, off, seed, bs)
     return dirs_per_group
+
+
+def _write_node(p: Placed, out: _Out, buf: bytearray, off: int, seed: int, bs: int) -> None:
+    """One inode, packed at buf[off:], with its extent tree, directory blocks, slow symlink
+    and xattr block written out."""
+    node = p.node
+    ino = node.ino
+    iseed = inode_seed(seed, ino)
+    root = _NO_ROOT
+    if node.uses_extents and not p.tree:
+        root = inode_root(p.extents)
+    elif node.uses_extents:
+        tree = build_tree(p.extents, p.tree, iseed, bs)
+        root = tree.root
+        for blk, data in tree.blocks:
+            out.put_block(blk, data)
+    kind = node.entry.kind
+    if kind is Kind.DIR:
+        assert node.dir is not None
+        _put_mapped(out, p.extents, build_blocks(node.dir, ino, node.parent, iseed))
+    elif kind is Kind.SYMLINK and node.uses_extents:
+        out.put_block(p.extents[0].pblk, node.link_target)
+    if p.xattr_block:
+        out.put_block(p.xattr_block,
+                      xa.xattr_block(node.xattrs.block, p.xattr_block, seed, bs))
+    _pack_node(buf, off, p, root, bs, iseed)
 
 
 def _write_groups(plan: Plan, out: _Out, itables: _InodeTables, dirs_per_group: list[int],
@@ -369,6 +378,72 @@ def _write_superblocks(req: WriteRequest, plan: Plan, out: _Out, free_blocks: in
         else:
             out.put_block(start, sb)
         out.put_block(start + 1, descs)
+
+
+class _Pieces(_Out):
+    """Keeps what is written, (byte offset, bytes) in order, instead of writing a file."""
+
+    def __init__(self, block_size: int) -> None:
+        super().__init__(-1, lambda _n: None, block_size)
+        self.pieces: list[tuple[int, bytes]] = []
+
+    def put(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.pieces.append((offset, bytes(data)))
+
+    def flush(self) -> None:
+        pass
+
+
+class _Slots(_InodeTables):
+    """Inodes packed one by one, each at its own place; the rest of the inode table is the
+    other image's."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(0, plan.geometry.ipg, plan.geometry.block_size)
+        self.plan = plan
+        self.packed: list[tuple[int, bytearray]] = []
+
+    def slot(self, ino: int) -> tuple[bytearray, int]:
+        g, idx = divmod(ino - 1, self.ipg)
+        buf = bytearray(INODE_SIZE)
+        self.packed.append((self.plan.inode_tables[g] * self.block_size + idx * INODE_SIZE, buf))
+        return buf, 0
+
+    def flush(self, group: int, plan: Plan, out: _Out) -> None:
+        pass
+
+
+def write_delta(req: WriteRequest, plan: Plan, changed: tuple[Placed, ...],
+                freed: tuple[Run, ...]) -> list[tuple[int, bytes]]:
+    """The writes, (byte offset, bytes) to apply in order, that turn the image of another plan
+    into `plan`'s when the two differ only in the inodes `changed` (with inline content), the
+    blocks `freed` and the UUID (composer.fs.ext4.planner.replan): zeros over the freed blocks,
+    the changed inodes with their blocks and data, then what `write_image` writes of the
+    journal, bitmaps, descriptors and superblocks. Everything else the other image holds is
+    what `write_image` would write for `plan`."""
+    geo = plan.geometry
+    bs = geo.block_size
+    seed = fs_seed((_csum_uuid(req) or req.uuid).bytes)
+    out = _Pieces(bs)
+    slots = _Slots(plan)
+    for start, n in freed:
+        out.put_block(start, bytes(n * bs))
+    journal_root = _write_journal(req, plan, out, slots, seed) if plan.journal_blocks else None
+    for p in changed:
+        buf, off = slots.slot(p.node.ino)
+        _write_node(p, out, buf, off, seed, bs)
+        content = p.node.entry.content
+        if p.node.entry.kind is Kind.FILE and content is not None and content.size:
+            if content.inline is None:
+                raise ValueError(f"{p.node.entry.path}: write_delta needs inline content")
+            _put_mapped(out, p.extents, content.inline + bytes(-content.size % bs))
+    dirs_per_group = [0] * geo.groups
+    for p in plan.placed:
+        if p.node.entry.kind is Kind.DIR:
+            dirs_per_group[(p.node.ino - 1) // geo.ipg] += 1
+    free_blocks, free_inodes, descs = _write_groups(plan, out, slots, dirs_per_group, seed)
+    _write_superblocks(req, plan, out, free_blocks, free_inodes, descs, journal_root)
+    return out.pieces + [(offset, bytes(buf)) for offset, buf in slots.packed]
 
 
 def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
