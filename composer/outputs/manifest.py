@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 from composer import __version__
 from composer.content import ContentStore
@@ -387,6 +387,51 @@ class EntryRecord:
                    xattrs=tuple(obj.get("xattrs", ())))
 
 
+class EntryRecords(Sequence[EntryRecord]):
+    """A written partition's entry records, each made from its entry when it is read.
+
+    The build holds the entries anyway (its write requests) and the store holds their digests:
+    records made up front, a dozen fields and their strings per entry, held about 350 bytes an
+    entry until manifest.json was written. Reads like the tuple it stands for."""
+
+    __slots__ = ("_entries", "_store")
+
+    def __init__(self, entries: Sequence[Entry], store: HashingStore) -> None:
+        self._entries = entries
+        self._store = store
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @overload
+    def __getitem__(self, index: int) -> EntryRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[EntryRecord, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> EntryRecord | tuple[EntryRecord, ...]:
+        if isinstance(index, slice):
+            return tuple(EntryRecord.of(e, self._store) for e in self._entries[index])
+        return EntryRecord.of(self._entries[index], self._store)
+
+    def __iter__(self) -> Iterator[EntryRecord]:
+        store = self._store
+        for entry in self._entries:
+            yield EntryRecord.of(entry, store)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def digests(self) -> tuple[str | None, ...]:
+        """The sha256 of each entry's data (None: no data of its own), in entry order."""
+        return tuple(r.sha256 for r in self)
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionRecord:
     """One partition's image: its file, its size and digest, its volume ID and what it holds."""
@@ -396,7 +441,7 @@ class PartitionRecord:
     size: int
     sha256: str
     uuid: str | None  # the volume ID in its format's spelling; None for tar
-    entries: tuple[EntryRecord, ...]
+    entries: Sequence[EntryRecord]  # a tuple, or EntryRecords in the build that wrote them
 
     def to_obj(self, lazy: bool = False) -> dict[str, Any]:
         """`lazy`: the entries as a stand-in that the manifest's encoder turns into their
