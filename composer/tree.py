@@ -55,13 +55,6 @@ class Content:
     # bytes, zeros in the holes; a writer that can keep holes leaves those blocks unallocated.
     holes: tuple[tuple[int, int], ...] = ()
 
-    def __hash__(self) -> int:
-        # Contents key the build's digest maps and read plans, about a dozen lookups per file.
-        # The generated hash built and hashed a tuple of every field each time (the holes
-        # tuple too: tuples do not cache their hash); str and bytes cache theirs. Equal
-        # contents agree on these fields, so they still hash alike.
-        return hash(self.member) ^ hash(self.inline) ^ self.size ^ (self.index << 24)
-
     @staticmethod
     def of_bytes(data: bytes) -> Content:
         return Content(size=len(data), inline=data)
