@@ -178,7 +178,14 @@ def _holes(host: bytes, st: os.stat_result) -> tuple[tuple[int, int], ...]:
     return tuple(holes)
 
 
+# access(2) with the effective ids answers what open(2) would for permissions, at half the
+# cost of an open and a close (once per file of a folder); open tells why when it says no
+_EFFECTIVE = os.access in os.supports_effective_ids
+
+
 def _check_readable(name: str, host: bytes, rel: str) -> None:
+    if os.access(host, os.R_OK, effective_ids=_EFFECTIVE):
+        return
     try:
         os.close(os.open(host, os.O_RDONLY | os.O_NOFOLLOW))
     except OSError as exc:
