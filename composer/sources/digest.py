@@ -19,14 +19,17 @@ ContentDigest = Callable[[Content], str]
 
 
 def tree_digest(entries: Iterable[Entry], content_sha256: ContentDigest) -> str:
-    keyed = sorted([(name_to_bytes(e.path), e) for e in entries], key=_first)
-    groups = _link_groups([e for _, e in keyed])
-    by_path = {e.path: e for _, e in keyed}
+    # sorted by a key, not as (bytes, entry) pairs: the keys go with the sort, and the pairs
+    # would stay for the whole digest (about 130 bytes an entry at the end of a build)
+    ordered = sorted(entries, key=_path_bytes)
+    groups = _link_groups(ordered)
+    by_path = {e.path: e for e in ordered}
     h = hashlib.sha256(b"composer-tree-1\n")
     # one update per entry, of the same bytes as one per field (a call costs more than the
     # few dozen bytes it hashes); the fields few values share are encoded once
     encoded = _Encoded()
-    for path, entry in keyed:
+    for entry in ordered:
+        path = name_to_bytes(entry.path)
         if entry.kind is Kind.HARDLINK and entry.target in by_path:
             # one inode: its metadata is the data holder's, whatever a link's own header said
             inode = by_path[entry.target]
@@ -35,8 +38,8 @@ def tree_digest(entries: Iterable[Entry], content_sha256: ContentDigest) -> str:
     return h.hexdigest()
 
 
-def _first(pair: tuple[bytes, Entry]) -> bytes:
-    return pair[0]
+def _path_bytes(entry: Entry) -> bytes:
+    return name_to_bytes(entry.path)
 
 
 def _field(value: bytes) -> bytes:
