@@ -35,8 +35,9 @@ def read_xattrs(entry_p: int) -> tuple[tuple[str, bytes], ...]:
 
     A pax archive may carry each xattr twice (LIBARCHIVE.xattr.* and SCHILY.xattr.*), so the
     names are de-duplicated."""
+    if not xattr_reset(entry_p):  # it returns how many there are: most members have none
+        return ()
     result: dict[str, bytes] = {}
-    xattr_reset(entry_p)
     name = c_char_p()
     value = c_void_p()
     size = c_size_t()

@@ -33,7 +33,7 @@ from composer.layout.model import Layout, Output, Partition, output_names
 from composer.outputs.follow import ImageDigests
 from composer.outputs.manifest import (
     DiskRecord,
-    EntryRecord,
+    EntryRecords,
     EpochOrigin,
     HashingStore,
     Manifest,
@@ -369,7 +369,7 @@ class _Image:
     volume_id: str | None
     digest: Future[str]
     extras: Future[list[str]] | None
-    records: tuple[EntryRecord, ...]
+    records: EntryRecords
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,9 +434,8 @@ def _write_here(part: PlannedPartition, tmp: Path, store: HashingStore, events: 
     # bmap, simg, zst: they only read the finished image
     extras = pool.submit(flashing_outputs, tmp / name, result, outputs, ranges) \
         if part.writer.fixed_size else None
-    # the entries' digests now, while the store still holds what the writer hashed
     return _Image(name, result, part.writer.volume_id(request), digest, extras,
-                  tuple(EntryRecord.of(e, store) for e in request.entries))
+                  EntryRecords(request.entries, store))
 
 
 def _write_aside(the_plan: Plan, tmp: Path, group: list[int]) -> list[_Aside]:
@@ -447,7 +446,7 @@ def _write_aside(the_plan: Plan, tmp: Path, group: list[int]) -> list[_Aside]:
                               the_plan.layout.outputs) for i in group]
         return [_Aside(image.name, image.result, image.volume_id, image.digest.result(),
                        image.extras.result() if image.extras is not None else None,
-                       tuple(r.sha256 for r in image.records)) for image in images]
+                       image.records.digests()) for image in images]
 
 
 def _adopt(part: PlannedPartition, aside: _Aside, store: HashingStore) -> _Image:
@@ -463,7 +462,7 @@ def _adopt(part: PlannedPartition, aside: _Aside, store: HashingStore) -> _Image
         extras = Future()
         extras.set_result(aside.extras)
     return _Image(aside.name, aside.result, aside.volume_id, digest, extras,
-                  tuple(EntryRecord.of(e, store) for e in part.request.entries))
+                  EntryRecords(part.request.entries, store))
 
 
 def _finish(the_plan: Plan, tmp: Path, store: HashingStore, events: Events,
@@ -556,7 +555,7 @@ class _Written:
     image: str
     size: int
     uuid: str | None
-    entries: tuple[EntryRecord, ...]
+    entries: EntryRecords
 
     def record(self, sha256: str) -> PartitionRecord:
         return PartitionRecord(fs=self.fs, image=self.image, size=self.size, sha256=sha256,

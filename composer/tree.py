@@ -88,6 +88,12 @@ class Entry:
     def st_mode(self) -> int:
         return self.kind.ifmt | self.mode
 
+    def at_time(self, mtime_ns: int) -> Entry:
+        """The same entry with another mtime (the constructor: dataclasses.replace costs
+        several times more, and rules clamp every entry newer than the epoch)."""
+        return Entry(self.path, self.kind, self.mode, self.uid, self.gid, mtime_ns, self.content,
+                     self.target, self.rdev, self.xattrs)
+
     def moved(self, path: str) -> Entry:
         if path == self.path:
             return self
@@ -104,7 +110,10 @@ def norm(path: str) -> str:
 
 
 def parent(path: str) -> str:
-    return posixpath.dirname(path) or "/"
+    """The folder holding a device path (normalised, as norm() makes them); "/" for "/"."""
+    # not posixpath.dirname: called a few times per entry, and the paths are normalised
+    cut = path.rfind("/")
+    return path[:cut] if cut > 0 else "/"
 
 
 def is_under(path: str, root: str) -> bool:

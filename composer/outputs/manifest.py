@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 from composer import __version__
 from composer.content import ContentStore
@@ -112,6 +112,9 @@ class HashingStore(ContentStore):
             return EMPTY_SHA256
         if content.inline is not None:
             return hashlib.sha256(content.inline).hexdigest()
+        known = self.hashes.get(content)
+        if known is not None:
+            return known.hex()
         if content not in self.hashes:
             self.finish()
         if content not in self.hashes:
@@ -230,8 +233,11 @@ def _encode(obj: Any, indent: str, out: list[str]) -> None:
             return
         inner = indent + "  "
         sep = "[\n" + inner
-        for record in obj.records:
-            out.append(sep + record.to_line())
+        records = obj.records
+        lines = records.lines() if isinstance(records, EntryRecords) else \
+            (record.to_line() for record in records)
+        for line in lines:
+            out.append(sep + line)
             sep = ",\n" + inner
         out.append("\n" + indent + "]")
     else:  # None, bools, floats, subclasses: json's own spelling
@@ -328,18 +334,7 @@ class EntryRecord:
 
     @classmethod
     def of(cls, entry: Entry, store: HashingStore) -> EntryRecord:
-        # once per entry of every image (hundreds of thousands): positional, no generator
-        # unless the entry has xattrs
-        kind = entry.kind
-        has_data = kind is Kind.FILE and entry.content is not None
-        return cls(
-            shown(entry.path), kind.value, f"{entry.mode:04o}", entry.uid, entry.gid,
-            entry.mtime_ns // 1_000_000_000, entry.mtime_ns,
-            entry.size if has_data else None,
-            store.digest(entry.content) if has_data else None,  # type: ignore[arg-type]
-            shown(entry.target) if entry.target is not None else None,
-            tuple(entry.rdev) if kind is Kind.CHAR or kind is Kind.BLOCK else None,
-            tuple([shown(name) for name, _ in entry.xattrs]) if entry.xattrs else ())
+        return cls(*_record_fields(entry, store))
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"path": self.path, "kind": self.kind, "mode": self.mode,
@@ -359,23 +354,10 @@ class EntryRecord:
 
     def to_line(self) -> str:
         """The entry's line of manifest.json: exactly what json writes for `to_obj()` with
-        sorted keys and ", "/": " separators, without a dict and an encoder object per entry
-        (the keys below are in sorted order)."""
-        line = (f'{{"gid": {int.__repr__(self.gid)}, "kind": {_str(self.kind)}, '
-                f'"mode": {_str(self.mode)}, "mtime": {int.__repr__(self.mtime)}, '
-                f'"mtime_ns": {int.__repr__(self.mtime_ns)}, "path": {_str(self.path)}')
-        if self.rdev is not None:
-            line += f', "rdev": [{int.__repr__(self.rdev[0])}, {int.__repr__(self.rdev[1])}]'
-        if self.sha256 is not None:
-            line += f', "sha256": {_str(self.sha256)}'
-        if self.size is not None:
-            line += f', "size": {int.__repr__(self.size)}'
-        if self.target is not None:
-            line += f', "target": {_str(self.target)}'
-        line += f', "uid": {int.__repr__(self.uid)}'
-        if self.xattrs:
-            line += ', "xattrs": [' + ", ".join([_str(name) for name in self.xattrs]) + "]"
-        return line + "}"
+        sorted keys and ", "/": " separators."""
+        return _record_line(self.path, self.kind, self.mode, self.uid, self.gid, self.mtime,
+                            self.mtime_ns, self.size, self.sha256, self.target, self.rdev,
+                            self.xattrs)
 
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> EntryRecord:
@@ -387,6 +369,98 @@ class EntryRecord:
                    xattrs=tuple(obj.get("xattrs", ())))
 
 
+_MODES = [f"{mode:04o}" for mode in range(0o10000)]  # the record's mode, one string per value
+
+
+def _record_fields(entry: Entry, store: HashingStore) -> tuple[Any, ...]:
+    """EntryRecord's fields for an entry, in their order."""
+    # once per entry of every image (hundreds of thousands): positional, no generator unless
+    # the entry has xattrs
+    kind = entry.kind
+    content = entry.content
+    has_data = kind is Kind.FILE and content is not None
+    return (shown(entry.path), kind.value, _MODES[entry.mode], entry.uid, entry.gid,
+            entry.mtime_ns // 1_000_000_000, entry.mtime_ns,
+            content.size if has_data else None,  # type: ignore[union-attr]
+            store.digest(content) if has_data else None,  # type: ignore[arg-type]
+            shown(entry.target) if entry.target is not None else None,
+            tuple(entry.rdev) if kind is Kind.CHAR or kind is Kind.BLOCK else None,
+            tuple([shown(name) for name, _ in entry.xattrs]) if entry.xattrs else ())
+
+
+def _record_line(path: str, kind: str, mode: str, uid: int, gid: int, mtime: int,
+                 mtime_ns: int, size: int | None, sha256: str | None, target: str | None,
+                 rdev: tuple[int, int] | None, xattrs: tuple[str, ...]) -> str:
+    """An EntryRecord's line (EntryRecord.to_line), from its fields: what json writes for its
+    object, without a dict and an encoder per entry (the keys below are in sorted order)."""
+    line = (f'{{"gid": {int.__repr__(gid)}, "kind": {_str(kind)}, '
+            f'"mode": {_str(mode)}, "mtime": {int.__repr__(mtime)}, '
+            f'"mtime_ns": {int.__repr__(mtime_ns)}, "path": {_str(path)}')
+    if rdev is not None:
+        line += f', "rdev": [{int.__repr__(rdev[0])}, {int.__repr__(rdev[1])}]'
+    if sha256 is not None:
+        line += f', "sha256": {_str(sha256)}'
+    if size is not None:
+        line += f', "size": {int.__repr__(size)}'
+    if target is not None:
+        line += f', "target": {_str(target)}'
+    line += f', "uid": {int.__repr__(uid)}'
+    if xattrs:
+        line += ', "xattrs": [' + ", ".join([_str(name) for name in xattrs]) + "]"
+    return line + "}"
+
+
+class EntryRecords(Sequence[EntryRecord]):
+    """A written partition's entry records, each made from its entry when it is read.
+
+    The build holds the entries anyway (its write requests) and the store holds their digests:
+    records made up front, a dozen fields and their strings per entry, held about 350 bytes an
+    entry until manifest.json was written. Reads like the tuple it stands for."""
+
+    __slots__ = ("_entries", "_store")
+
+    def __init__(self, entries: Sequence[Entry], store: HashingStore) -> None:
+        self._entries = entries
+        self._store = store
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @overload
+    def __getitem__(self, index: int) -> EntryRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[EntryRecord, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> EntryRecord | tuple[EntryRecord, ...]:
+        if isinstance(index, slice):
+            return tuple(EntryRecord.of(e, self._store) for e in self._entries[index])
+        return EntryRecord.of(self._entries[index], self._store)
+
+    def __iter__(self) -> Iterator[EntryRecord]:
+        store = self._store
+        for entry in self._entries:
+            yield EntryRecord.of(entry, store)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def lines(self) -> Iterator[str]:
+        """Each record's manifest line (EntryRecord.to_line), without the record objects."""
+        store = self._store
+        for entry in self._entries:
+            yield _record_line(*_record_fields(entry, store))
+
+    def digests(self) -> tuple[str | None, ...]:
+        """The sha256 of each entry's data (None: no data of its own), in entry order."""
+        return tuple(r.sha256 for r in self)
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionRecord:
     """One partition's image: its file, its size and digest, its volume ID and what it holds."""
@@ -396,7 +470,7 @@ class PartitionRecord:
     size: int
     sha256: str
     uuid: str | None  # the volume ID in its format's spelling; None for tar
-    entries: tuple[EntryRecord, ...]
+    entries: Sequence[EntryRecord]  # a tuple, or EntryRecords in the build that wrote them
 
     def to_obj(self, lazy: bool = False) -> dict[str, Any]:
         """`lazy`: the entries as a stand-in that the manifest's encoder turns into their

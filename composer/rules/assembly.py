@@ -86,7 +86,7 @@ class Assembly:
         """Put `entry` at its device path; a second claim on one path is an error unless it is an
         explicit override of something copied from a source, or two claims on one directory."""
         if entry.mtime_ns > self.epoch_ns:
-            entry = replace(entry, mtime_ns=self.epoch_ns)
+            entry = entry.at_time(self.epoch_ns)
         previous = self.claims.get(entry.path)
         existing = self.tree.get(entry.path)
         if previous is not None and existing is not None:

@@ -15,7 +15,7 @@ import io
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from libarchive import ffi
 from libarchive.exception import ArchiveError
@@ -117,7 +117,8 @@ class _Found:
         self.links: dict[str, list[str]] = {}  # path holding an inode's data -> its other paths
         self.warnings: list[str] = []
         self.newest = 0
-        # mode, uid and gid take few values: one int object each, not three per entry
+        # mode, uid, gid and mtime take few values (a layer's files share their times): one
+        # int object each, not four per entry; dropped with the scan
         self._ints: dict[int, int] = {}
 
     def add(self, entry_p: int, raw: str, index: int) -> None:
@@ -125,11 +126,7 @@ class _Found:
         if clamped:
             self.warnings.append(f"source {self.source!r}: member '{shown(raw)}' escapes the "
                                  f"source; taken as '{shown(path)}'")
-        common = _common(self.source, entry_p, raw, path)
-        ints = self._ints
-        for key in ("mode", "uid", "gid"):
-            value = common[key]
-            common[key] = ints.setdefault(value, value)
+        common = _common(self.source, entry_p, raw, path, self._ints)
         if archive_ffi.raw_hardlink(entry_p) is not None:
             self._add_link(entry_p, raw, index, common)
         else:
@@ -139,7 +136,8 @@ class _Found:
                                      "empty name; skipped")
                 return
             self._replace(entry)
-        self.newest = max(self.newest, common["mtime_ns"])
+        if common.mtime_ns > self.newest:
+            self.newest = common.mtime_ns
 
     def _replace(self, entry: Entry) -> None:
         """Put `entry` at its path, unlinking what was there (as extraction does)."""
@@ -155,7 +153,7 @@ class _Found:
             self.links[heir] = others
         self.entries[entry.path] = entry
 
-    def _add_link(self, entry_p: int, raw: str, index: int, common: dict[str, Any]) -> None:
+    def _add_link(self, entry_p: int, raw: str, index: int, common: _Common) -> None:
         link = name_from_bytes(archive_ffi.raw_hardlink(entry_p) or b"")
         target, _ = member_path(link)
         found = self.entries.get(target)
@@ -175,22 +173,36 @@ class _Found:
         primary = found.target if found.kind is Kind.HARDLINK and found.target else target
         if ffi.entry_size(entry_p) > 0:  # the link carries the inode's data
             self._set_data(primary, _content(self.source, entry_p, raw, index))
-        here = self.entries.get(common["path"])
-        if common["path"] == primary or (here is not None and here.kind is Kind.HARDLINK
+        here = self.entries.get(common.path)
+        if common.path == primary or (here is not None and here.kind is Kind.HARDLINK
                                          and here.target == primary):
             return  # already a name of this inode: linking it again changes nothing
-        self._replace(Entry(kind=Kind.HARDLINK, target=primary,
-                            content=self.entries[primary].content,
-                            **common))  # type: ignore[arg-type]
-        self.links.setdefault(primary, []).append(common["path"])
+        self._replace(common.entry(Kind.HARDLINK, self.entries[primary].content, primary))
+        self.links.setdefault(primary, []).append(common.path)
 
     def _set_data(self, primary: str, content: Content) -> None:
         for path in (primary, *self.links.get(primary, ())):
             self.entries[path] = replace(self.entries[path], content=content)
 
 
-def _common(source: str, entry_p: int, raw: str, path: str) -> dict[str, Any]:
+class _Common(NamedTuple):
     """The metadata every kind of member has."""
+
+    path: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    xattrs: tuple[tuple[str, bytes], ...]
+
+    def entry(self, kind: Kind, content: Content | None = None, target: str | None = None,
+              rdev: tuple[int, int] = (0, 0)) -> Entry:
+        return Entry(self.path, kind, self.mode, self.uid, self.gid, self.mtime_ns, content,
+                     target, rdev, self.xattrs)
+
+
+def _common(source: str, entry_p: int, raw: str, path: str, ints: dict[int, int]) -> _Common:
+    """The metadata every kind of member has; its ints shared through `ints`."""
     # pre-1970 times are negative seconds; kept (ext4 stores them, tar writes them)
     mtime_ns = ffi.entry_mtime(entry_p) * 1_000_000_000 + ffi.entry_mtime_nsec(entry_p)
     try:
@@ -201,8 +213,9 @@ def _common(source: str, entry_p: int, raw: str, path: str) -> dict[str, Any]:
             f"source {source!r}: member '{shown(raw)}' has an ACL that names {exc.args[0]!r} "
             "without a numeric id", hint="capture with tar --xattrs --acls (as "
             "tools/capture-golden.sh does), which also stores the numeric form") from None
-    return dict(path=path, mode=mode, uid=ffi.entry_uid(entry_p), gid=ffi.entry_gid(entry_p),
-                mtime_ns=mtime_ns, xattrs=xattrs)
+    uid, gid = ffi.entry_uid(entry_p), ffi.entry_gid(entry_p)
+    return _Common(path, ints.setdefault(mode, mode), ints.setdefault(uid, uid),
+                   ints.setdefault(gid, gid), ints.setdefault(mtime_ns, mtime_ns), xattrs)
 
 
 def _content(source: str, entry_p: int, raw: str, index: int) -> Content:
@@ -229,26 +242,25 @@ def _holes(regions: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], 
 
 
 def _entry(source: str, entry_p: int, raw: str, index: int,
-           common: dict[str, Any]) -> Entry | None:
+           common: _Common) -> Entry | None:
     filetype = ffi.entry_filetype(entry_p)
     kind = _KINDS.get(filetype)
     if kind is None:
         raise ComposerError(f"source {source!r}: member '{shown(raw)}' has an unknown file "
                             f"type {filetype:o}")
-    if common["path"] == "/" and kind is not Kind.DIR:
+    if common.path == "/" and kind is not Kind.DIR:
         return None
     if kind is Kind.FILE:
-        return Entry(kind=kind, content=_content(source, entry_p, raw, index),
-                     **common)  # type: ignore[arg-type]
+        return common.entry(kind, _content(source, entry_p, raw, index))
     if kind is Kind.SYMLINK:
         # a C string: a NUL in a pax linkpath record ends the target here, as it does for GNU
         # tar and bsdtar
         target = name_from_bytes(archive_ffi.raw_symlink(entry_p) or b"")
-        return Entry(kind=kind, target=target, **common)  # type: ignore[arg-type]
+        return common.entry(kind, target=target)
     if kind in (Kind.CHAR, Kind.BLOCK):
         rdev = (ffi.entry_rdevmajor(entry_p), ffi.entry_rdevminor(entry_p))
-        return Entry(kind=kind, rdev=rdev, **common)  # type: ignore[arg-type]
-    return Entry(kind=kind, **common)  # type: ignore[arg-type]
+        return common.entry(kind, rdev=rdev)
+    return common.entry(kind)
 
 
 def _with_acls(entry_p: int, mode: int, xattrs: tuple[tuple[str, bytes], ...]
