@@ -91,13 +91,13 @@ def image_changes(name: str, path_a: Path, path_b: Path, progress: Progress | No
         else:
             change = Change(Scope.STRUCTURE, f"{name}: {fc.structure}", fc.field, fc.a, fc.b)
         label = (fc.field if fc.is_bytes else fc.structure).split(":", 1)[0].split(" (", 1)[0]
-        cause = explained(fc)
+        cause = explained(fc) if not fc.follows else None
         if inside and label in inside:
             following.append((change, inside[label]))
-        elif cause is not None:
-            following.append((change, cause))
         elif fc.follows:
             following.append((change, f"{name}: {fc.follows}"))
+        elif cause is not None:
+            following.append((change, cause))
         else:
             changes.append(change)
     if not found and detect(path_a) is detect(path_b) and _differ(path_a, path_b):

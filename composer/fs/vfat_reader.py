@@ -89,12 +89,34 @@ def _walk(pf: Any) -> list[tuple[str, Any]]:
     return sorted(found, key=lambda e: e[0].split("/"))
 
 
-def _join(folder: str, dentry: object) -> str:
-    name = repr(dentry)  # repr: the long name, else the 8.3 name
+def _join(folder: str, dentry: Any) -> str:
+    name = _name(dentry)
     if "/" in name or name in (".", ".."):
         raise ComposerError(f"FAT directory {folder} holds an entry named {name!r}, which no "
                             "file name can be")
     return folder.rstrip("/") + "/" + name
+
+
+# DIR_NTRes bits Windows NT, Linux and mtools set for an 8.3 name whose base or extension is
+# all lower case (a name such as "n" then needs no long-name entry)
+NTRES_LOWER_BASE = 0x08
+NTRES_LOWER_EXT = 0x10
+
+
+def _name(dentry: Any) -> str:
+    """The entry's long name, else its 8.3 name in the case DIR_NTRes gives it."""
+    from pyfatfs._exceptions import NotAnLFNEntryException
+
+    try:
+        return str(dentry.get_long_name())
+    except NotAnLFNEntryException:
+        short = str(dentry.get_short_name())
+    base, dot, ext = short.partition(".")
+    if dentry.ntres & NTRES_LOWER_BASE:
+        base = base.lower()
+    if dentry.ntres & NTRES_LOWER_EXT:
+        ext = ext.lower()
+    return base + dot + ext
 
 
 def _sha256(pf: Any, path: str, first_cluster: int, size: int) -> str:
