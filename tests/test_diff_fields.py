@@ -481,6 +481,44 @@ def test_progress_of_inspecting_an_ext4_image(built: Path) -> None:
     _monotone_to_the_end(calls, (blocks - free) * size)
 
 
+def test_progress_of_inspecting_a_tar_image(built: Path, tmp_path: Path) -> None:
+    need("tar", "gzip")
+    # the total: the bytes of the regular members, as GNU tar lists them (hard links: none)
+    listing = _run("tar", "--numeric-owner", "-tvf", str(built / "app.tar")).splitlines()
+    total = sum(int(line.split()[2]) for line in listing if line.startswith("-"))
+    assert total > 0
+    calls, progress = _recorder()
+    inspect(built / "app.tar", progress)
+    _monotone_to_the_end(calls, total)
+    # compressed by gzip: the same members, the same total
+    packed = tmp_path / "app.tar.gz"
+    with packed.open("wb") as f:
+        subprocess.run(["gzip", "-c", str(built / "app.tar")], stdout=f, check=True)
+    calls, progress = _recorder()
+    inspect(packed, progress)
+    _monotone_to_the_end(calls, total)
+
+
+def test_progress_of_inspecting_a_fat_image(built: Path) -> None:
+    need("mdir")
+    # the total: the bytes of the files mtools lists: the last "N files  5 006 bytes" line
+    # (thousands split by spaces) is the only folder's, or "Total files listed:"
+    listing = _run("mdir", "-/", "-a", "-i", str(built / "boot.img"), "::/")
+    total = int(re.findall(r"^\s+\d+ files?\s+([\d ]+?) bytes$", listing,
+                           re.MULTILINE)[-1].replace(" ", ""))
+    assert total > 0, listing
+    calls, progress = _recorder()
+    inspect(built / "boot.img", progress)
+    _monotone_to_the_end(calls, total)
+
+
+def test_a_terminal_gets_an_inspect_progress_bar_for_tar_and_fat(built: Path) -> None:
+    for image in ("app.tar", "boot.img"):
+        drawn = _on_a_terminal("inspect", str(built / image))
+        assert "reading" in drawn, image
+        assert _on_a_terminal("-q", "inspect", str(built / image)).count("reading") == 0
+
+
 def test_no_progress_bar_without_a_terminal_or_under_quiet(built: Path, patched: Path) -> None:
     done = compose("diff", str(built / "rootfs.img"), str(patched))
     assert done.stderr.splitlines() == [
