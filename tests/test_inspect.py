@@ -127,6 +127,27 @@ def test_a_mkfs_vfat_image(tmp_path: Path) -> None:
          "sha256": hashlib.sha256(b"x" * 5000).hexdigest()}]
 
 
+def test_fat_short_names_in_the_case_their_nt_bits_give(tmp_path: Path) -> None:
+    if not (shutil.which("mkfs.vfat") and shutil.which("mcopy") and shutil.which("mdir")):
+        pytest.skip("needs mkfs.vfat, mcopy and mdir (dosfstools, mtools)")
+    image = tmp_path / "fat.img"
+    subprocess.run(["mkfs.vfat", "-F", "16", "-C", str(image), "16384"], check=True,
+                   capture_output=True)
+    # mcopy stores these as 8.3 names with DIR_NTRes case bits, no long name
+    src = tmp_path / "src"
+    (src / "lower").mkdir(parents=True)
+    for name in ("big.bin", "UPPER.TXT", "lower/n", "lower/mixed.TXT"):
+        (src / name).write_text(name)
+    subprocess.run(["mcopy", "-s", "-i", str(image), str(src / "big.bin"), str(src / "UPPER.TXT"),
+                    str(src / "lower"), "::/"], check=True)
+    listed = subprocess.run(["mdir", "-/", "-b", "-i", str(image), "::/"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    theirs = sorted(p.removeprefix("::").rstrip("/") for p in listed)
+    assert "/big.bin" in theirs and "/lower/n" in theirs  # mtools reads the bits as stored
+    mine = sorted(e["path"] for e in _inspect(image)["entries"] if e["path"] != "/")
+    assert mine == theirs
+
+
 def _patch_header(disk: Path, **fields: int) -> None:
     """Change GPT header fields (offsets from the UEFI table) and fix its CRC, as a hostile
     tool would; `crc=False`-style damage is done with a plain byte flip instead."""
