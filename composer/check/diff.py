@@ -33,6 +33,9 @@ class Scope(StrEnum):
     BYTES = "bytes"  # a byte range of an image in no structure decoded, and what holds it
 
 
+NOT_COMPARED = "entries not compared"  # a file system whose entries could not be read (why in b)
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One difference: `field` of the thing at `where` (in `scope`) is `a` in A and `b` in B.
@@ -56,6 +59,8 @@ class Change:
             return f"{self.scope.value}: {where}removed"
         if self.scope is Scope.BYTES:
             return f"{self.scope.value}: {self.where}: {self.field}"
+        if self.field == NOT_COMPARED:
+            return f"{self.scope.value}: {where}{self.field}: {self.b}"
         return f"{self.scope.value}: {where}{self.field}: {_show(self.a)} -> {_show(self.b)}"
 
 

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer.check.diff import Change, entry_changes
+from composer.check.diff import NOT_COMPARED, Change, Scope, entry_changes
 from composer.check.expand import ImageKind
 from composer.check.fielddiff import FieldChange, Progress
 from composer.check.inspect import fs_at
 from composer.check.verify import ext4_records, fat_records, tar_records
 from composer.disk.table_reader import read_table
+from composer.errors import ComposerError
 from composer.outputs.manifest import EntryRecord
 
 
@@ -78,8 +79,13 @@ def image_entry_changes(name: str, path_a: Path, path_b: Path, kind: ImageKind,
         if fs not in systems_b:
             continue  # moved or another file system: the table's fields say so
         where = f"{name}: {fs.label}" if fs.label else name
-        found[fs.label] = (fs.kind, entry_changes(where, read_entries(path_a, fs, progress),
-                                                  read_entries(path_b, fs, progress)))
+        try:
+            changes = entry_changes(where, read_entries(path_a, fs, progress),
+                                    read_entries(path_b, fs, progress))
+        except ComposerError as exc:
+            # a damaged side: its fields still say what differs, so they are all reported
+            changes = [Change(Scope.ENTRY, where, NOT_COMPARED, None, exc.message)]
+        found[fs.label] = (fs.kind, changes)
     return found
 
 
@@ -111,6 +117,8 @@ class Explainer:
         by_path: dict[str, str] = {}
         allocating = relaying = None
         for change in changes:
+            if change.field == NOT_COMPARED:
+                continue  # explains nothing: every field is reported
             key = f"{change.where} {change.field}"
             path = change.where.removeprefix(prefix).removeprefix(":")
             by_path.setdefault(path, key)
