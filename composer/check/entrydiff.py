@@ -64,8 +64,14 @@ def read_entries(path: Path, fs: FileSystem, progress: Progress | None = None
     if fs.kind is ImageKind.EXT4:
         return ext4_records(path, progress, fs.offset, fs.length)
     if fs.kind is ImageKind.VFAT:
-        return fat_records(path, progress, fs.offset)
+        return fat_records(path, progress, fs.offset, fs.length)
     return tar_records(path, progress)
+
+
+def _place(fs: FileSystem) -> tuple[str, ImageKind, int, int]:
+    """What must match for two file systems to be compared: a disk's partition keeps its
+    place and size; an image that is one file system is compared whatever its length."""
+    return fs.label, fs.kind, fs.offset, fs.length if fs.label else 0
 
 
 def image_entry_changes(name: str, path_a: Path, path_b: Path, kind: ImageKind,
@@ -73,10 +79,10 @@ def image_entry_changes(name: str, path_a: Path, path_b: Path, kind: ImageKind,
                         ) -> dict[str, tuple[ImageKind, list[Change]]]:
     """label -> (its kind, the entry changes) of each file system both raw images (of one
     `kind`) hold at the same place; `name` starts each change's `where`."""
-    systems_b = set(file_systems(path_b, kind))
+    systems_b = set(map(_place, file_systems(path_b, kind)))
     found: dict[str, tuple[ImageKind, list[Change]]] = {}
     for fs in file_systems(path_a, kind):
-        if fs not in systems_b:
+        if _place(fs) not in systems_b:
             continue  # moved or another file system: the table's fields say so
         where = f"{name}: {fs.label}" if fs.label else name
         try:

@@ -101,6 +101,6 @@ def _inspect(path: Path, kind: ImageKind, progress: Progress | None) -> dict[str
                            for r in fat_records(path, progress)]
     elif kind is ImageKind.EXT4:
         with path.open("rb") as f:
-            data["ext4"] = asdict(Ext4Reader(f, path.name).facts())
+            data["ext4"] = asdict(Ext4Reader(f, path.name, checksums=True).facts())
         data["entries"] = [r.to_obj() for r in ext4_records(path, progress)]
     return data

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import ComposerError
+from composer.fs.fat_layouts import BPB
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +26,15 @@ class FatEntry:
 
 
 def read_vfat(image: Path, offset: int = 0,
-              progress: Callable[[int, int], None] | None = None) -> list[FatEntry]:
-    """Every entry of the FAT file system at byte `offset` of `image`, parents first, names
-    sorted. `progress(bytes hashed, bytes to hash)` follows the reading of the files' data
-    (their sizes summed once the folders are walked) and ends at that total."""
+              progress: Callable[[int, int], None] | None = None,
+              length: int | None = None) -> list[FatEntry]:
+    """Every entry of the FAT file system at byte `offset` of `image` (`length` bytes long;
+    by default to the end of the file), parents first, names sorted. `progress(bytes hashed,
+    bytes to hash)` follows the reading of the files' data (their sizes summed once the
+    folders are walked) and ends at that total."""
     from pyfatfs.PyFatFS import PyFatFS
 
+    _check_size(image, offset, image.stat().st_size - offset if length is None else length)
     try:
         fs = PyFatFS(str(image), offset=offset, read_only=True)
     except Exception as exc:  # noqa: BLE001 - pyfatfs raises many kinds on a damaged image
@@ -54,13 +58,28 @@ def read_vfat(image: Path, offset: int = 0,
         if progress is not None:
             progress(total, total)
         return entries
-    except ComposerError:
-        raise
+    except ComposerError as exc:
+        raise ComposerError(f"{image.name}: {exc.message}", hint="fsck.vfat -n IMAGE names "
+                            "what is wrong") from None
     except Exception as exc:  # noqa: BLE001
         raise ComposerError(f"{image.name} cannot be read ({type(exc).__name__}: {exc})") \
             from None
     finally:
         fs.close()
+
+
+def _check_size(image: Path, offset: int, length: int) -> None:
+    """The boot sector's sector count fits in the bytes there are (pyfatfs would read a
+    truncated image's missing clusters as if they were empty)."""
+    with image.open("rb") as f:
+        f.seek(offset)
+        bpb = BPB.unpack(f.read(BPB.size).ljust(BPB.size, b"\0"))
+    total = (bpb["BPB_TotSec16"] or bpb["BPB_TotSec32"]) * bpb["BPB_BytsPerSec"]
+    if total > length:
+        raise ComposerError(f"{image.name}: FAT boot sector says {total} bytes (BPB_TotSec16/"
+                            f"BPB_TotSec32 x BPB_BytsPerSec), more than the {length} bytes "
+                            "there are (truncated image?)",
+                            hint="fsck.vfat -n IMAGE names what is wrong")
 
 
 def _walk(pf: Any) -> list[tuple[str, Any]]:
