@@ -175,6 +175,17 @@ def test_damaged_and_hostile_tables(built: Path, tmp_path: Path) -> None:
     done = compose("inspect", str(disk))
     assert done.returncode == 1 and "GPT header header_crc32 is" in done.stderr
     assert "Traceback" not in done.stderr
+    # sfdisk sees the primary header's CRC fail too
+    judged = subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True, text=True)
+    assert "The primary GPT table is corrupt" in judged.stderr, judged.stderr
+    # diff cannot read the entries behind a broken table, and names the field that differs
+    done = compose("diff", str(built / "disk.img"), str(disk))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("entry: disk.img entries not compared: ") and \
+        "header_crc32" in lines[0]
+    assert [line for line in lines if line.startswith("structure:")][0].startswith(
+        "structure: disk.img: GPT header disk_guid: ")
     with disk.open("r+b") as f:
         f.write(pristine)
     with disk.open("r+b") as f:  # a flipped byte of the first entry's name
@@ -188,6 +199,10 @@ def test_damaged_and_hostile_tables(built: Path, tmp_path: Path) -> None:
     done = compose("inspect", str(disk))
     assert done.returncode == 1 and "4294967295 entries of 128 bytes" in done.stderr
     assert "Traceback" not in done.stderr
+    done = compose("diff", str(built / "disk.img"), str(disk))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "structure: disk.img: GPT header number_of_partition_entries: 128 -> 4294967295" \
+        in done.stdout.splitlines()
 
 
 def test_what_it_cannot_read(built: Path, tmp_path: Path) -> None:

@@ -79,9 +79,13 @@ def image_entry_changes(name: str, path_a: Path, path_b: Path, kind: ImageKind,
                         ) -> dict[str, tuple[ImageKind, list[Change]]]:
     """label -> (its kind, the entry changes) of each file system both raw images (of one
     `kind`) hold at the same place; `name` starts each change's `where`."""
-    systems_b = set(map(_place, file_systems(path_b, kind)))
+    try:
+        systems_a, systems_b = file_systems(path_a, kind), set(map(_place, file_systems(path_b,
+                                                                                     kind)))
+    except ComposerError as exc:  # a damaged partition table: its fields say what differs
+        return {"": (kind, [Change(Scope.ENTRY, name, NOT_COMPARED, None, exc.message)])}
     found: dict[str, tuple[ImageKind, list[Change]]] = {}
-    for fs in file_systems(path_a, kind):
+    for fs in systems_a:
         if _place(fs) not in systems_b:
             continue  # moved or another file system: the table's fields say so
         where = f"{name}: {fs.label}" if fs.label else name
