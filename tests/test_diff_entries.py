@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -211,7 +212,15 @@ def test_mkfs_vfat_images_of_two_folders(edit: str, change: tuple, tmp_path: Pat
     a, b = _vfat(one, tmp_path / "a.img"), _vfat(_stamped(two), tmp_path / "b.img")
     # mtools agrees on what each image holds
     assert _listing(a) ^ _listing(b) == ({change[0]} if edit != "content" else set())
-    _exactly(a, b, "a.img", change)
+    data = _exactly(a, b, "a.img", change)
+    # its directory entry (or the slot it takes), data and clusters follow the entry change
+    # (both images share the volume ID, label and times): no field is left over
+    assert [c for c in data["changes"] if c["scope"] != "entry"] == []
+    folder = change[0].rsplit("/", 1)[0] or "/"
+    named = re.compile(rf"(directory entry |file data of ){re.escape(change[0])}( |$)|"
+                       rf"free directory slot \d+ of {re.escape(folder)}$")
+    assert any(named.search(f["where"]) or named.search(f["field"])
+               for f in data["following"]), data["following"]
 
 
 def test_disk_images_per_partition_and_in_containers(tmp_path: Path) -> None:

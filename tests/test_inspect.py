@@ -107,6 +107,30 @@ def test_a_gnu_tar_archive(tmp_path: Path) -> None:
     assert seen == {}
 
 
+def test_a_gnu_tar_name_that_is_not_utf8(tmp_path: Path) -> None:
+    need("tar")
+    archives = []
+    for number, content in enumerate((b"one", b"two")):
+        root = tmp_path / f"tree{number}"
+        root.mkdir()
+        with open(os.fsencode(root) + b"/bad-\xff-name", "wb") as f:  # Latin-1, not UTF-8
+            f.write(content)
+        archive = tmp_path / f"t{number}.tar"
+        subprocess.run(["tar", "--format=pax", "-cf", str(archive), "-C", str(root), "."],
+                       check=True)
+        archives.append(archive)
+    # GNU tar lists the byte as stored (octal escape)
+    listed = subprocess.run(["tar", "--quoting-style=escape", "-tf", str(archives[0])],
+                            capture_output=True, check=True).stdout
+    assert b"./bad-\\377-name" in listed.splitlines(), listed
+    seen = {e["path"]: e for e in _inspect(archives[0])["entries"]}
+    assert seen["/bad-\\xff-name"]["sha256"] == hashlib.sha256(b"one").hexdigest()
+    done = compose("diff", str(archives[0]), str(archives[1]))
+    assert done.returncode == 1, done.stderr
+    assert any(line.startswith("entry: t0.tar:/bad-\\xff-name content: [3, ")
+               for line in done.stdout.splitlines()), done.stdout
+
+
 def test_composer_tar_agrees_with_the_manifest(built: Path) -> None:
     manifest = json.loads((built / "manifest.json").read_text())
     assert _inspect(built / "app.tar")["entries"] == manifest["partitions"]["app"]["entries"]

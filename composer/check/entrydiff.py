@@ -102,8 +102,8 @@ def image_entry_changes(name: str, path_a: Path, path_b: Path, kind: ImageKind,
 # ------------------------------------------------------------------------------ explaining
 
 _INODE_PATH = re.compile(r"inode \d+ \((/.*)\)")  # greedy: a path may hold ")"
-_FAT_PATH = re.compile(r"(?:directory entry |file data of )(/.*?)(?: \(cluster \d+\)| \(long "
-                       r"name\))?$")
+_FAT_PATH = re.compile(r"(?:directory entry |file data of |free directory slot \d+ of )(/.*?)"
+                       r"(?: \(cluster \d+\)| \(long name\))?$")
 _TAR_DATA = "data of member "
 _ALLOCATING = frozenset({"added", "removed", "kind", "content", "xattrs", "link target",
                          "hardlink group"})
@@ -179,7 +179,8 @@ class Explainer:
             return (path is not None and path != "journal") or text.startswith(
                 ("inode ", "group ", "unallocated", "file data", "a directory block"))
         if self.kind is ImageKind.VFAT:
-            return path is not None or text.startswith(("FAT ", "FSInfo", "unallocated"))
+            return path is not None or text.startswith(("FAT ", "FSInfo", "unallocated",
+                                                        "file data", "directory"))
         return True  # a tar holds members alone; paired in order, all shift together
 
 

@@ -129,13 +129,17 @@ def _name(dentry: Any) -> str:
     try:
         return str(dentry.get_long_name())
     except NotAnLFNEntryException:
-        short = str(dentry.get_short_name())
-    base, dot, ext = short.partition(".")
-    if dentry.ntres & NTRES_LOWER_BASE:
+        base, _, ext = str(dentry.get_short_name()).partition(".")
+    return cased_short_name(base, ext, dentry.ntres)
+
+
+def cased_short_name(base: str, ext: str, ntres: int) -> str:
+    """An 8.3 name ("BASE", "EXT") as DIR_NTRes's case bits show it: "base.ext"."""
+    if ntres & NTRES_LOWER_BASE:
         base = base.lower()
-    if dentry.ntres & NTRES_LOWER_EXT:
+    if ntres & NTRES_LOWER_EXT:
         ext = ext.lower()
-    return base + dot + ext
+    return base + ("." + ext if ext else "")
 
 
 def _sha256(pf: Any, path: str, first_cluster: int, size: int) -> str:
