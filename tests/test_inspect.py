@@ -408,7 +408,19 @@ def test_fat_truncated(fat_image: Path, tmp_path: Path) -> None:
     shutil.copy(fat_image, image)
     os.truncate(image, 100_000)
     _checker_finds(["fsck.vfat", "-n", str(image)], "Failed to read sector")
-    _refused(image, None, f"FAT boot sector says {20480 * 1024} bytes", "100000 bytes there are")
+    _refused(image, None, f"FAT boot sector says {20480 * 1024} bytes",
+             "the 100000 bytes there are")
+
+
+def test_fat_huge_fat_size(fat_image: Path, tmp_path: Path) -> None:
+    image = tmp_path / "damaged.img"
+    shutil.copy(fat_image, image)
+    with image.open("r+b") as f:  # BPB_FATSz16: 65535 sectors per FAT, 64 MiB in 20 MiB
+        f.seek(22)
+        f.write(struct.pack("<H", 0xFFFF))
+    _checker_finds(["fsck.vfat", "-n", str(image)])
+    _refused(image, None, "FAT boot sector says", "(reserved sectors, FATs", "more than the "
+             "file system's size")
 
 
 def test_tar_member_longer_than_the_archive(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import ComposerError
-from composer.fs.fat_layouts import BPB
+from composer.fs.fat_layouts import BPB, BPB_FAT32
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +69,26 @@ def read_vfat(image: Path, offset: int = 0,
 
 
 def _check_size(image: Path, offset: int, length: int) -> None:
-    """The boot sector's sector count fits in the bytes there are (pyfatfs would read a
-    truncated image's missing clusters as if they were empty)."""
+    """The boot sector's counts fit in the bytes there are: pyfatfs would read a truncated
+    image's missing clusters as if they were empty, and load a FAT of any size it is told."""
     with image.open("rb") as f:
         f.seek(offset)
-        bpb = BPB.unpack(f.read(BPB.size).ljust(BPB.size, b"\0"))
-    total = (bpb["BPB_TotSec16"] or bpb["BPB_TotSec32"]) * bpb["BPB_BytsPerSec"]
-    if total > length:
-        raise ComposerError(f"{image.name}: FAT boot sector says {total} bytes (BPB_TotSec16/"
-                            f"BPB_TotSec32 x BPB_BytsPerSec), more than the {length} bytes "
-                            "there are (truncated image?)",
-                            hint="fsck.vfat -n IMAGE names what is wrong")
+        raw = f.read(BPB.size + BPB_FAT32.size).ljust(BPB.size + BPB_FAT32.size, b"\0")
+    bpb, ext = BPB.unpack(raw[:BPB.size]), BPB_FAT32.unpack(raw[BPB.size:])
+    sector = bpb["BPB_BytsPerSec"]
+    total = (bpb["BPB_TotSec16"] or bpb["BPB_TotSec32"]) * sector
+    fat_sectors = bpb["BPB_FATSz16"] or ext["BPB_FATSz32"]
+    metadata = (bpb["BPB_RsvdSecCnt"] + bpb["BPB_NumFATs"] * fat_sectors) * sector + \
+        bpb["BPB_RootEntCnt"] * 32
+    for what, size, limit, room in (
+            ("BPB_TotSec16/BPB_TotSec32 x BPB_BytsPerSec", total, length,
+             f"the {length} bytes there are (truncated image?)"),
+            ("reserved sectors, FATs (BPB_NumFATs x BPB_FATSz) and root folder", metadata,
+             total, "the file system's size")):
+        if size > limit:
+            raise ComposerError(f"{image.name}: FAT boot sector says {size} bytes ({what}), "
+                                f"more than {room}",
+                                hint="fsck.vfat -n IMAGE names what is wrong")
 
 
 def _walk(pf: Any) -> list[tuple[str, Any]]:
