@@ -9,9 +9,11 @@ those the entry changes explain and the rest. An entry change explains
   member) and, for an entry added or removed, after its folder;
 - when it may move allocation (an entry added or removed, new content, xattrs, link target or
   kind): the allocation records (bitmaps, free counts, FAT chains, unallocated blocks);
-- when entries were added or removed, or a hard link made or broken (inode numbers and places
-  shift): every entry-holding structure of that file system (inodes, directory and data blocks,
-  tar members), but not its identity (UUID, label, volume ID, creation times) nor its journal.
+- when it may move what follows it (all of the above but new content of the same size: an
+  entry added or removed, a hard link made or broken, new sizes, xattrs or link targets shift
+  inode numbers and places): every entry-holding structure of that file system (inodes,
+  directory and data blocks, tar members), but not its identity (UUID, label, volume ID,
+  creation times) nor its journal.
 """
 
 from __future__ import annotations
@@ -107,10 +109,15 @@ _FAT_PATH = re.compile(r"(?:directory entry |file data of |free directory slot \
 _TAR_DATA = "data of member "
 _ALLOCATING = frozenset({"added", "removed", "kind", "content", "xattrs", "link target",
                          "hardlink group"})
-_RELAYING = frozenset({"added", "removed", "kind", "hardlink group"})
 # ext4 fields that count what is allocated
 _EXT4_COUNTS = re.compile(r"^(s_free_blocks_count|s_free_inodes_count|s_kbytes_written|"
                           r"bg_free_|bg_used_dirs|bg_itable_unused|bg_flags|bits set)")
+
+
+def _same_size(change: Change) -> bool:
+    """A content change that keeps the size: its blocks are rewritten in place."""
+    return change.field == "content" and isinstance(change.a, list) and \
+        isinstance(change.b, list) and change.a[0] == change.b[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,7 @@ class Explainer:
     kind: ImageKind
     by_path: dict[str, str]  # path -> key of the entry change that explains what names it
     allocating: str | None  # key of the first change that may move allocation
-    relaying: str | None  # key of the first change that shifts inode numbers and places
+    relaying: str | None  # key of the first change that may shift inode numbers and places
 
     @classmethod
     def of(cls, kind: ImageKind, prefix: str, changes: list[Change]) -> Explainer:
@@ -140,7 +147,7 @@ class Explainer:
                         by_path.setdefault(target, key)
             if change.field in _ALLOCATING and allocating is None:
                 allocating = key
-            if change.field in _RELAYING and relaying is None:
+            if relaying is None and change.field in _ALLOCATING and not _same_size(change):
                 relaying = key
         return cls(kind, by_path, allocating, relaying)
 
