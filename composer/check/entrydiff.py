@@ -183,7 +183,9 @@ class Explainer:
 
     def _layout(self, text: str, path: str | None) -> bool:
         if self.kind is ImageKind.EXT4:
-            return (path is not None and path != "journal") or text.startswith(
+            if path == "journal":  # inode 8 (journal): written by the file system, not entries
+                return False
+            return path is not None or text.startswith(
                 ("inode ", "group ", "unallocated", "file data", "a directory block"))
         if self.kind is ImageKind.VFAT:
             return path is not None or text.startswith(("FAT ", "FSInfo", "unallocated",
