@@ -133,12 +133,9 @@ NTRES_LOWER_EXT = 0x10
 
 def _name(dentry: Any) -> str:
     """The entry's long name, else its 8.3 name in the case DIR_NTRes gives it."""
-    from pyfatfs._exceptions import NotAnLFNEntryException
-
-    try:
+    if dentry.lfn_entry is not None:  # what get_long_name() reads, without its exception
         return str(dentry.get_long_name())
-    except NotAnLFNEntryException:
-        base, _, ext = str(dentry.get_short_name()).partition(".")
+    base, _, ext = str(dentry.get_short_name()).partition(".")
     return cased_short_name(base, ext, dentry.ntres)
 
 
