@@ -6,6 +6,7 @@ and nothing else; the checksums and backup copies that follow from it are listed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -128,11 +129,22 @@ def test_one_byte_of_a_file_inside_the_image(built: Path, tmp_path: Path) -> Non
         old = f.read(1)
         f.seek(at)
         f.write(bytes([old[0] ^ 0x01]))
+    # the file's bytes before and after, as debugfs dumps them
+    contents = []
+    for side in (built / "rootfs.img", image):
+        _debugfs(side, f"dump /etc/hostname {tmp_path / 'dumped'}")
+        contents.append((tmp_path / "dumped").read_bytes())
+        (tmp_path / "dumped").unlink()
+    size, (old_sha, new_sha) = len(contents[0]), (hashlib.sha256(c).hexdigest() for c in contents)
+    assert old_sha != new_sha and len(contents[1]) == size
     code, lines, data = _diff(built / "rootfs.img", image)
     assert code == 1
-    assert lines == [f"bytes: rootfs.img bytes {at}-{at}: file data of inode {ino} "
-                     "(/etc/hostname)"]
-    assert data["following"] == []
+    # the file's content changed; the block's bytes are explained by it, and follow it
+    assert lines == [f"entry: rootfs.img:/etc/hostname content: [{size}, '{old_sha}'] -> "
+                     f"[{size}, '{new_sha}']"]
+    assert [(f["scope"], f["where"], f["field"], f["follows"]) for f in data["following"]] == [
+        ("bytes", f"rootfs.img bytes {at}-{at}", f"file data of inode {ino} (/etc/hostname)",
+         "rootfs.img:/etc/hostname content")]
 
 
 # ------------------------------------------------------------------------------------ disk
@@ -251,10 +263,15 @@ def test_a_tar_member_mtime_rewritten_with_tarfile(built: Path, tmp_path: Path) 
     assert re.search(r" 11:06 \./run\.sh$", listing, re.MULTILINE), listing
     code, lines, data = _diff(built / "app.tar", archive)
     assert code == 1
-    assert lines == [f"structure: app.tar: run.sh mtime: {member.mtime} -> "
-                     f"{member.mtime + 3600}"]
-    assert [(f["where"], f["field"], f["follows"]) for f in data["following"]] == [
-        ("app.tar: run.sh", "chksum", "app.tar: run.sh mtime")]
+    # the entry's mtime (in ns, as manifests record it); the header field follows from it
+    assert lines == [f"entry: app.tar:/run.sh mtime: {member.mtime * 10**9} -> "
+                     f"{(member.mtime + 3600) * 10**9}"]
+    assert [(f["where"], f["field"], f["a"], f["b"], f["follows"])
+            for f in data["following"]] == [
+        ("app.tar: run.sh", "mtime", member.mtime, member.mtime + 3600,
+         "app.tar:/run.sh mtime"),
+        ("app.tar: run.sh", "chksum", member.chksum, data["following"][1]["b"],
+         "app.tar: run.sh mtime")]
 
 
 # ------------------------------------------------------------------------- two real builds
@@ -283,30 +300,40 @@ def test_two_epochs_differ_only_in_times(project: Path) -> None:
     two = _build(project, "two", "--source-date-epoch", "1718878002")
     code, lines, data = _diff(one / "rootfs.img", two / "rootfs.img")
     assert code == 1
+    manifests = [json.loads((o / "manifest.json").read_text())["partitions"]["rootfs"]
+                 ["entries"] for o in (one, two)]
+    moved = {e["path"] for e, f in zip(*manifests, strict=True) if e["mtime_ns"] !=
+             f["mtime_ns"]}
+    # first the entries: each mtime the manifests say moved (and the writer's own
+    # /lost+found, README "Outputs", which no manifest holds), and nothing else
+    entries = [c for c in data["changes"] if c["scope"] == "entry"]
+    assert data["changes"][:len(entries)] == entries
+    assert {c["field"] for c in entries} == {"mtime"}
+    assert {c["where"].removeprefix("rootfs.img:") for c in entries} - {"/lost+found"} == moved
+    # then the fields no entry change explains: the superblock's times and the journal's
     times = {"i_atime", "i_ctime", "i_mtime", "i_crtime", "i_atime_extra", "i_ctime_extra",
              "i_mtime_extra", "i_crtime_extra"}
-    inodes = set()
-    for change in data["changes"]:
+    for change in data["changes"][len(entries):]:
         assert change["scope"] == "structure", change
         where = change["where"].removeprefix("rootfs.img: ")
         if where == "ext4 superblock":
             assert change["field"] in {"s_mkfs_time", "s_wtime", "s_lastcheck", "s_mtime"}
         else:
+            assert re.fullmatch(r"inode \d+ \(journal\)", where), change
             assert change["field"] in times, change
-            number, path = re.fullmatch(r"inode (\d+) \((.*)\)", where).groups()
-            if path != "journal":  # the journal inode is stamped with the epoch too
-                inodes.add((number, path))
-    # the inodes named are those whose times debugfs shows differ, and no other
+    # each inode's time fields follow its entry's mtime change; debugfs shows they differ
+    inodes = set()
+    for change in data["following"]:
+        found = re.fullmatch(r"rootfs\.img: inode (\d+) \((.*)\)", change["where"])
+        if found and change["field"] in times:
+            number, path = found.groups()
+            assert change["follows"] == f"rootfs.img:{path} mtime", change
+            inodes.add((number, path))
     for number, path in inodes:
         a = _debugfs(one / "rootfs.img", f"stat <{number}>")
         b = _debugfs(two / "rootfs.img", f"stat <{number}>")
         assert re.search(r"mtime: (\S+)", a).group(1) != re.search(r"mtime: (\S+)",
                                                                     b).group(1), path
-    manifests = [json.loads((o / "manifest.json").read_text())["partitions"]["rootfs"]
-                 ["entries"] for o in (one, two)]
-    moved = {e["path"] for e, f in zip(*manifests, strict=True) if e["mtime_ns"] !=
-             f["mtime_ns"]}
-    # the writer's own /lost+found (README "Outputs") is in no manifest
     assert {path for _, path in inodes} - {"/lost+found"} == moved
 
 
@@ -452,6 +479,44 @@ def test_progress_of_inspecting_an_ext4_image(built: Path) -> None:
     calls, progress = _recorder()
     inspect(built / "rootfs.img", progress)
     _monotone_to_the_end(calls, (blocks - free) * size)
+
+
+def test_progress_of_inspecting_a_tar_image(built: Path, tmp_path: Path) -> None:
+    need("tar", "gzip")
+    # the total: the bytes of the regular members, as GNU tar lists them (hard links: none)
+    listing = _run("tar", "--numeric-owner", "-tvf", str(built / "app.tar")).splitlines()
+    total = sum(int(line.split()[2]) for line in listing if line.startswith("-"))
+    assert total > 0
+    calls, progress = _recorder()
+    inspect(built / "app.tar", progress)
+    _monotone_to_the_end(calls, total)
+    # compressed by gzip: the same members, the same total
+    packed = tmp_path / "app.tar.gz"
+    with packed.open("wb") as f:
+        subprocess.run(["gzip", "-c", str(built / "app.tar")], stdout=f, check=True)
+    calls, progress = _recorder()
+    inspect(packed, progress)
+    _monotone_to_the_end(calls, total)
+
+
+def test_progress_of_inspecting_a_fat_image(built: Path) -> None:
+    need("mdir")
+    # the total: the bytes of the files mtools lists: the last "N files  5 006 bytes" line
+    # (thousands split by spaces) is the only folder's, or "Total files listed:"
+    listing = _run("mdir", "-/", "-a", "-i", str(built / "boot.img"), "::/")
+    total = int(re.findall(r"^\s+\d+ files?\s+([\d ]+?) bytes$", listing,
+                           re.MULTILINE)[-1].replace(" ", ""))
+    assert total > 0, listing
+    calls, progress = _recorder()
+    inspect(built / "boot.img", progress)
+    _monotone_to_the_end(calls, total)
+
+
+def test_a_terminal_gets_an_inspect_progress_bar_for_tar_and_fat(built: Path) -> None:
+    for image in ("app.tar", "boot.img"):
+        drawn = _on_a_terminal("inspect", str(built / image))
+        assert "reading" in drawn, image
+        assert _on_a_terminal("-q", "inspect", str(built / image)).count("reading") == 0
 
 
 def test_no_progress_bar_without_a_terminal_or_under_quiet(built: Path, patched: Path) -> None:

@@ -139,7 +139,9 @@ def output_fields(folder_a: Path, folder_b: Path, manifest: Manifest,
         elif source is not None and source in differing:
             following.append((change, source))
         else:
-            found = image_changes(name, folder_a / name, folder_b / name, progress, inside)
+            # the manifests compared the entries already
+            found = image_changes(name, folder_a / name, folder_b / name, progress, inside,
+                                  entries=False)
             changes += found.changes
             following += found.following
     return DiffResult(changes, following)

@@ -12,7 +12,7 @@ folders, composer/check/compare.py then names its structure and field (imagediff
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ class Scope(StrEnum):
     OUTPUT = "output"  # an output file whose bytes differ, unexplained by anything above
     STRUCTURE = "structure"  # a field of an on-disk structure inside an image (fielddiff)
     BYTES = "bytes"  # a byte range of an image in no structure decoded, and what holds it
+
+
+NOT_COMPARED = "entries not compared"  # a file system whose entries could not be read (why in b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,8 @@ class Change:
             return f"{self.scope.value}: {where}removed"
         if self.scope is Scope.BYTES:
             return f"{self.scope.value}: {self.where}: {self.field}"
+        if self.field == NOT_COMPARED:
+            return f"{self.scope.value}: {where}{self.field}: {self.b}"
         return f"{self.scope.value}: {where}{self.field}: {_show(self.a)} -> {_show(self.b)}"
 
 
@@ -86,12 +91,26 @@ def entry_changes(partition: str, a: Iterable[EntryRecord], b: Iterable[EntryRec
         where = f"{partition}:{path}"
         x, y = old.get(path), new.get(path)
         if x is not None and y is not None:
+            x, y = _as_file(x, y, old), _as_file(y, x, new)
             changes += _entry_fields(where, x, y, epochs)
         elif y is not None:
             changes.append(Change(Scope.ENTRY, where, "added", None, y.kind))
         elif x is not None:
             changes.append(Change(Scope.ENTRY, where, "removed", x.kind, None))
     return changes
+
+
+def _as_file(record: EntryRecord, other: EntryRecord, side: Mapping[str, EntryRecord]
+             ) -> EntryRecord:
+    """A hard link whose path is a file of its own on the other side, with the content of its
+    group's first path: a link made or broken is that one change (its hard-link group), not
+    a new kind and content as well."""
+    if record.kind != Kind.HARDLINK.value or other.kind != Kind.FILE.value:
+        return record
+    first = side.get(record.target or "")
+    if first is None or first.kind != Kind.FILE.value:
+        return record
+    return replace(record, kind=Kind.FILE.value, size=first.size, sha256=first.sha256)
 
 
 def _entry_fields(where: str, x: EntryRecord, y: EntryRecord,
@@ -108,7 +127,7 @@ def _entry_fields(where: str, x: EntryRecord, y: EntryRecord,
         changes.append(Change(Scope.ENTRY, where, name, _one(before), _one(after)))
     if x.target != y.target:
         # a hard link's target names its group (composer links to the group's first path)
-        name = "hardlink group" if Kind.HARDLINK.value in (x.kind, y.kind) else "link target"
+        name = "link target" if Kind.SYMLINK.value in (x.kind, y.kind) else "hardlink group"
         changes.append(Change(Scope.ENTRY, where, name, x.target, y.target))
     return changes
 

@@ -30,7 +30,7 @@ from composer.check.fielddiff import (
     text_field,
     uuid_be,
 )
-from composer.errors import ComposerError
+from composer.errors import ComposerError, shown
 from composer.fs.ext4 import constants as c
 from composer.fs.ext4.geometry import has_super
 from composer.fs.ext4.layouts import (
@@ -123,7 +123,8 @@ class _Owners:
         """inode number -> its first path (hard links: the first in walk order)."""
         found: dict[int, str] = {}
         for entry in self.reader.entries():
-            found.setdefault(entry.number, entry.path.decode("utf-8", "backslashreplace"))
+            # shown as the entries are (composer/check/verify.py ext4_records)
+            found.setdefault(entry.number, shown(entry.path.decode("utf-8", "surrogateescape")))
         return found
 
     def _inodes_in_use(self) -> Iterator[int]:

@@ -35,6 +35,7 @@ from composer.fs.fat_layouts import (
     FSINFO,
     LFN_ENTRY,
 )
+from composer.fs.vfat_reader import cased_short_name
 
 FAT12_MAX_CLUSTERS = 4084  # Microsoft FAT specification §3.5: the type follows the count
 FAT16_MAX_CLUSTERS = 65524
@@ -254,17 +255,17 @@ def _named_slots(data: bytes) -> Iterator[tuple[int, str, dict | None]]:
             pending.append(slot)
             continue
         entry = DIR_ENTRY.unpack(raw)
-        name = "".join(parts) if parts else _short_name(entry["DIR_Name"])
+        name = "".join(parts) if parts else _short_name(entry["DIR_Name"], entry["DIR_NTRes"])
         for p in pending:
             yield p, name, None
         pending, parts = [], []
         yield slot, name, entry
 
 
-def _short_name(raw: bytes) -> str:
+def _short_name(raw: bytes, ntres: int) -> str:
+    """As the entries are read (composer/fs/vfat_reader.py): in the case DIR_NTRes gives."""
     base, ext = raw[:8].rstrip(b" "), raw[8:].rstrip(b" ")
-    text = base.decode("latin-1") + ("." + ext.decode("latin-1") if ext else "")
-    return text
+    return cased_short_name(base.decode("latin-1"), ext.decode("latin-1"), ntres)
 
 
 def _show(name: str, value: object) -> object:

@@ -23,7 +23,7 @@ from composer.check.fielddiff import (
     differing_runs,
     mark_following,
 )
-from composer.errors import ComposerError
+from composer.errors import ComposerError, shown
 
 BLOCK = tarfile.BLOCKSIZE
 # the TarInfo attributes a header holds, in the order the ustar header stores them
@@ -36,7 +36,9 @@ def diff_tar(path_a: Path, path_b: Path, progress: Progress | None = None
     changes: list[FieldChange] = []
     explained: list[tuple[int, int]] = []  # A's byte spans of the members named above
     try:
-        with tarfile.open(path_a, "r:") as ta, tarfile.open(path_b, "r:") as tb:
+        # names as UTF-8 whatever the locale; bytes that are not stay as surrogates (shown())
+        with tarfile.open(path_a, "r:", encoding="utf-8", errors="surrogateescape") as ta, \
+                tarfile.open(path_b, "r:", encoding="utf-8", errors="surrogateescape") as tb:
             for ma, mb in _pairs(ta, tb):
                 if len(changes) >= MAX_CHANGES:
                     break
@@ -94,11 +96,14 @@ def _member(ta: tarfile.TarFile, tb: tarfile.TarFile, ma: tarfile.TarInfo | None
 
 
 def _name(m: tarfile.TarInfo) -> str:
-    return m.name.removeprefix("./") or "."
+    """The member's name as entries are shown (README "Names"): undecodable bytes as \\xNN."""
+    return shown(m.name.removeprefix("./")) or "."
 
 
 def _value(value: Any) -> Any:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return shown(value) if isinstance(value, str) else value
 
 
 def _same_data(ta: tarfile.TarFile, tb: tarfile.TarFile, ma: tarfile.TarInfo,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from composer.check.diff import Change, DiffResult, Scope
+from composer.check.entrydiff import explainers, image_entry_changes
 from composer.check.expand import expanded
 from composer.check.fielddiff import FieldChange, Progress, Region
 from composer.check.fielddiff_disk import FsDiff, diff_disk
@@ -26,25 +27,30 @@ FS_DIFFS: dict[str, FsDiff] = {ImageKind.EXT4.value: diff_ext4, ImageKind.VFAT.v
 def diff_images(path_a: Path, path_b: Path, progress: Progress | None = None
                 ) -> list[FieldChange]:
     """Every field that differs between the images at path_a and path_b (expanded first when
-    they are .simg or .zst), by structure; [] when their bytes are the same."""
+    they are .simg, .zst or compressed archives), by structure; [] when their bytes are the
+    same."""
     if path_a.name.endswith(".bmap") and path_b.name.endswith(".bmap"):
         return diff_bmap(path_a, path_b)
     with expanded(path_a, detect(path_a)) as a, expanded(path_b, detect(path_b)) as b:
-        kind_a, kind_b = detect(a), detect(b)
-        if kind_a is not kind_b:
-            return [FieldChange("image", "kind", kind_a.value, kind_b.value)]
-        if kind_a is ImageKind.TAR:
-            try:
-                return diff_tar(a, b, progress)
-            except ComposerError:
-                if not _differ(a, b):
-                    return []  # two copies of one file no reader takes: nothing differs
-                raise
-        with a.open("rb") as fa, b.open("rb") as fb:
-            ra, rb = Region(fa, 0, a.stat().st_size), Region(fb, 0, b.stat().st_size)
-            if kind_a is ImageKind.DISK:
-                return diff_disk(ra, rb, a.name, FS_DIFFS, _detect_region, progress)
-            return FS_DIFFS[kind_a.value](ra, rb, a.name, progress, 0, None)
+        return _diff_raw(a, b, progress)
+
+
+def _diff_raw(a: Path, b: Path, progress: Progress | None) -> list[FieldChange]:
+    kind_a, kind_b = detect(a), detect(b)
+    if kind_a is not kind_b:
+        return [FieldChange("image", "kind", kind_a.value, kind_b.value)]
+    if kind_a is ImageKind.TAR:
+        try:
+            return diff_tar(a, b, progress)
+        except ComposerError:
+            if not _differ(a, b):
+                return []  # two copies of one file no reader takes: nothing differs
+            raise
+    with a.open("rb") as fa, b.open("rb") as fb:
+        ra, rb = Region(fa, 0, a.stat().st_size), Region(fb, 0, b.stat().st_size)
+        if kind_a is ImageKind.DISK:
+            return diff_disk(ra, rb, a.name, FS_DIFFS, _detect_region, progress)
+        return FS_DIFFS[kind_a.value](ra, rb, a.name, progress, 0, None)
 
 
 def _detect_region(r: Region) -> str | None:
@@ -61,23 +67,37 @@ def is_image(name: str) -> bool:
 
 
 def image_changes(name: str, path_a: Path, path_b: Path, progress: Progress | None = None,
-                  inside: dict[str, str] | None = None) -> DiffResult:
-    """diff_images (or diff_bmap) as the Changes `compose diff` reports: a change that follows
-    another, or lies in a partition `inside` names (label -> the image file that names it),
-    goes to `following`."""
-    found = diff_bmap(path_a, path_b) if name.endswith(".bmap") else \
-        diff_images(path_a, path_b, progress)
-    changes, following = [], []
+                  inside: dict[str, str] | None = None, entries: bool = True) -> DiffResult:
+    """diff_images (or diff_bmap) as the Changes `compose diff` reports: with `entries`, first
+    the entries added, removed and changed in each file system (composer/check/entrydiff.py),
+    then the fields those leave unexplained. A change that follows another, or that an entry
+    change explains, or that lies in a partition `inside` names (label -> the image file that
+    names it), goes to `following`."""
+    entry_level: dict[str, tuple[ImageKind, list[Change]]] = {}
+    if name.endswith(".bmap"):
+        found = diff_bmap(path_a, path_b)
+    else:
+        with expanded(path_a, detect(path_a)) as a, expanded(path_b, detect(path_b)) as b:
+            found = _diff_raw(a, b, progress)
+            kind = detect(a)
+            if entries and found and kind is detect(b):
+                entry_level = image_entry_changes(name, a, b, kind, progress)
+    explained = explainers(name, entry_level)
+    changes = [c for _, found_in in entry_level.values() for c in found_in]
+    following: list[tuple[Change, str]] = []
     for fc in found:
         if fc.is_bytes:
             change = Change(Scope.BYTES, f"{name} {fc.structure}", fc.field, None, None)
         else:
             change = Change(Scope.STRUCTURE, f"{name}: {fc.structure}", fc.field, fc.a, fc.b)
         label = (fc.field if fc.is_bytes else fc.structure).split(":", 1)[0].split(" (", 1)[0]
+        cause = explained(fc) if not fc.follows else None
         if inside and label in inside:
             following.append((change, inside[label]))
         elif fc.follows:
             following.append((change, f"{name}: {fc.follows}"))
+        elif cause is not None:
+            following.append((change, cause))
         else:
             changes.append(change)
     if not found and detect(path_a) is detect(path_b) and _differ(path_a, path_b):

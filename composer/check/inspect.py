@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from composer.check.expand import ImageKind, expanded
+from composer.check.expand import CONTAINERS, ImageKind, expanded
 from composer.check.fielddiff import Progress
 from composer.check.verify import ext4_records, fat_records, tar_records
 from composer.disk.table_reader import has_partition_table, read_table
@@ -23,6 +23,9 @@ EXT4_MAGIC_OFFSET = 1024 + 0x38  # s_magic in the superblock (ext4 docs, "The Su
 EXT4_MAGIC = b"\x53\xef"
 SIMG_MAGIC = b"\x3a\xff\x26\xed"  # sparse_header_t.magic 0xed26ff3a, little endian
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# compressed archives (app.tar.gz), expanded like .zst (composer/check/expand.py)
+COMPRESSED_MAGIC = ((b"\x1f\x8b", ImageKind.GZIP), (b"\xfd7zXZ\x00", ImageKind.XZ),
+                    (b"BZh", ImageKind.BZIP2))
 
 
 def detect(path: Path) -> ImageKind:
@@ -32,11 +35,14 @@ def detect(path: Path) -> ImageKind:
         if kind is not None:
             return kind
         f.seek(0)
-        head = f.read(4)
-    if head == SIMG_MAGIC:
+        head = f.read(6)
+    if head[:4] == SIMG_MAGIC:
         return ImageKind.SIMG
-    if head == ZSTD_MAGIC:
+    if head[:4] == ZSTD_MAGIC:
         return ImageKind.ZSTD
+    for magic, kind in COMPRESSED_MAGIC:
+        if head.startswith(magic):
+            return kind
     if has_partition_table(path):
         return ImageKind.DISK
     return ImageKind.TAR
@@ -57,14 +63,15 @@ def fs_at(f: BinaryIO, offset: int) -> ImageKind | None:
 
 
 def inspect(path: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """What the image at `path` holds; `progress` follows the reading of an ext4 image's files
-    (composer/check/verify.py ext4_records), the long read of inspect."""
+    """What the image at `path` holds; `progress` follows the reading of the files of an ext4,
+    FAT or tar image (composer/check/verify.py ext4_records, fat_records, tar_records), the
+    long read of inspect."""
     kind = detect(path)
-    if kind in (ImageKind.SIMG, ImageKind.ZSTD):
+    if kind in CONTAINERS:
         # the image inside, expanded into a temporary folder (composer/check/expand.py)
         with expanded(path, kind) as raw:
             inner = detect(raw)
-            if inner in (ImageKind.SIMG, ImageKind.ZSTD):
+            if inner in CONTAINERS:
                 raise ComposerError(f"{path.name}: a {kind.value} image holding another "
                                     f"{inner.value} image is not read")
             return {**_inspect(raw, inner, progress), "image": path.name,
@@ -83,16 +90,17 @@ def _inspect(path: Path, kind: ImageKind, progress: Progress | None) -> dict[str
                  "fs": (fs_at(f, p.offset) or "unknown")} for p in table.partitions]
     elif kind is ImageKind.TAR:
         try:
-            data["entries"] = [r.to_obj() for r in tar_records(path)]
+            data["entries"] = [r.to_obj() for r in tar_records(path, progress)]
         except ComposerError as exc:
             raise ComposerError(f"{path.name} is no disk image (no MBR boot signature), FAT or "
                                 f"ext4 file system, and not an archive libarchive reads: "
                                 f"{exc.message}") from None
     elif kind is ImageKind.VFAT:
         data["entries"] = [{k: v for k, v in r.to_obj().items() if k in
-                            ("path", "kind", "size", "sha256")} for r in fat_records(path)]
+                            ("path", "kind", "size", "sha256")}
+                           for r in fat_records(path, progress)]
     elif kind is ImageKind.EXT4:
         with path.open("rb") as f:
-            data["ext4"] = asdict(Ext4Reader(f, path.name).facts())
+            data["ext4"] = asdict(Ext4Reader(f, path.name, checksums=True).facts())
         data["entries"] = [r.to_obj() for r in ext4_records(path, progress)]
     return data

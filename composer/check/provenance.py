@@ -10,7 +10,7 @@ source.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from composer.content import ContentStore
@@ -59,8 +59,10 @@ def _record(scanned: Scanned, store: HashingStore) -> SourceRecord:
     return SourceRecord(kind.value, tree_digest(scanned.entries.values(), store.digest))
 
 
-def hash_contents(sources: Iterable[Scanned], store: HashingStore) -> None:
-    """Hash every content no writer read, in one stream (one pass over each archive)."""
+def hash_contents(sources: Iterable[Scanned], store: HashingStore,
+                  progress: Callable[[int, int], None] | None = None) -> None:
+    """Hash every content no writer read, in one stream (one pass over each archive);
+    `progress(bytes hashed, bytes to hash)` follows the stream and ends at its total."""
     wanted: dict[Content, None] = {}
     for scanned in sources:
         for entry in scanned.entries.values():
@@ -69,7 +71,13 @@ def hash_contents(sources: Iterable[Scanned], store: HashingStore) -> None:
                     and content.inline is None and content not in store.hashes:
                 wanted[content] = None
     store.finish()
-    for _, stream in store.stream(c for c in wanted if c not in store.hashes):
-        while stream.read(1 << 20):
-            pass
+    todo = [c for c in wanted if c not in store.hashes]
+    total, done = sum(c.size for c in todo), 0
+    for _, stream in store.stream(todo):
+        while chunk := stream.read(1 << 20):
+            done = min(done + len(chunk), total)
+            if progress is not None:
+                progress(done, total)
     store.finish()
+    if progress is not None:
+        progress(total, total)

@@ -289,28 +289,36 @@ def _fat_view(record: EntryRecord) -> EntryRecord | None:
                        mtime_ns=0, size=record.size, sha256=record.sha256)
 
 
-def fat_records(path: Path) -> list[EntryRecord]:
-    """The manifest records of what a FAT image holds, as _fat_view shows them."""
+def fat_records(path: Path, progress: Progress | None = None, offset: int = 0,
+                length: int | None = None) -> list[EntryRecord]:
+    """The manifest records of what a FAT image (or the FAT file system at byte `offset`,
+    `length` bytes long, of a disk image) holds, as _fat_view shows them. `progress` counts
+    the file bytes hashed against the sum of the files' sizes, and ends at that total."""
     return [EntryRecord(path=shown(e.path), kind=Kind.DIR.value if e.is_dir else
                         Kind.FILE.value, mode="", uid=0, gid=0, mtime=0, mtime_ns=0,
-                        size=e.size, sha256=e.sha256) for e in read_vfat(path)]
+                        size=e.size, sha256=e.sha256)
+            for e in read_vfat(path, offset, progress, length)]
 
 
-def tar_records(path: Path) -> list[EntryRecord]:
-    """The manifest records of what a tar image holds, read as a source is (libarchive)."""
+def tar_records(path: Path, progress: Progress | None = None) -> list[EntryRecord]:
+    """The manifest records of what a tar image (compressed or not) holds, read as a source is
+    (libarchive). `progress` counts the member bytes hashed against the sum of the members'
+    sizes, and ends at that total."""
     scanned = scan_archive(path.name, path)
     store = HashingStore(ContentStore({scanned.name: scanned.data}))
-    hash_contents([scanned], store)
+    hash_contents([scanned], store, progress)
     return [EntryRecord.of(e, store) for e in scanned.entries.values()]
 
 
-def ext4_records(path: Path, progress: Progress | None = None) -> list[EntryRecord]:
-    """The manifest records of what an ext4 image holds (composer/fs/ext4/reader.py): a file's
-    second and later paths, in the tree's sorted order, are hard links to its first.
+def ext4_records(path: Path, progress: Progress | None = None, offset: int = 0,
+                 length: int | None = None) -> list[EntryRecord]:
+    """The manifest records of what an ext4 image (or the file system at `offset`, `length`
+    bytes long, of a disk image) holds (composer/fs/ext4/reader.py): a file's second and
+    later paths, in the tree's sorted order, are hard links to its first.
     `progress` counts the file bytes hashed against the blocks the superblock says are used
     (an upper bound: metadata blocks are never hashed), and ends at that total."""
     with path.open("rb") as f:
-        reader = Ext4Reader(f, path.name)
+        reader = Ext4Reader(f, path.name, offset, length, checksums=True)
         entries = sorted(reader.entries(),
                          key=lambda e: sort_key(e.path.decode("utf-8", "surrogateescape")))
         first_path: dict[int, str] = {}
