@@ -124,7 +124,7 @@ def _die_with(parent: int) -> None:
     except (OSError, AttributeError):  # not Linux: an orphan finishes its work, then exits
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+        raise SystemExit(1)  # multiprocessing ends the child quietly with exit code 1
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
