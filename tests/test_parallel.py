@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,14 @@ from composer.fs.tar import TarWriter
 from composer.parallel import can_fork, split
 from tests.conftest import compose, copy_layouts
 from tests.readback import published, sha256_of
+from tests.stopkit import (
+    assert_session_ends,
+    assert_stopped_cleanly,
+    read_until,
+    session_members,
+    start,
+    stop_at,
+)
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="needs fork(2)")
 
@@ -102,23 +107,6 @@ def test_a_failing_child_fails_the_build_and_leaves_nothing(
     assert not out.exists()  # made by this build, removed again
 
 
-def _session_members(sid: int) -> list[int]:
-    """The processes still alive in session `sid` (the build and any child it forked); not
-    zombies: they are dead, waiting for a reaper (a container's PID 1 may never reap)."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # gone meanwhile
-                continue
-            # pid (comm) state ppid pgrp session ...: comm may hold spaces and parentheses
-            state, _ppid, _pgrp, session = stat[stat.rindex(")") + 2:].split()[:4]
-            if int(session) == sid and state != "Z":
-                alive.append(int(entry.name))
-    return alive
-
-
 @pytest.mark.parametrize(("signum", "whole_group", "after"), [
     (signal.SIGINT, True, "in a child process"),    # Ctrl-C just after a fork
     (signal.SIGINT, False, "in a child process"),
@@ -132,31 +120,10 @@ def test_a_stopped_parallel_build_ends_with_one_message_and_no_process_left(
     used to inherit its handler and print a traceback after its last line), and none is left."""
     layout = _project(tmp_path / "p", golden)
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    child = subprocess.Popen([sys.executable, "-m", "composer", "build", str(layout), "-o",
-                              str(out), "--jobs", "4"], env=env, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
-    assert child.stderr is not None
-    said = []
-    for line in child.stderr:
-        said.append(line)
-        if after in line:
-            break
-    if whole_group:
-        os.killpg(child.pid, signum)
-    else:
-        child.send_signal(signum)
-    rest = child.stderr.read()
-    code = child.wait()
-    text = "".join(said) + rest
-    assert code == 128 + signum, text
-    assert "Traceback" not in text
-    assert text.splitlines()[-1] == f"compose: stopped by {signal.Signals(signum).name}, " \
-        "cleaned up"
-    deadline = time.monotonic() + 5  # the parent joined its children before it exited
-    while _session_members(child.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_members(child.pid) == []
+    code, text, sid = stop_at(["build", str(layout), "-o", str(out), "--jobs", "4"], after,
+                              signum, whole_group)
+    assert_stopped_cleanly(code, text, signum)
+    assert_session_ends(sid, 5)  # the parent joined its children before it exited
     assert not out.exists()
 
 
@@ -175,21 +142,12 @@ def test_children_of_a_killed_build_die_with_it(tmp_path: Path, golden: Path) ->
         "files:\n", "files:\n  - {from: \"big:/\", to: /opt/app/big}\n"
         "  - {from: \"big:/\", to: /etc/big}\n"), encoding="utf-8")
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    child = subprocess.Popen([sys.executable, "-m", "composer", "build", str(layout), "-o",
-                              str(out), "--jobs", "4"], env=env, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
-    assert child.stderr is not None
-    for line in child.stderr:
-        if line.startswith("compose: writing app") and "in a child process" in line:
-            break
-    assert _session_members(child.pid), "the build ended before it could be killed"
+    child = start(["build", str(layout), "-o", str(out), "--jobs", "4"])
+    read_until(child, "compose: writing app (tar)")  # a child's line: "... in a child process"
+    assert session_members(child.pid), "the build ended before it could be killed"
     child.send_signal(signal.SIGKILL)
     child.wait()
-    deadline = time.monotonic() + 1  # the kernel ends them at once; their work takes longer
-    while _session_members(child.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_members(child.pid) == []
+    assert_session_ends(child.pid, 1)  # the kernel ends them at once; their work takes longer
     again = compose("build", str(layout), "-o", str(out), "--jobs", "4")
     assert again.returncode == 0, again.stderr
     assert "waiting for the build" not in again.stderr

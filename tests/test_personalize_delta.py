@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import compose, copy_layouts, make_golden, need
 from tests.flashkit import e2fsck_clean
+from tests.stopkit import assert_session_ends, assert_stopped_cleanly, stop_at
 from tests.test_personalize import personal_layout
 from tests.test_personalize_secrets_line import SECRETS
 
@@ -233,18 +231,6 @@ def test_real_secrets_take_the_fast_path_and_check_clean(secrets_golden: dict[st
     e2fsck_clean(target)
 
 
-def _session_members(sid: int) -> list[int]:
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    alive.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                pass
-    return alive
-
-
 @pytest.mark.parametrize(("signum", "whole_group"), [(signal.SIGINT, True),
                                                       (signal.SIGTERM, False)])
 def test_a_stopped_run_leaves_exactly_what_its_manifest_lists(
@@ -256,31 +242,12 @@ def test_a_stopped_run_leaves_exactly_what_its_manifest_lists(
                                            "certificate": "r2.crt", "private_key": "r2.key"})
                                + "\n" for n in range(3000)))
     out = varied["base"] / f"stopped-{signum}"
-    child = subprocess.Popen([sys.executable, "-m", "composer", "--debug", "personalize",
-                              str(varied["golden"]), "--devices", str(records), "-o", str(out),
-                              "--jobs", "2"], cwd=varied["keys"], stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
-    assert child.stderr is not None
-    said = []
-    for line in child.stderr:
-        said.append(line)
-        if "golden ready in" in line:  # the processes that make the devices start now
-            break
-    if whole_group:
-        os.killpg(child.pid, signum)
-    else:
-        child.send_signal(signum)
-    rest = child.stderr.read()
-    code = child.wait()
-    text = "".join(said) + rest
-    assert code == 128 + signum, text
-    assert "Traceback" not in text
-    assert text.splitlines()[-1] == f"compose: stopped by {signal.Signals(signum).name}, " \
-        "cleaned up", text[-2000:]
-    deadline = time.monotonic() + 5  # the parent joined its processes before it exited
-    while _session_members(child.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _session_members(child.pid) == []
+    code, text, sid = stop_at(["--debug", "personalize", str(varied["golden"]), "--devices",
+                               str(records), "-o", str(out), "--jobs", "2"],
+                              "golden ready in",  # the processes that make devices start now
+                              signum, whole_group, cwd=varied["keys"])
+    assert_stopped_cleanly(code, text, signum)
+    assert_session_ends(sid, 5)  # the parent joined its processes before it exited
     listed = _listed(out)
     assert len(listed) < 3000  # stopped before the end
     assert sorted(p.name for p in out.iterdir()) == sorted([*listed, "personalize.json"])
