@@ -188,8 +188,10 @@ def test_gnu_tar_archives_of_two_folders(edit: str, tmp_path: Path) -> None:
 
 
 def _vfat(folder: Path, image: Path) -> Path:
-    subprocess.run(["mkfs.vfat", "-C", "-i", "12345678", "-n", "BOOT", str(image), "4096"],
-                   check=True, capture_output=True)
+    # --invariant: the volume label entry's times are not the wall clock's (two images made
+    # in different seconds would differ in them)
+    subprocess.run(["mkfs.vfat", "--invariant", "-C", "-i", "12345678", "-n", "BOOT",
+                    str(image), "4096"], check=True, capture_output=True)
     subprocess.run(["mcopy", "-s", "-m", "-i", str(image), *[str(p) for p in
                                                              sorted(folder.iterdir())], "::/"],
                    check=True, env={**os.environ, "SOURCE_DATE_EPOCH": str(STAMP), "TZ": "UTC"})
