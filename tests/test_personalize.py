@@ -29,13 +29,16 @@ TLOGS = ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~")
 NUCLEUS = ("services", "aws.greengrass.Nucleus", "configuration")
 
 
-def _pem_pair(folder: Path, name: str) -> tuple[Path, Path]:
+def pem_pair(folder: Path, name: str, key: tuple[str, ...] = ("rsa:2048",)
+             ) -> tuple[Path, Path]:
+    """NAME.crt (self-signed) and NAME.key in folder, made by openssl; `key` is what follows
+    `-newkey` (e.g. ("ec", "-pkeyopt", "ec_paramgen_curve:P-256"))."""
     need("openssl")
-    key, cert = folder / f"{name}.key", folder / f"{name}.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-subj", f"/CN={name}", "-days", "3650"],
+    cert, private = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", *key, "-nodes", "-keyout",
+                    str(private), "-out", str(cert), "-subj", f"/CN={name}", "-days", "3650"],
                    check=True, capture_output=True)
-    return cert, key
+    return cert, private
 
 
 def personal_layout(folder: Path, golden: Path, section: str = "  uuids: [rootfs]\n") -> Path:
@@ -68,7 +71,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, golden: Path) -> dict[str, P
     assert done.returncode == 0, done.stderr
     records = base / "in" / "devices.jsonl"
     for name in "abc":
-        _pem_pair(records.parent, name)
+        pem_pair(records.parent, name)
     records.write_text("".join(json.dumps(d) + "\n" for d in DEVICES))
     done = compose("-q", "personalize", str(base / "golden"), "--devices", str(records),
                    "-o", str(base / "out"), "--full", cwd=layout.parent)

@@ -18,17 +18,11 @@ import pytest
 from tests.conftest import compose, copy_layouts, make_golden, need
 from tests.flashkit import e2fsck_clean
 from tests.stopkit import assert_session_ends, assert_stopped_cleanly, stop_at
-from tests.test_personalize import personal_layout
+from tests.test_personalize import pem_pair, personal_layout
 from tests.test_personalize_secrets_line import SECRETS
 
 LONG_THING = "Line-" + "x" * 118 + "-9:_Z"  # 128 characters, the most AWS IoT takes
 PKCS11 = "pkcs11:token=gg;object=devkey;type=private"
-
-
-def _pem_pair(folder: Path, name: str, key: list[str]) -> None:
-    subprocess.run(["openssl", "req", "-x509", "-newkey", *key, "-nodes", "-keyout",
-                    str(folder / f"{name}.key"), "-out", str(folder / f"{name}.crt"),
-                    "-subj", f"/CN={name}", "-days", "3650"], check=True, capture_output=True)
 
 
 VARIED = [
@@ -61,9 +55,9 @@ def varied(tmp_path_factory: pytest.TempPathFactory, golden: Path) -> dict[str, 
     done = compose("-q", "build", str(layout), "-o", str(base / "golden"))
     assert done.returncode == 0, done.stderr
     keys = layout.parent
-    for name, key in (("r2", ["rsa:2048"]), ("r3", ["rsa:3072"]), ("r4", ["rsa:4096"]),
-                      ("ec", ["ec", "-pkeyopt", "ec_paramgen_curve:P-256"])):
-        _pem_pair(keys, name, key)
+    for name, key in (("r2", ("rsa:2048",)), ("r3", ("rsa:3072",)), ("r4", ("rsa:4096",)),
+                      ("ec", ("ec", "-pkeyopt", "ec_paramgen_curve:P-256"))):
+        pem_pair(keys, name, key)
     records = keys / "varied.jsonl"
     records.write_text("".join(json.dumps(d) + "\n" for d in VARIED))
     for out, more in (("full", ["--full"]), ("lean", ["--jobs", "2"]), ("one", ["--jobs", "1"])):
@@ -175,7 +169,7 @@ def secrets_golden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     done = compose("-q", "build", str(layout), "-o", str(base / "golden"))
     assert done.returncode == 0, done.stderr
     for name in ("s1", "s2"):
-        _pem_pair(layouts, name, ["rsa:2048"])
+        pem_pair(layouts, name)
     records = layouts / "devices.jsonl"
     records.write_text("".join(json.dumps(
         {"id": f"s{n}", "thing_name": f"S-{n}", "certificate": f"s{n}.crt",

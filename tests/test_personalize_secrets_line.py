@@ -23,6 +23,7 @@ from aws_encryption_sdk.key_providers.raw import RawMasterKey
 from tests import tlogjudge
 from tests.conftest import compose, copy_layouts, make_golden, need
 from tests.flashkit import debugfs_dump, e2fsck_clean
+from tests.test_personalize import pem_pair
 
 GG = "/greengrass/v2"
 TLOGS = ("config.tlog", "config.tlog~", "bootstrap.tlog", "bootstrap.tlog~")
@@ -38,12 +39,6 @@ DEVICES = [
     {"id": "dev-b", "thing_name": "Line2-B", "certificate": "b.crt",
      "private_key": "pkcs11:token=gg;object=devkey;type=private"},
 ]
-
-
-def _pem_pair(folder: Path, name: str, key: list[str]) -> None:
-    subprocess.run(["openssl", "req", "-x509", "-newkey", *key, "-nodes", "-keyout",
-                    str(folder / f"{name}.key"), "-out", str(folder / f"{name}.crt"),
-                    "-subj", f"/CN={name}", "-days", "3650"], check=True, capture_output=True)
 
 
 def _key_id(cert: Path) -> str:
@@ -67,8 +62,8 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     done = compose("-q", "build", str(layout), "-o", str(base / "golden"))
     assert done.returncode == 0, done.stderr
     for name in ("a", "b", "other"):
-        _pem_pair(layouts, name, ["rsa:2048"])
-    _pem_pair(layouts, "ec", ["ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        pem_pair(layouts, name)
+    pem_pair(layouts, "ec", ("ec", "-pkeyopt", "ec_paramgen_curve:P-256"))
     (layouts / "devices.jsonl").write_text("".join(json.dumps(d) + "\n" for d in DEVICES))
     done = compose("personalize", str(base / "golden"), "--devices", "devices.jsonl", "-o",
                    str(base / "out"), "--full", "--secrets", "-", cwd=layouts,
