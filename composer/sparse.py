@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 
 def data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -27,3 +28,19 @@ def data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
         stop = min(os.lseek(fd, first, os.SEEK_HOLE), end)
         yield first, stop
         pos = stop
+
+
+def paired_chunks(a: BinaryIO, b: BinaryIO, start: int, end: int,
+                  chunk: int) -> Iterator[tuple[int, bytes, bytes]]:
+    """(offset, a's bytes, b's bytes) of [start, end) in pieces of up to `chunk` bytes, read
+    from both at the same offsets; it ends early where `a` ends."""
+    a.seek(start)
+    b.seek(start)
+    pos = start
+    while pos < end:
+        n = min(chunk, end - pos)
+        x = a.read(n)
+        if not x:
+            return
+        yield pos, x, b.read(n)
+        pos += n

@@ -31,7 +31,7 @@ from composer.outputs.manifest import (
     image_sha256,
 )
 from composer.sources.archive import scan_archive
-from composer.sparse import data_extents
+from composer.sparse import data_extents, paired_chunks
 from composer.tree import Kind, sort_key
 
 MAX_FINDINGS = 20  # the first ones are named; a damaged image would give thousands
@@ -201,21 +201,13 @@ def _range_sha256(f: BinaryIO, start: int, end: int) -> str | None:
 
 
 def _first_difference(dev: BinaryIO, img: BinaryIO, start: int, end: int) -> int | None:
-    dev.seek(start)
-    img.seek(start)
-    pos = start
-    while pos < end:
-        n = min(READ_CHUNK, end - pos)
-        a, b = dev.read(n), img.read(n)
+    for pos, a, b in paired_chunks(dev, img, start, end, READ_CHUNK):
         if a != b:
             b = b.ljust(len(a), b"\0")  # a sparse image's tail reads short: zeros
             for i, (x, y) in enumerate(zip(a, b, strict=False)):
                 if x != y:
                     return pos + i
             return pos + min(len(a), len(b))
-        if not a:
-            return None
-        pos += len(a)
     return None
 
 

@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 from composer.errors import ComposerError
 from composer.outputs.bmap import BLOCK_SIZE
-from composer.sparse import data_extents
+from composer.sparse import data_extents, paired_chunks
 
 MAGIC = b"composer-patch 1\n"
 BLOCK = BLOCK_SIZE  # the bmap's block: a flashed device is written in these
@@ -101,16 +101,10 @@ def diff_blocks(golden: Path, patched: Path) -> set[int]:
     blocks: set[int] = set()
     with golden.open("rb") as g, patched.open("rb") as p:
         for start, end in _union_blocks(_data_ranges(g, size), _data_ranges(p, size), size):
-            g.seek(start)
-            p.seek(start)
-            offset = start
-            while offset < end:
-                n = min(CHUNK, end - offset)
-                a, b = g.read(n), p.read(n)
+            for offset, a, b in paired_chunks(g, p, start, end, CHUNK):
                 if a != b:
-                    blocks.update((offset + i) // BLOCK for i in range(0, n, BLOCK)
+                    blocks.update((offset + i) // BLOCK for i in range(0, len(a), BLOCK)
                                   if a[i:i + BLOCK] != b[i:i + BLOCK])
-                offset += n
     return blocks
 
 
