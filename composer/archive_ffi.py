@@ -126,6 +126,35 @@ def data_regions(entry_p: int) -> list[tuple[int, int]]:
     return regions
 
 
+# Where a member's data starts: for an uncompressed tar, the bytes the format reader consumed
+# (archive_filter_bytes of filter 0) right after a header are the file offset of its data, so the
+# data can then be read with pread in any order, without parsing the headers again.
+_filter_bytes = ffi.libarchive["archive_filter_bytes"]
+_filter_bytes.argtypes = [ffi.c_archive_p, c_int]
+_filter_bytes.restype = c_int64
+_filter_code = ffi.libarchive["archive_filter_code"]
+_filter_code.argtypes = [ffi.c_archive_p, c_int]
+_filter_code.restype = c_int
+_format = ffi.libarchive["archive_format"]
+_format.argtypes = [ffi.c_archive_p]
+_format.restype = c_int
+_FORMAT_BASE_MASK = 0xFF0000
+_FORMAT_TAR = 0x30000
+_FILTER_NONE = 0
+
+
+def plain_tar(archive_p: int) -> bool:
+    """The archive (after its first header) is a tar with no compression filter: its members'
+    data lie at data_offset() in the file, stored as is."""
+    return (_format(archive_p) & _FORMAT_BASE_MASK) == _FORMAT_TAR and \
+        ffi.filter_count(archive_p) == 1 and _filter_code(archive_p, 0) == _FILTER_NONE
+
+
+def data_offset(archive_p: int) -> int:
+    """Right after next_header: where the member's data starts in the unfiltered stream."""
+    return int(_filter_bytes(archive_p, 0))
+
+
 # Names are bytes on Linux. libarchive converts the names that a format defines as text (pax
 # `path`, zip names flagged UTF-8) to the charset of the calling thread's locale
 # (archive_string.c, get_current_charset via nl_langinfo(CODESET)), so under LC_ALL=C or a
