@@ -70,8 +70,11 @@ class Forked(Generic[T]):
         self._label = label
         context = multiprocessing.get_context("fork")
         self._receive, self._send = context.Pipe(duplex=False)
+        # not a multiprocessing daemon: a daemon may not fork children of its own, and a
+        # partition's child forks the one that hashes its image (composer/outputs/follow.py);
+        # children are stopped by stop() and die with their parent (_die_with) all the same
         self._process = context.Process(target=_run, args=(work, self._send, os.getpid()),
-                                        name=label, daemon=True)
+                                        name=label, daemon=False)
         self._started = False
 
     def start(self) -> None:
