@@ -122,7 +122,10 @@ class ContentStore:
     @staticmethod
     def _checked(it: Iterator[tuple[Content, BinaryIO]]) -> Iterator[tuple[Content, BinaryIO]]:
         for content, stream in it:
-            yield content, _SizeCheckedStream(content, stream)
+            # a stream that hands over exactly the planned size or fails needs no second check
+            # (a layer of Python per read: most files are read in one call)
+            yield content, stream if getattr(stream, "checks_its_size", False) else \
+                _SizeCheckedStream(content, stream)
 
 
 def read_full(stream: BinaryIO, view: memoryview) -> int:

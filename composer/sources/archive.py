@@ -420,11 +420,12 @@ class _PreadStream(io.RawIOBase):
     """A member's data read with pread from where it lies in an uncompressed tar."""
 
     checks_its_end = True  # its size is the header's: nothing past it belongs to the member
+    checks_its_size = True  # and a short read is an error here (content._checked)
 
     def __init__(self, fd: int, offset: int, size: int, source: ArchiveData,
                  content: Content) -> None:
         self._fd = fd
-        self._pos = offset
+        self._start = self._pos = offset
         self._end = offset + size
         self._source = source
         self._content = content
@@ -442,6 +443,12 @@ class _PreadStream(io.RawIOBase):
             raise ComposerError(f"source {self._source.name!r}: {self._source.path.name} member "
                                 f"'{shown(self._content.member)}' cannot be read: "
                                 f"{exc.strerror}") from None
+        if not got:  # cut short since the scan, with the same stamp (rare, but not silent)
+            size = self._end - self._start
+            raise ComposerError(f"source {self._source.name!r}: {self._source.path.name} member "
+                                f"'{shown(self._content.member)}' ended after "
+                                f"{size - (self._end - self._pos)} of {size} bytes",
+                                hint="the input changed or is truncated")
         self._pos += got
         return got
 

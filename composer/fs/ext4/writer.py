@@ -577,10 +577,11 @@ def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[
     """Spans of buf[:n] to write: zero blocks are not written (the image file is created sparse,
     so they already read as zero); they stay allocated and in the block map (`block_map`).
 
-    Bytes comparisons are memcmp and `find` is a C substring search, so data without a whole
-    zero block costs one scan; only chunks that contain one are looked at block by block.
+    Every test is a C scan of `buf` in place (`find`, `count`): slicing a bytearray copies it,
+    and most files are small, so a copy per file cost more than the scan. Data without a whole
+    zero block costs one `find` (a short file's zeros are written: the same bytes either way).
     """
-    if (buf == _ZERO_CHUNK) if n == CHUNK else (buf[:n] == _ZERO_CHUNK[:n]):
+    if n == CHUNK and buf == _ZERO_CHUNK:
         return
     if buf.find(zero_block, 0, n) < 0:
         yield 0, n
@@ -589,7 +590,9 @@ def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[
     step = len(zero_block)  # the block size: a span never covers part of a hole
     for off in range(0, n, step):
         end = min(off + step, n)
-        if buf[off:end] == zero_block[:end - off]:
+        zero = buf.find(zero_block, off, end) == off if end - off == step else \
+            buf.count(0, off, end) == end - off
+        if zero:
             if start >= 0:
                 yield start, off
                 start = -1
