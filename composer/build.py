@@ -41,6 +41,7 @@ from composer.outputs.manifest import (
     image_sha256,
     write_sha256sums,
 )
+from composer.outputs.prehash import Prehash
 from composer.parallel import ENTRY_WEIGHT, Forked, cpus, split
 from composer.publish import check_names, publish, staging
 from composer.registry import WRITERS, scan_source
@@ -88,6 +89,7 @@ class Plan:
     disk: DiskBuild | None = None
     scanned: dict[str, Scanned] | None = None  # for the manifest's provenance
     epoch_origin: EpochOrigin = EpochOrigin.LAYOUT
+    prehash: Prehash | None = None  # the sources' files being hashed meanwhile
 
 
 class Tailor(Protocol):
@@ -123,23 +125,32 @@ class Assembled:
     store: ContentStore
     asm: Assembly
     room: dict[str, int]  # what the golden plan reserves for personalization
+    prehash: Prehash | None = None
 
 
 def plan(layout_path: Path, epoch_override: int | None = None,
          events: Events | None = None,
          override_origin: EpochOrigin = EpochOrigin.OPTION,
-         tailor: Tailor | None = None) -> Plan:
+         tailor: Tailor | None = None, prehash: bool = False) -> Plan:
     """Everything up to writing: validate, scan sources, apply rules, route, check.
 
     Reads the layout and the sources (metadata, and the few small files the rules edit); writes
-    nothing and changes nothing outside the Plan it returns, so a plan can be thrown away."""
-    return plan_assembled(assemble(layout_path, epoch_override, events, override_origin),
-                          tailor, events)
+    nothing and changes nothing outside the Plan it returns, so a plan can be thrown away.
+    `prehash`: the plan is to be built, so the sources' files are hashed on another core while
+    it is made (composer/outputs/prehash.py; `build` takes the digests or stops the child)."""
+    done = assemble(layout_path, epoch_override, events, override_origin, prehash)
+    try:
+        return plan_assembled(done, tailor, events)
+    except BaseException:
+        if done.prehash is not None:
+            done.prehash.stop()
+        raise
 
 
 def assemble(layout_path: Path, epoch_override: int | None = None,
              events: Events | None = None,
-             override_origin: EpochOrigin = EpochOrigin.OPTION) -> Assembled:
+             override_origin: EpochOrigin = EpochOrigin.OPTION,
+             prehash: bool = False) -> Assembled:
     events = events or Events()
     start = time.monotonic()
     layout = load_layout(layout_path)
@@ -148,17 +159,24 @@ def assemble(layout_path: Path, epoch_override: int | None = None,
     events.step("scanning sources")
     scanned = _scan(layout)
     store = ContentStore({name: s.data for name, s in scanned.items()})
-    epoch, origin = _epoch(layout, scanned, epoch_override, override_origin)
-    log.debug("epoch %d, from %s", epoch, _ORIGIN_WORDS[origin])
-    events.step("applying rules")
-    asm = Assembly(scanned, store, epoch)
-    for source in scanned.values():
-        for warning in source.warnings:
-            asm.report.warn(warning)
-    _assemble(layout, asm)
-    log.debug("assembled in %.2f s", time.monotonic() - start)
-    # from the golden tree, before any device's input, so every device keeps the same room
-    return Assembled(layout, epoch, origin, scanned, store, asm, personal_room(layout, asm))
+    hashing = Prehash.start(store, scanned.values()) if prehash else None
+    try:
+        epoch, origin = _epoch(layout, scanned, epoch_override, override_origin)
+        log.debug("epoch %d, from %s", epoch, _ORIGIN_WORDS[origin])
+        events.step("applying rules")
+        asm = Assembly(scanned, store, epoch)
+        for source in scanned.values():
+            for warning in source.warnings:
+                asm.report.warn(warning)
+        _assemble(layout, asm)
+        log.debug("assembled in %.2f s", time.monotonic() - start)
+        # from the golden tree, before any device's input, so every device keeps the same room
+        return Assembled(layout, epoch, origin, scanned, store, asm, personal_room(layout, asm),
+                         hashing)
+    except BaseException:
+        if hashing is not None:
+            hashing.stop()
+        raise
 
 
 def plan_assembled(done: Assembled, tailor: Tailor | None = None,
@@ -184,7 +202,7 @@ def plan_assembled(done: Assembled, tailor: Tailor | None = None,
                                 COMPOSER_NS, max_size=layout.max_image_size)
     log.debug("planned in %.2f s", time.monotonic() - start)
     return Plan(layout, done.epoch, routing.tree, planned, asm.report, done.store, disk,
-                done.scanned, done.origin)
+                done.scanned, done.origin, done.prehash if tailor is None else None)
 
 
 def _scan(layout: Layout) -> dict[str, Scanned]:
@@ -342,6 +360,14 @@ def build(the_plan: Plan, out: Path, events: Events | None = None,
     (composer/publish.py: at every instant `out` shows the old or the new complete build).
     `jobs`: how many partitions may be written at once (default: one per CPU)."""
     events = events or Events()
+    try:
+        return _build(the_plan, out, events, jobs)
+    finally:
+        if the_plan.prehash is not None:  # taken by then, unless the build failed
+            the_plan.prehash.stop()
+
+
+def _build(the_plan: Plan, out: Path, events: Events, jobs: int | None) -> BuildResult:
     names = output_names(the_plan.layout)
     with staging(out, lambda: events.step(f"waiting for the build already writing into {out}")) \
             as stage:
@@ -386,7 +412,7 @@ class _Aside:
 
 def _write_all(the_plan: Plan, tmp: Path, events: Events,
                jobs: int) -> tuple[list[str], Manifest]:
-    store = HashingStore(the_plan.store.spilling_into(tmp))
+    store = HashingStore(the_plan.store.spilling_into(tmp), the_plan.prehash)
     parts = the_plan.partitions
     mine, groups = split([_cost(p) for p in parts], jobs)
     children = [(group, Forked(lambda group=group: _write_aside(the_plan, tmp, group),
@@ -483,6 +509,9 @@ def _finish(the_plan: Plan, tmp: Path, store: HashingStore, events: Events,
                                   the_plan.layout.outputs))
         if Output.SFDISK in the_plan.layout.outputs:
             files.append(sfdisk_file(the_plan.disk.plan, tmp / "disk.sfdisk"))
+    # the provenance first: the image digests may still be on their way from the other core
+    origin = provenance(the_plan.layout.path, the_plan.scanned or {}, store,
+                        the_plan.epoch_origin)
     done = {name: future.result() for name, future in digests.items()}
     for extra in extras:
         if extra is not None:
@@ -495,8 +524,7 @@ def _finish(the_plan: Plan, tmp: Path, store: HashingStore, events: Events,
                     for i, p in enumerate(parts)},
         outputs=tuple(sorted(files)),
         disk=_disk_record(the_plan.disk, done["disk.img"]) if the_plan.disk else None,
-        provenance=provenance(the_plan.layout.path, the_plan.scanned or {}, store,
-                              the_plan.epoch_origin))
+        provenance=origin)
     manifest.write(tmp / "manifest.json")
     (tmp / "report.txt").write_text("".join(f"{line}\n" for line in the_plan.report.lines()),
                                     encoding="utf-8")

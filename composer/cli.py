@@ -195,7 +195,7 @@ def build_command(
     try:
         with _no_cycle_collector():
             the_plan = plan(layout, _epoch(source_date_epoch), events,
-                            _epoch_origin(source_date_epoch))
+                            _epoch_origin(source_date_epoch), prehash=True)
             result = build(the_plan, out, events, jobs)
     finally:
         events.close()

@@ -88,6 +88,10 @@ class Forked(Generic[T]):
             self._send.close()  # the child's end: EOF here when the child dies unanswered
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
+    def ready(self) -> bool:
+        """The child has answered (result() will not wait)."""
+        return self._receive.poll()
+
     def result(self) -> T:
         try:
             ok, value = self._receive.recv()

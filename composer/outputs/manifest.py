@@ -17,13 +17,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, overload
+from typing import TYPE_CHECKING, Any, BinaryIO, overload
 
 from composer import __version__
 from composer.content import ContentStore
 from composer.disk.assemble import DiskPlan, PlannedPartition, TableType
 from composer.errors import shown
 from composer.tree import Content, Entry, Kind
+
+if TYPE_CHECKING:
+    from composer.outputs.prehash import Prehash
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -33,16 +36,21 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # hashed in place, where a queue hop would cost more than the hash.
 BACKGROUND_MIN = 256 * 1024
 QUEUE_CHUNKS = 16  # bounds the copies in flight (the writer's chunks are 1 MiB)
+POLL_EVERY = 256  # files written between two looks at whether the prehash child is done
 
 
 class HashingStore(ContentStore):
     """A content store that remembers the sha256 of every content a writer read in full."""
 
-    def __init__(self, store: ContentStore) -> None:
-        """The same sources as `store`, read with hashing."""
+    def __init__(self, store: ContentStore, prehash: Prehash | None = None) -> None:
+        """The same sources as `store`, read with hashing; `prehash`: a child hashing the
+        sources' files meanwhile (composer/outputs/prehash.py), whose digests are taken once
+        it is done and spare the writers that work."""
         super().__init__(store.sources, store.spill_dir)
         # raw digests (32 bytes; a hex string would take 113): one per file of the build
         self.hashes: dict[Content, bytes] = {}
+        self._prehash = prehash
+        self._until_poll = 0
         self._queue: queue.Queue[tuple[Content, Any, bytes | None] | None] = \
             queue.Queue(QUEUE_CHUNKS)
         self._thread: threading.Thread | None = None
@@ -57,6 +65,11 @@ class HashingStore(ContentStore):
             yield content, self._wrap(content, stream)
 
     def _wrap(self, content: Content, stream: BinaryIO) -> BinaryIO:
+        if self._prehash is not None:
+            self._until_poll -= 1
+            if self._until_poll < 0:  # a poll(2) per file would cost more than it saves
+                self._until_poll = POLL_EVERY
+                self._take_prehash(wait=False)
         if content in self.hashes:
             return stream
         if content.size >= BACKGROUND_MIN:
@@ -98,8 +111,19 @@ class HashingStore(ContentStore):
             except BaseException as exc:  # noqa: BLE001 - re-raised in finish()
                 self._failure = exc
 
+    def _take_prehash(self, wait: bool) -> None:
+        assert self._prehash is not None
+        got = self._prehash.take(wait)
+        if got is not None or wait:
+            self._prehash = None
+        if got:
+            for content, digest in got.items():
+                self.hashes.setdefault(content, digest)
+
     def finish(self) -> None:
         """Wait until every content read so far is hashed."""
+        if self._prehash is not None:
+            self._take_prehash(wait=True)
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
