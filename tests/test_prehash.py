@@ -54,8 +54,9 @@ def test_manifest_with_the_child_equals_the_one_without(tmp_path: Path) -> None:
     data = _sources(tmp_path)
     with_child = plan(tmp_path / "l.yaml", prehash=True)
     assert with_child.prehash is not None
-    digests = with_child.prehash.take(wait=True)
-    assert digests is not None
+    taken = with_child.prehash.take(wait=True)
+    assert taken is not None
+    digests = dict(taken)
     # the child's digests are hashlib's of the files (all of the tar's, all of the folder's)
     by_member = {c.member.removeprefix("./"): d for c, d in digests.items()}
     for rel, body in data.items():

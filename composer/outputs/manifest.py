@@ -116,8 +116,8 @@ class HashingStore(ContentStore):
         got = self._prehash.take(wait)
         if got is not None or wait:
             self._prehash = None
-        if got:
-            for content, digest in got.items():
+        if got is not None:
+            for content, digest in got:
                 self.hashes.setdefault(content, digest)
 
     def finish(self) -> None:

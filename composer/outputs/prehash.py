@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from composer.content import CHUNK, ContentStore, read_full
 from composer.parallel import Forked, can_fork
@@ -56,18 +56,22 @@ class Prehash:
         # this list's order, with no map from content to place to hold
         return cls(store, sorted(wanted, key=_source_of)) if wanted else None
 
-    def take(self, wait: bool) -> dict[Content, bytes] | None:
-        """The digests, once the child is done (`wait`: until it is); None when they are not
-        there yet, or not for this process, or the child failed (the writers hash then)."""
+    def take(self, wait: bool) -> Iterator[tuple[Content, bytes]] | None:
+        """(content, digest) pairs, once the child is done (`wait`: until it is); None when
+        they are not there yet, or not for this process, or the child failed (the writers
+        hash then). Pairs, not a dict: the caller keeps them in its own (one map, not two,
+        at the memory peak of a build of many files)."""
         child = self._child
         if child is None or os.getpid() != self._owner or (not wait and not child.ready()):
             return None
         self._child = None
+        contents, self._contents = self._contents, []
         try:
             blob = child.result()
         except Exception:  # noqa: BLE001 - a file the child could not read: the writer says why
             return None
-        return {c: blob[i * DIGEST:(i + 1) * DIGEST] for i, c in enumerate(self._contents)}
+        return zip(contents, (blob[i:i + DIGEST] for i in range(0, len(blob), DIGEST)),
+                   strict=True)
 
     def stop(self) -> None:
         """The build ended without taking the digests: end the child."""
