@@ -415,7 +415,9 @@ def _write_all(the_plan: Plan, tmp: Path, events: Events,
     store = HashingStore(the_plan.store.spilling_into(tmp), the_plan.prehash)
     parts = the_plan.partitions
     mine, groups = split([_cost(p) for p in parts], jobs)
-    children = [(group, Forked(lambda group=group: _write_aside(the_plan, tmp, group),
+    if groups:  # what the sources' hashing child has done by now, children inherit
+        store.take_prehash(wait=False)
+    children = [(group, Forked(lambda group=group: _write_aside(the_plan, store, tmp, group),
                                f"the process writing {', '.join(parts[i].name for i in group)}"))
                 for group in groups]
     written: dict[int, _Image] = {}
@@ -464,9 +466,10 @@ def _write_here(part: PlannedPartition, tmp: Path, store: HashingStore, events: 
                   EntryRecords(request.entries, store))
 
 
-def _write_aside(the_plan: Plan, tmp: Path, group: list[int]) -> list[_Aside]:
-    """In a child process: write these partitions with their digests and flashing outputs."""
-    store = HashingStore(the_plan.store.spilling_into(tmp))
+def _write_aside(the_plan: Plan, store: HashingStore, tmp: Path,
+                 group: list[int]) -> list[_Aside]:
+    """In a child process: write these partitions with their digests and flashing outputs
+    (`store`: the parent's, as it was when this child was forked)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         images = [_write_here(the_plan.partitions[i], tmp, store, Events(), pool,
                               the_plan.layout.outputs) for i in group]

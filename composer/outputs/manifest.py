@@ -69,7 +69,7 @@ class HashingStore(ContentStore):
             self._until_poll -= 1
             if self._until_poll < 0:  # a poll(2) per file would cost more than it saves
                 self._until_poll = POLL_EVERY
-                self._take_prehash(wait=False)
+                self.take_prehash(wait=False)
         if content in self.hashes:
             return stream
         if content.size >= BACKGROUND_MIN:
@@ -111,8 +111,11 @@ class HashingStore(ContentStore):
             except BaseException as exc:  # noqa: BLE001 - re-raised in finish()
                 self._failure = exc
 
-    def _take_prehash(self, wait: bool) -> None:
-        assert self._prehash is not None
+    def take_prehash(self, wait: bool) -> None:
+        """Keep the digests the sources' hashing child made, once it is done (`wait`: until
+        it is)."""
+        if self._prehash is None:
+            return
         got = self._prehash.take(wait)
         if got is not None or wait:
             self._prehash = None
@@ -123,7 +126,7 @@ class HashingStore(ContentStore):
     def finish(self) -> None:
         """Wait until every content read so far is hashed."""
         if self._prehash is not None:
-            self._take_prehash(wait=True)
+            self.take_prehash(wait=True)
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
