@@ -47,6 +47,13 @@ _KINDS = {
 
 def member_path(raw: str) -> tuple[str, bool]:
     """The member's path inside the source, and whether '..' had to be clamped."""
+    name = raw[2:] if raw.startswith("./") else raw
+    # most names (`tar -C dir .` writes ./a/b) have no empty, "." or ".." part to drop: the
+    # split and join below cost more than the whole rest of a member's path handling
+    if name and "//" not in name and "/./" not in name and ".." not in name and \
+            name[0] != "/" and not name.startswith("./") and not name.endswith(("/", "/.")) \
+            and name != ".":
+        return "/" + name, False
     parts: list[str] = []
     clamped = False
     for part in raw.split("/"):
