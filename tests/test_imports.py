@@ -24,8 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("composer.personalize",),  # per-device builds on top of the golden one, and their patches
     ("composer.build",),
     # checks of finished builds (verify, diff, reproduce) and the manifest's provenance
-    ("composer.rules", "composer.route", "composer.publish", "composer.check",
-     "composer.parallel"),  # parallel: the build's child processes
+    ("composer.rules", "composer.route", "composer.publish", "composer.check"),
     ("composer.disk.compose",),  # writes disk.img and its own outputs
     ("composer.outputs",),  # bmap, simg, zst, manifest of any image
     # validates writer options (above the registry); the key table names the disk formats' values
@@ -38,8 +37,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # core values
     ("composer.layout.model", "composer.layout.yamlload", "composer.report", "composer.content",
      "composer.acl", "composer.archive_ffi"),
+    # parallel: forked child processes (partitions, digests, the sources' hashing)
     ("composer.tree", "composer.units", "composer.types", "composer.structs", "composer.tools",
-     "composer.sparse"),
+     "composer.sparse", "composer.parallel"),
     ("composer.errors", "composer.layout", "composer"),  # the two packages: docstring, version
 )
 
