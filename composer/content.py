@@ -10,6 +10,7 @@ spilled to one temporary file instead of staying in memory.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -200,15 +201,18 @@ def _inline_stream(content: Content) -> BinaryIO:
 
 
 def _spilled_stream(spill: BinaryIO, start: int, length: int) -> BinaryIO:
-    spill.seek(start)
-    return io.BytesIO(spill.read(length)) if length <= CHUNK else _Window(spill, start, length)
+    spill.seek(start)  # and so out of the write buffer into the file
+    return io.BytesIO(spill.read(length)) if length <= CHUNK else \
+        FileWindow(spill.fileno(), start, length)
 
 
-class _Window(io.RawIOBase):
-    """A read-only view of `length` bytes of `f` from `start` (f may be shared: seek each time)."""
+class FileWindow(io.RawIOBase):
+    """A read-only view of `length` bytes of the open file `fd` from `start`, read with pread
+    (the file may be shared: no position of its own to keep). Reads 0 at the window's end, or
+    at the file's end when it is shorter."""
 
-    def __init__(self, f: BinaryIO, start: int, length: int) -> None:
-        self._f, self._pos, self._end = f, start, start + length
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self._fd, self._pos, self._end = fd, start, start + length
 
     def readable(self) -> bool:
         return True
@@ -217,11 +221,9 @@ class _Window(io.RawIOBase):
         n = min(len(buffer), self._end - self._pos)
         if n <= 0:
             return 0
-        self._f.seek(self._pos)
-        data = self._f.read(n)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        got = os.preadv(self._fd, [memoryview(buffer).cast("B")[:n]], self._pos)
+        self._pos += got
+        return got
 
 
 def _unique(contents: Iterable[Content]) -> list[Content]:

@@ -22,7 +22,7 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -130,18 +130,15 @@ class ImageDigests:
                 assert self._thread is not None
                 self._thread.join()
                 return
-            try:
-                image, ranges = self._child.result()
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the futures
-                self.image.set_exception(exc)
-                self.ranges.set_exception(exc)
-                return
-            self.image.set_result(image)
-            self.ranges.set_result(ranges)
+            self._settle(self._child.result)
 
     def _run_here(self, work: _Digests) -> None:
+        self._settle(work.run)
+
+    def _settle(self, answer: Callable[[], tuple[str, list[str]]]) -> None:
+        """Both futures from `answer()`: its digests, or what it raised."""
         try:
-            image, ranges = work.run()
+            image, ranges = answer()
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the futures
             self.image.set_exception(exc)
             self.ranges.set_exception(exc)

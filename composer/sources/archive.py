@@ -27,7 +27,7 @@ from composer import archive_ffi
 from composer.acl import ACCESS_XATTR, DEFAULT_XATTR, UnresolvedName, acl_xattr, mask_bits
 from composer.archive_ffi import ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT, read_acl, read_xattrs
 from composer.archive_ffi import read_data as _read_data
-from composer.content import DataSource
+from composer.content import DataSource, FileWindow
 from composer.errors import ComposerError, shown
 from composer.sources import Scanned, name_from_bytes
 from composer.tree import Content, Entry, Kind
@@ -423,7 +423,7 @@ class ArchiveData(DataSource):
 _PROBE = (ctypes.c_char * 1)()
 
 
-class _PreadStream(io.RawIOBase):
+class _PreadStream(FileWindow):
     """A member's data read with pread from where it lies in an uncompressed tar."""
 
     checks_its_end = True  # its size is the header's: nothing past it belongs to the member
@@ -431,33 +431,28 @@ class _PreadStream(io.RawIOBase):
 
     def __init__(self, fd: int, offset: int, size: int, source: ArchiveData,
                  content: Content) -> None:
-        self._fd = fd
-        self._start = self._pos = offset
-        self._end = offset + size
+        super().__init__(fd, offset, size)
         self._source = source
         self._content = content
-
-    def readable(self) -> bool:
-        return True
+        self._left = size
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = min(len(buffer), self._end - self._pos)
-        if n <= 0:
+        if not self._left or not len(buffer):
             return 0
         try:
-            got = os.preadv(self._fd, [memoryview(buffer).cast("B")[:n]], self._pos)
+            got = super().readinto(buffer)
         except OSError as exc:
-            raise ComposerError(f"source {self._source.name!r}: {self._source.path.name} member "
-                                f"'{shown(self._content.member)}' cannot be read: "
-                                f"{exc.strerror}") from None
+            raise ComposerError(f"{self._where()} cannot be read: {exc.strerror}") from None
         if not got:  # cut short since the scan, with the same stamp (rare, but not silent)
-            size = self._end - self._start
-            raise ComposerError(f"source {self._source.name!r}: {self._source.path.name} member "
-                                f"'{shown(self._content.member)}' ended after "
-                                f"{size - (self._end - self._pos)} of {size} bytes",
-                                hint="the input changed or is truncated")
-        self._pos += got
+            size = self._content.size
+            raise ComposerError(f"{self._where()} ended after {size - self._left} of {size} "
+                                "bytes", hint="the input changed or is truncated")
+        self._left -= got
         return got
+
+    def _where(self) -> str:
+        return f"source {self._source.name!r}: {self._source.path.name} member " \
+            f"'{shown(self._content.member)}'"
 
 
 class _BlockStream(io.RawIOBase):
