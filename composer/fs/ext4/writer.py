@@ -456,39 +456,39 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
 
 
 def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> None:
-    # the extents of each content's file (a list of them for a content that two files hold,
-    # which is rare: no list per file); a file map is made only when its data comes
-    targets: dict[Content, tuple[Extent, ...] | list[tuple[Extent, ...]]] = {}
+    # the placed inode of each content's file (a list of them for a content that two files
+    # hold, which is rare: no list per file); a file map is made only when its data comes
+    targets: dict[Content, Placed | list[Placed]] = {}
     for p in plan.placed:
         content = p.node.entry.content
         if p.node.entry.kind is Kind.FILE and content is not None and content.size:
-            known = targets.setdefault(content, p.extents)
-            if known is not p.extents:
-                targets[content] = [*known, p.extents] if type(known) is list else \
-                    [known, p.extents]  # type: ignore[list-item]
+            known = targets.setdefault(content, p)
+            if known is not p:
+                targets[content] = [*known, p] if type(known) is list else \
+                    [known, p]  # type: ignore[list-item]
     if not targets:
         return
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    zero_block = bytes(out.block_size)
+    bs = out.block_size
+    zero_block = bytes(bs)
     mark = _Watermark(targets.values(), out, final)
     for content, stream in store.stream(list(targets)):
-        extents = targets.pop(content, None)
-        if extents is None:
+        held = targets.pop(content, None)
+        if held is None:
             continue
-        if type(extents) is list:
-            holders = extents
+        if type(held) is list:
+            holders = held
         else:
-            holders = [extents]  # type: ignore[list-item]
-            only = extents[0] if len(extents) == 1 else None
-            if only is not None and content.size <= CHUNK and only.lblk == 0 and \
-                    only.length * out.block_size >= content.size:  # type: ignore[union-attr]
+            holders = [held]  # type: ignore[list-item]
+            if not held.more and content.size <= CHUNK and \
+                    held.node.data_blocks * bs >= content.size:  # type: ignore[union-attr]
                 # most files: one read into one extent from block 0 that holds all of it (no
                 # holes), no file map to look places up in
-                _put_small(out, content, stream, buf, only, zero_block)  # type: ignore
+                _put_small(out, content, stream, buf, held.start, zero_block)  # type: ignore
                 mark.written(holders)
                 continue
-        places = [_FileMap.of(e, out.block_size) for e in holders]
+        places = [_FileMap.of(p.extents, bs) for p in holders]
         pos = 0
         while pos < content.size:
             want = min(CHUNK, content.size - pos)
@@ -509,7 +509,7 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> 
         raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
 
 
-def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, extent: Extent,
+def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, first_block: int,
                zero_block: bytes) -> None:
     """A file of at most CHUNK bytes held whole by one extent from logical block 0."""
     size = content.size
@@ -519,7 +519,7 @@ def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, ex
         raise ComposerError(
             f"{content.source or 'inline'}:{content.member}: ended after {got} of {size} bytes",
             hint="the input changed or is truncated")
-    base = extent.pblk * out.block_size
+    base = first_block * out.block_size
     for start, end in _nonzero_spans(buf, size, zero_block):
         out.put(base + start, view[start:end])
 
@@ -535,8 +535,8 @@ class _Watermark:
 
     __slots__ = ("_lows", "_done", "_next", "_out", "_final", "_bs")
 
-    def __init__(self, files: Iterable[tuple[Extent, ...] | list[tuple[Extent, ...]]],
-                 out: _Out, final: Progress) -> None:
+    def __init__(self, files: Iterable[Placed | list[Placed]], out: _Out,
+                 final: Progress) -> None:
         # each file's lowest block, ascending: blocks are never shared between files, so they
         # are distinct (a file that is one hole has none: nothing of it is written); 9 bytes
         # a file (an array and a flag), not a heap of int objects
@@ -550,7 +550,7 @@ class _Watermark:
         self._out, self._final, self._bs = out, final, out.block_size
         self._report()
 
-    def written(self, holders: list[tuple[Extent, ...]]) -> None:
+    def written(self, holders: list[Placed]) -> None:
         lowest = _lowest(holders)
         if lowest < 0:
             return
@@ -568,9 +568,9 @@ class _Watermark:
         self._final(self._out.unwritten_from(mark))
 
 
-def _lowest(holders: list[tuple[Extent, ...]]) -> int:
+def _lowest(holders: list[Placed]) -> int:
     """The lowest block of a file's holders, -1 when they have none (all holes)."""
-    return min((e.pblk for extents in holders for e in extents), default=-1)
+    return min((low for p in holders if (low := p.lowest) >= 0), default=-1)
 
 
 def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[int, int]]:
