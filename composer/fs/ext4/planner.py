@@ -254,7 +254,7 @@ class Numbered:
     ordered: list[Entry]
     ino_of: dict[str, int]
     file_links: dict[str, int]
-    children: dict[str, list[Dirent]]
+    children: dict[str, list[Entry]]  # the entries of each directory (Dirents: `dirents`)
     subdirs: dict[str, int]
     next_ino: int
     problems: tuple[tuple[str, str], ...]
@@ -311,7 +311,8 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
             continue
         links = (file_links[e.path] if e.kind is Kind.FILE else
                  2 + subdirs.get(e.path, 0) if e.kind is Kind.DIR else 1)
-        node = _node(e, ino_of, links, children.get(e.path, []), seed, fail, block_size)
+        kids = dirents(children.get(e.path, []), ino_of) if e.kind is Kind.DIR else []
+        node = _node(e, ino_of, links, kids, seed, fail, block_size)
         if node is None:
             continue
         total_blocks += node.data_blocks + (1 if node.xattrs.block else 0)
@@ -379,9 +380,9 @@ def _number_inodes(ordered: list[Entry], by_path: dict[str, Entry],
 
 def _children(ordered: list[Entry], by_path: dict[str, Entry], ino_of: dict[str, int],
               fail: Callable[[str, str], None]
-              ) -> tuple[dict[str, list[Dirent]], dict[str, int]]:
+              ) -> tuple[dict[str, list[Entry]], dict[str, int]]:
     """Each directory's entries, and how many subdirectories it has (for its link count)."""
-    children: dict[str, list[Dirent]] = {}
+    children: dict[str, list[Entry]] = {}
     subdirs: dict[str, int] = {}
     for e in ordered:
         if e.path == "/":
@@ -401,10 +402,17 @@ def _children(ordered: list[Entry], by_path: dict[str, Entry], ino_of: dict[str,
             continue
         if e.path not in ino_of:
             continue  # a broken hard link, reported above
-        children.setdefault(p, []).append(Dirent(name, ino_of[e.path], _FTYPE[e.kind]))
+        children.setdefault(p, []).append(e)
         if e.kind is Kind.DIR:
             subdirs[p] = subdirs.get(p, 0) + 1
     return children, subdirs
+
+
+def dirents(kids: list[Entry], ino_of: dict[str, int]) -> list[Dirent]:
+    """A directory's entries as Dirents. Made for one directory at a time, as it is planned:
+    the Dirents and names of every directory at once would cost ~100 bytes an entry."""
+    return [Dirent(encode_name(e.path.rpartition("/")[2]), ino_of[e.path], _FTYPE[e.kind])
+            for e in kids]
 
 
 def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
@@ -736,11 +744,11 @@ def replan(plan: Plan, numbered: Numbered, files: Mapping[str, Entry]) -> Replan
             parent_path = path.rpartition("/")[0] or "/"
             added.setdefault(parent_path, []).append(
                 Dirent(encode_name(path.rpartition("/")[2]), ino, FT_REG_FILE))
-    for parent_path, dirents in added.items():
+    for parent_path, added_here in added.items():
         golden_dir = _placed_at(plan, ino_of.get(parent_path, 0))
         if golden_dir is None or golden_dir.node.entry.kind is not Kind.DIR:
             return None
-        kids = [*numbered.children.get(parent_path, []), *dirents]
+        kids = [*dirents(numbered.children.get(parent_path, []), ino_of), *added_here]
         node = _node(golden_dir.node.entry, ino_of, 2 + numbered.subdirs.get(parent_path, 0),
                      kids, prep.hash_seed, fail, bs)
         if node is None or node.data_blocks != golden_dir.node.data_blocks:
