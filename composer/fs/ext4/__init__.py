@@ -229,9 +229,11 @@ class Ext4Writer(FsWriter):
         small = size_type(plan.image_size).block_size
         if small == DEFAULT_BLOCK_SIZE:
             return plan
+        del plan  # not held while the small blocks are planned (made again if they fail)
         prep, errors = self._prepared(req, small)
         if errors or prep is None:
-            return plan  # the content needs 4 KiB blocks (`_block_size` says the same)
+            # the content needs 4 KiB blocks (`_block_size` says the same)
+            return plan_auto(prep4, opts, headroom_pct)
         try:
             other = plan_auto(prep, opts, headroom_pct)
             if size_type(other.image_size).block_size == small:

@@ -109,12 +109,22 @@ class Node:
     parent: int  # the parent directory's inode (".." of a directory)
     xattrs: xa.XattrSplit
     dir: DirLayout | None = None
-    link_target: bytes = b""
     data_blocks: int = 0  # data, directory or slow-symlink blocks (allocated ones only)
-    uses_extents: bool = False  # fast symlinks and special files keep other things in i_block
     # (first logical block, count) of the blocks that hold data, when the file has holes;
     # empty: the `data_blocks` blocks from logical block 0 on (no holes)
     data_runs: tuple[Run, ...] = ()
+
+    # what follows from the fields above is not kept (8 bytes a field and inode)
+    @property
+    def link_target(self) -> bytes:
+        """A symlink's target as stored; b"" for other kinds."""
+        return encode_name(self.entry.target or "") if self.entry.kind is Kind.SYMLINK else b""
+
+    @property
+    def uses_extents(self) -> bool:
+        """Fast symlinks and special files keep other things in i_block."""
+        kind = self.entry.kind
+        return kind is Kind.FILE or kind is Kind.DIR or self.data_blocks > 0
 
 
 def data_runs(content: Content, block_size: int) -> tuple[Run, ...]:
@@ -456,11 +466,9 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
     runs = data_runs(e.content, block_size) if e.kind is Kind.FILE and e.content is not None \
         and e.content.holes else None
     nblocks = _data_blocks(e, layout, target, runs, block_size)
-    extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
     # Node.data_runs stays empty for a file without holes (most files): no tuple to keep
     holey = runs if runs is not None and runs != ((0, nblocks),) else ()
-    return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, target, nblocks, extents,
-                holey)
+    return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, nblocks, holey)
 
 
 _NO_XATTRS = xa.XattrSplit((), ())
