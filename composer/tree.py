@@ -41,19 +41,41 @@ _IFMT = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Content:
     """Where a regular file's bytes come from: a member of a named source, or bytes held inline."""
 
     size: int
-    source: str = ""  # source name; "" for inline content
-    member: str = ""  # member path inside the source (archive path or path relative to a folder)
-    index: int = -1  # position of the member in an archive (archives may repeat a path)
-    inline: bytes | None = field(default=None, repr=False)
+    source: str  # source name; "" for inline content
+    # the member path inside the source (archive path or path relative to a folder): `member`.
+    # With `rooted`, a "/" is put in front of it here, so that it can be the very string of
+    # the entry's path (an archive member "etc/x" is the entry "/etc/x"): a string an entry less
+    stored_member: str
+    index: int  # position of the member in an archive (archives may repeat a path)
+    inline: bytes | None = field(repr=False)
     # Byte ranges (offset, length), sorted and disjoint, that the source stores as holes (a
     # folder's SEEK_HOLE ranges, an archive's sparse map). The data stream still yields `size`
     # bytes, zeros in the holes; a writer that can keep holes leaves those blocks unallocated.
-    holes: tuple[tuple[int, int], ...] = ()
+    holes: tuple[tuple[int, int], ...]
+    rooted: bool
+
+    def __init__(self, size: int, source: str = "", member: str = "", index: int = -1,
+                 inline: bytes | None = None, holes: tuple[tuple[int, int], ...] = (),
+                 rooted: bool = False) -> None:
+        """`rooted`: `member` is "/" + the member path (see `stored_member`)."""
+        setattr_ = object.__setattr__
+        setattr_(self, "size", size)
+        setattr_(self, "source", source)
+        setattr_(self, "stored_member", member)
+        setattr_(self, "index", index)
+        setattr_(self, "inline", inline)
+        setattr_(self, "holes", holes)
+        setattr_(self, "rooted", rooted)
+
+    @property
+    def member(self) -> str:
+        """The member path inside the source (archive path or path relative to a folder)."""
+        return self.stored_member[1:] if self.rooted else self.stored_member
 
     @staticmethod
     def of_bytes(data: bytes) -> Content:

@@ -202,7 +202,7 @@ class _Found:
                 hint="the archive is damaged or was cut short")
         primary = found.target if found.kind is Kind.HARDLINK and found.target else target
         if ffi.entry_size(entry_p) > 0:  # the link carries the inode's data
-            self._set_data(primary, _content(self.source, entry_p, raw, index))
+            self._set_data(primary, _content(self.source, entry_p, raw, index, common.path))
         here = self.entries.get(common.path)
         if common.path == primary or (here is not None and here.kind is Kind.HARDLINK
                                          and here.target == primary):
@@ -248,10 +248,14 @@ def _common(source: str, entry_p: int, raw: str, path: str, ints: dict[int, int]
                    ints.setdefault(gid, gid), ints.setdefault(mtime_ns, mtime_ns), xattrs)
 
 
-def _content(source: str, entry_p: int, raw: str, index: int) -> Content:
+def _content(source: str, entry_p: int, raw: str, index: int, path: str) -> Content:
+    """`path`: the member's path in the source; the member name shares its string when it is
+    that path without its leading "/" (most members: Content.rooted)."""
     size = ffi.entry_size(entry_p)
-    return Content(size=size, source=source, member=raw, index=index,
-                   holes=_holes(archive_ffi.data_regions(entry_p), size))
+    holes = _holes(archive_ffi.data_regions(entry_p), size)
+    if len(path) == len(raw) + 1 and path.endswith(raw):
+        return Content(size, source, path, index, None, holes, rooted=True)
+    return Content(size, source, raw, index, None, holes)
 
 
 def _holes(regions: list[tuple[int, int]], size: int) -> tuple[tuple[int, int], ...]:
@@ -281,7 +285,7 @@ def _entry(source: str, entry_p: int, raw: str, index: int,
     if common.path == "/" and kind is not Kind.DIR:
         return None
     if kind is Kind.FILE:
-        return common.entry(kind, _content(source, entry_p, raw, index))
+        return common.entry(kind, _content(source, entry_p, raw, index, common.path))
     if kind is Kind.SYMLINK:
         # a C string: a NUL in a pax linkpath record ends the target here, as it does for GNU
         # tar and bsdtar

@@ -111,9 +111,13 @@ class Ext4Writer(FsWriter):
     def write_following(self, req: WriteRequest, out: Path, store: ContentStore,
                         progress: Progress, final: Progress) -> WriteResult:
         raise_all(self.check(req))
-        self._numbered = None  # every plan is made: its memory is the image's now
+        plan = self._plan(req)
+        # every plan is made: its memory is the image's now (the plan keeps what it needs of
+        # the preparation; the other block size's, when both were tried, is dropped)
+        self._numbered = None
+        self._memo = None
         try:
-            return write_image(req, self._plan(req), out, store, progress, final)
+            return write_image(req, plan, out, store, progress, final)
         finally:
             self._memo = None  # the plan is used up: free its memory
             self._plan_memo = {}
@@ -225,9 +229,11 @@ class Ext4Writer(FsWriter):
         small = size_type(plan.image_size).block_size
         if small == DEFAULT_BLOCK_SIZE:
             return plan
+        del plan  # not held while the small blocks are planned (made again if they fail)
         prep, errors = self._prepared(req, small)
         if errors or prep is None:
-            return plan  # the content needs 4 KiB blocks (`_block_size` says the same)
+            # the content needs 4 KiB blocks (`_block_size` says the same)
+            return plan_auto(prep4, opts, headroom_pct)
         try:
             other = plan_auto(prep, opts, headroom_pct)
             if size_type(other.image_size).block_size == small:

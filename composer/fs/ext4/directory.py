@@ -71,10 +71,15 @@ class Dirent:
 
 @dataclass(frozen=True, slots=True)
 class DirLayout:
-    """Where every entry of a directory goes. Leaves are index ranges into `entries`."""
+    """Where every entry of a directory goes. The entries are kept as their on-disk records,
+    packed one after the other (each with its own size as rec_len) in block order: one bytes
+    object a directory, about 20 bytes an entry, where Dirent objects and their names would
+    take over 100 (a build holds the layouts of all its directories until they are written)."""
 
-    entries: tuple[Dirent, ...]  # linear: name order; htree: hash order
-    leaves: tuple[tuple[int, int], ...]  # (start, end) of each leaf / linear block
+    records: bytes  # linear: name order; htree: hash order
+    # (start, end, last) byte offsets into `records` of each leaf / linear block: its records
+    # and where its last one starts (-1: none), whose rec_len is stretched to the block's end
+    leaves: tuple[tuple[int, int, int], ...]
     htree: bool
     leaf_hashes: tuple[int, ...] = ()  # htree: the index hash of each leaf (first is unused)
     min_blocks: int = 1  # linear: pad with empty blocks up to this many (lost+found)
@@ -119,20 +124,39 @@ def plan_dir(entries: Sequence[Dirent], hash_seed: tuple[int, int, int, int],
     space = block_size - DIRENT_TAIL_SIZE
     linear = _pack(entries, 2 * DOT_SIZE, space)
     if len(linear) <= max(LINEAR_DIR_MAX_BLOCKS, min_blocks) or not allow_htree:
-        return DirLayout(tuple(entries), tuple(linear), False, min_blocks=min_blocks,
-                         block_size=block_size)
+        records, leaves = _records(entries, linear)
+        return DirLayout(records, leaves, False, min_blocks=min_blocks, block_size=block_size)
     keyed = sorted((dx_hash(e.name, hash_seed), e.name, e) for e in entries)
     ordered = tuple(e for _, _, e in keyed)
-    leaves = _pack(ordered, 0, space)
-    if len(leaves) > dx_root_fill(block_size) * dx_node_fill(block_size):
+    by_index = _pack(ordered, 0, space)
+    if len(by_index) > dx_root_fill(block_size) * dx_node_fill(block_size):
         raise DirTooBig(f"{len(entries)} entries need more than two htree levels")
     hashes = []
-    for start, _ in leaves:
+    for start, _ in by_index:
         h = keyed[start][0][0]
         if start and keyed[start - 1][0][0] == h:
             h |= 1  # a hash run continues from the previous leaf (e2fsck rehash rule)
         hashes.append(h)
-    return DirLayout(ordered, tuple(leaves), True, tuple(hashes), block_size=block_size)
+    records, leaves = _records(ordered, by_index)
+    return DirLayout(records, leaves, True, tuple(hashes), block_size=block_size)
+
+
+def _records(entries: Sequence[Dirent], leaves: list[tuple[int, int]]
+             ) -> tuple[bytes, tuple[tuple[int, int, int], ...]]:
+    """The entries' records packed in order, and the leaves' index ranges as (start, end, last)
+    byte ranges (see DirLayout)."""
+    out = bytearray()
+    starts = []
+    for e in entries:
+        starts.append(len(out))
+        name = e.name
+        # a name over 255 bytes is refused by the planner; its record is never written
+        out += _DIRENT.pack(e.ino, e.size, min(len(name), 255), e.ftype)
+        out += name
+        out += bytes(-len(out) % 4)
+    starts.append(len(out))
+    return bytes(out), tuple((starts[a], starts[b], starts[b - 1] if b > a else -1)
+                             for a, b in leaves)
 
 
 def _dirent(blk: bytearray, off: int, ino: int, rec_len: int, name: bytes, ftype: int) -> None:
@@ -140,9 +164,10 @@ def _dirent(blk: bytearray, off: int, ino: int, rec_len: int, name: bytes, ftype
     blk[off + _NAME_AT:off + _NAME_AT + len(name)] = name
 
 
-def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: int,
-                block_size: int) -> bytes:
-    """One linear block: optional ./.., entries, last rec_len stretched, checksum tail."""
+def _leaf_block(records: bytes, leaf: tuple[int, int, int], dots: tuple[int, int] | None,
+                seed: int, block_size: int) -> bytes:
+    """One linear block: optional ./.., the leaf's records, last rec_len stretched, checksum
+    tail."""
     space = block_size - DIRENT_TAIL_SIZE
     blk = bytearray(block_size)
     pos = 0
@@ -152,14 +177,17 @@ def _leaf_block(entries: Sequence[Dirent], dots: tuple[int, int] | None, seed: i
         _dirent(blk, DOT_SIZE, dots[1], DOT_SIZE, b"..", FT_DIR)
         last = DOT_SIZE
         pos = 2 * DOT_SIZE
-    for e in entries:
-        _dirent(blk, pos, e.ino, e.size, e.name, e.ftype)
-        last = pos
-        pos += e.size
+    start, end, last_record = leaf
+    blk[pos:pos + end - start] = records[start:end]
+    if last_record >= 0:
+        last = pos + last_record - start
     # the last entry (or, in an empty block, one unused entry) spans the rest of the block
     DIR_ENTRY.patch(blk, max(last, 0), "rec_len", space - max(last, 0))
     _TAIL.pack_into(blk, space, DIRENT_TAIL_SIZE, 0xDE, crc(seed, memoryview(blk)[:space]))
     return bytes(blk)
+
+
+_NO_LEAF = (0, 0, -1)
 
 
 def _dx_csum(blk: bytearray, limit_at: int, limit: int, count: int, seed: int) -> None:
@@ -184,11 +212,11 @@ def build_blocks(layout: DirLayout, ino: int, parent: int, seed: int) -> bytes:
     out = []
     bs = layout.block_size
     if not layout.htree:
-        for i, (start, end) in enumerate(layout.leaves):
+        for i, leaf in enumerate(layout.leaves):
             dots = (ino, parent) if i == 0 else None
-            out.append(_leaf_block(layout.entries[start:end], dots, seed, bs))
+            out.append(_leaf_block(layout.records, leaf, dots, seed, bs))
         for _ in range(len(layout.leaves), layout.min_blocks):
-            out.append(_leaf_block((), None, seed, bs))
+            out.append(_leaf_block(b"", _NO_LEAF, None, seed, bs))
         return b"".join(out)
 
     n_leaves = len(layout.leaves)
@@ -223,7 +251,7 @@ def build_blocks(layout: DirLayout, ino: int, parent: int, seed: int) -> bytes:
     _dx_entries(root, DX_ROOT, root_targets)
     _dx_csum(root, DX_ROOT.offset("limit"), limit, len(root_targets), seed)
     out.append(bytes(root))
-    for start, end in layout.leaves:
-        out.append(_leaf_block(layout.entries[start:end], None, seed, bs))
+    for leaf in layout.leaves:
+        out.append(_leaf_block(layout.records, leaf, None, seed, bs))
     out.extend(node_blocks)
     return b"".join(out)

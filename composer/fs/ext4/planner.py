@@ -109,12 +109,22 @@ class Node:
     parent: int  # the parent directory's inode (".." of a directory)
     xattrs: xa.XattrSplit
     dir: DirLayout | None = None
-    link_target: bytes = b""
     data_blocks: int = 0  # data, directory or slow-symlink blocks (allocated ones only)
-    uses_extents: bool = False  # fast symlinks and special files keep other things in i_block
     # (first logical block, count) of the blocks that hold data, when the file has holes;
     # empty: the `data_blocks` blocks from logical block 0 on (no holes)
     data_runs: tuple[Run, ...] = ()
+
+    # what follows from the fields above is not kept (8 bytes a field and inode)
+    @property
+    def link_target(self) -> bytes:
+        """A symlink's target as stored; b"" for other kinds."""
+        return encode_name(self.entry.target or "") if self.entry.kind is Kind.SYMLINK else b""
+
+    @property
+    def uses_extents(self) -> bool:
+        """Fast symlinks and special files keep other things in i_block."""
+        kind = self.entry.kind
+        return kind is Kind.FILE or kind is Kind.DIR or self.data_blocks > 0
 
 
 def data_runs(content: Content, block_size: int) -> tuple[Run, ...]:
@@ -186,9 +196,26 @@ class Prepared:
 @dataclass(frozen=True, slots=True)
 class Placed:
     node: Node
-    extents: tuple[Extent, ...]
+    # Most files are one extent from logical block 0 over all their `node.data_blocks`: that
+    # extent is kept as its first block `start` alone, and `extents` makes it when asked (a
+    # tuple and an Extent a file less: ~100 bytes). Otherwise `more` holds the extents.
+    start: int
+    more: tuple[Extent, ...]
     tree: tuple[int, ...]  # extent tree blocks
     xattr_block: int  # 0 when none
+
+    @property
+    def extents(self) -> tuple[Extent, ...]:
+        if self.more or not self.node.data_blocks:
+            return self.more
+        return (Extent(0, self.start, self.node.data_blocks),)
+
+    @property
+    def lowest(self) -> int:
+        """The first block of its data, -1 when it has none."""
+        if self.more:
+            return min(e.pblk for e in self.more)
+        return self.start if self.node.data_blocks else -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +264,7 @@ class Numbered:
     ordered: list[Entry]
     ino_of: dict[str, int]
     file_links: dict[str, int]
-    children: dict[str, list[Dirent]]
+    children: dict[str, list[Entry]]  # the entries of each directory (Dirents: `dirents`)
     subdirs: dict[str, int]
     next_ino: int
     problems: tuple[tuple[str, str], ...]
@@ -294,7 +321,8 @@ def prepare(req: WriteRequest, err: Callable[[str, str], None],
             continue
         links = (file_links[e.path] if e.kind is Kind.FILE else
                  2 + subdirs.get(e.path, 0) if e.kind is Kind.DIR else 1)
-        node = _node(e, ino_of, links, children.get(e.path, []), seed, fail, block_size)
+        kids = dirents(children.get(e.path, []), ino_of) if e.kind is Kind.DIR else []
+        node = _node(e, ino_of, links, kids, seed, fail, block_size)
         if node is None:
             continue
         total_blocks += node.data_blocks + (1 if node.xattrs.block else 0)
@@ -362,9 +390,9 @@ def _number_inodes(ordered: list[Entry], by_path: dict[str, Entry],
 
 def _children(ordered: list[Entry], by_path: dict[str, Entry], ino_of: dict[str, int],
               fail: Callable[[str, str], None]
-              ) -> tuple[dict[str, list[Dirent]], dict[str, int]]:
+              ) -> tuple[dict[str, list[Entry]], dict[str, int]]:
     """Each directory's entries, and how many subdirectories it has (for its link count)."""
-    children: dict[str, list[Dirent]] = {}
+    children: dict[str, list[Entry]] = {}
     subdirs: dict[str, int] = {}
     for e in ordered:
         if e.path == "/":
@@ -384,10 +412,17 @@ def _children(ordered: list[Entry], by_path: dict[str, Entry], ino_of: dict[str,
             continue
         if e.path not in ino_of:
             continue  # a broken hard link, reported above
-        children.setdefault(p, []).append(Dirent(name, ino_of[e.path], _FTYPE[e.kind]))
+        children.setdefault(p, []).append(e)
         if e.kind is Kind.DIR:
             subdirs[p] = subdirs.get(p, 0) + 1
     return children, subdirs
+
+
+def dirents(kids: list[Entry], ino_of: dict[str, int]) -> list[Dirent]:
+    """A directory's entries as Dirents. Made for one directory at a time, as it is planned:
+    the Dirents and names of every directory at once would cost ~100 bytes an entry."""
+    return [Dirent(encode_name(e.path.rpartition("/")[2]), ino_of[e.path], _FTYPE[e.kind])
+            for e in kids]
 
 
 def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
@@ -431,11 +466,9 @@ def _node(e: Entry, ino_of: dict[str, int], links: int, kids: list[Dirent],
     runs = data_runs(e.content, block_size) if e.kind is Kind.FILE and e.content is not None \
         and e.content.holes else None
     nblocks = _data_blocks(e, layout, target, runs, block_size)
-    extents = e.kind is Kind.FILE or e.kind is Kind.DIR or nblocks > 0
     # Node.data_runs stays empty for a file without holes (most files): no tuple to keep
     holey = runs if runs is not None and runs != ((0, nblocks),) else ()
-    return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, target, nblocks, extents,
-                holey)
+    return Node(ino_of[e.path], e, links, parent_ino, xattrs, layout, nblocks, holey)
 
 
 _NO_XATTRS = xa.XattrSplit((), ())
@@ -643,15 +676,20 @@ def allocate(prep: Prepared, geo: Geometry, opts: Options, image_size: int) -> P
 
 def _place(alloc: _Allocator, node: Node, block_size: int) -> Placed:
     """The node's data, extent-tree and xattr blocks, taken at the allocator's cursor."""
+    start = 0
     ext: tuple[Extent, ...] = ()
     tree: tuple[int, ...] = ()
     n = node.data_blocks
     if n:
-        ext = extents_of(alloc.take(n), node.data_runs)
-        if len(ext) > EXTENTS_IN_INODE:
-            tree = alloc.blocks(tree_block_count(len(ext), block_size))
+        runs = alloc.take(n)
+        if not node.data_runs and len(runs) == 1 and n <= EXTENT_MAX_LEN:
+            start = runs[0][0]  # one extent from block 0: kept as its start (Placed)
+        else:
+            ext = extents_of(runs, node.data_runs)
+            if len(ext) > EXTENTS_IN_INODE:
+                tree = alloc.blocks(tree_block_count(len(ext), block_size))
     xblock = alloc.take(1)[0][0] if node.xattrs.block else 0
-    return Placed(node, ext, tree, xblock)
+    return Placed(node, start, ext, tree, xblock)
 
 
 def _blocks_of(p: Placed) -> int:
@@ -714,16 +752,17 @@ def replan(plan: Plan, numbered: Numbered, files: Mapping[str, Entry]) -> Replan
             parent_path = path.rpartition("/")[0] or "/"
             added.setdefault(parent_path, []).append(
                 Dirent(encode_name(path.rpartition("/")[2]), ino, FT_REG_FILE))
-    for parent_path, dirents in added.items():
+    for parent_path, added_here in added.items():
         golden_dir = _placed_at(plan, ino_of.get(parent_path, 0))
         if golden_dir is None or golden_dir.node.entry.kind is not Kind.DIR:
             return None
-        kids = [*numbered.children.get(parent_path, []), *dirents]
+        kids = [*dirents(numbered.children.get(parent_path, []), ino_of), *added_here]
         node = _node(golden_dir.node.entry, ino_of, 2 + numbered.subdirs.get(parent_path, 0),
                      kids, prep.hash_seed, fail, bs)
         if node is None or node.data_blocks != golden_dir.node.data_blocks:
             return None
-        new[node.ino] = Placed(node, golden_dir.extents, golden_dir.tree, golden_dir.xattr_block)
+        new[node.ino] = Placed(node, golden_dir.start, golden_dir.more, golden_dir.tree,
+                               golden_dir.xattr_block)
     if problems:
         return None
     old = [p for ino in new if (p := _placed_at(plan, ino)) is not None]

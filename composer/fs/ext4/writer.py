@@ -456,39 +456,42 @@ def _put_mapped(out: _Out, extents: tuple[Extent, ...], data: bytes) -> None:
 
 
 def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> None:
-    # the extents of each content's file (a list of them for a content that two files hold,
-    # which is rare: no list per file); a file map is made only when its data comes
-    targets: dict[Content, tuple[Extent, ...] | list[tuple[Extent, ...]]] = {}
+    # the placed inode of each content's file (a list of them for a content that two files
+    # hold, which is rare: no list per file); a file map is made only when its data comes
+    targets: dict[Content, Placed | list[Placed]] = {}
     for p in plan.placed:
         content = p.node.entry.content
         if p.node.entry.kind is Kind.FILE and content is not None and content.size:
-            known = targets.setdefault(content, p.extents)
-            if known is not p.extents:
-                targets[content] = [*known, p.extents] if type(known) is list else \
-                    [known, p.extents]  # type: ignore[list-item]
+            known = targets.setdefault(content, p)
+            if known is not p:
+                targets[content] = [*known, p] if type(known) is list else \
+                    [known, p]  # type: ignore[list-item]
     if not targets:
         return
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    zero_block = bytes(out.block_size)
+    bs = out.block_size
+    zero_block = bytes(bs)
     mark = _Watermark(targets.values(), out, final)
-    for content, stream in store.stream(list(targets)):
-        extents = targets.pop(content, None)
-        if extents is None:
+    wanted = list(targets)  # in inode order: a folder is read in the order of its blocks
+    by_id = _ById(targets)
+    del targets
+    for content, stream in store.stream(wanted):
+        held = by_id.pop(content)
+        if held is None:
             continue
-        if type(extents) is list:
-            holders = extents
+        if type(held) is list:
+            holders = held
         else:
-            holders = [extents]  # type: ignore[list-item]
-            only = extents[0] if len(extents) == 1 else None
-            if only is not None and content.size <= CHUNK and only.lblk == 0 and \
-                    only.length * out.block_size >= content.size:  # type: ignore[union-attr]
+            holders = [held]  # type: ignore[list-item]
+            if not held.more and content.size <= CHUNK and \
+                    held.node.data_blocks * bs >= content.size:  # type: ignore[union-attr]
                 # most files: one read into one extent from block 0 that holds all of it (no
                 # holes), no file map to look places up in
-                _put_small(out, content, stream, buf, only, zero_block)  # type: ignore
+                _put_small(out, content, stream, buf, held.start, zero_block)  # type: ignore
                 mark.written(holders)
                 continue
-        places = [_FileMap.of(e, out.block_size) for e in holders]
+        places = [_FileMap.of(p.extents, bs) for p in holders]
         pos = 0
         while pos < content.size:
             want = min(CHUNK, content.size - pos)
@@ -504,12 +507,45 @@ def _write_data(plan: Plan, out: _Out, store: ContentStore, final: Progress) -> 
                         raise _data_in_hole(content, pos + start, pos + end)
             pos += want
         mark.written(holders)
-    if targets:
-        missing = next(iter(targets))
+    missing = by_id.left()
+    if missing is not None:
         raise ComposerError(f"{missing.source}:{missing.member}: the source did not provide it")
 
 
-def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, extent: Extent,
+class _ById:
+    """The placed inode(s) of each content, found by the identity of the content a store hands
+    back (stores yield the very objects they were given): the contents' ids sorted in an
+    array beside their holders, 24 bytes a content for the whole data pass where the dict
+    they are made from takes about 60."""
+
+    __slots__ = ("_ids", "_contents", "_held")
+
+    def __init__(self, targets: dict[Content, Placed | list[Placed]]) -> None:
+        order = sorted(targets, key=id)
+        self._ids = array.array("Q", map(id, order))
+        self._contents = order  # holds the objects, so their ids stay theirs
+        self._held: list[Placed | list[Placed] | None] = [targets[c] for c in order]
+
+    def pop(self, content: Content) -> Placed | list[Placed] | None:
+        """The holders of `content`, once; None when it was not wanted or already given."""
+        ids = self._ids
+        i = bisect.bisect_left(ids, id(content))
+        if i == len(ids) or ids[i] != id(content):
+            # an equal content that is another object: not what stores do, but allowed
+            i = next((j for j, c in enumerate(self._contents) if c == content), -1)
+            if i < 0:
+                return None
+        held = self._held[i]
+        self._held[i] = None
+        return held
+
+    def left(self) -> Content | None:
+        """A content that was not given, if any."""
+        pairs = zip(self._contents, self._held, strict=True)
+        return next((c for c, held in pairs if held is not None), None)
+
+
+def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, first_block: int,
                zero_block: bytes) -> None:
     """A file of at most CHUNK bytes held whole by one extent from logical block 0."""
     size = content.size
@@ -519,7 +555,7 @@ def _put_small(out: _Out, content: Content, stream: BinaryIO, buf: bytearray, ex
         raise ComposerError(
             f"{content.source or 'inline'}:{content.member}: ended after {got} of {size} bytes",
             hint="the input changed or is truncated")
-    base = extent.pblk * out.block_size
+    base = first_block * out.block_size
     for start, end in _nonzero_spans(buf, size, zero_block):
         out.put(base + start, view[start:end])
 
@@ -535,8 +571,8 @@ class _Watermark:
 
     __slots__ = ("_lows", "_done", "_next", "_out", "_final", "_bs")
 
-    def __init__(self, files: Iterable[tuple[Extent, ...] | list[tuple[Extent, ...]]],
-                 out: _Out, final: Progress) -> None:
+    def __init__(self, files: Iterable[Placed | list[Placed]], out: _Out,
+                 final: Progress) -> None:
         # each file's lowest block, ascending: blocks are never shared between files, so they
         # are distinct (a file that is one hole has none: nothing of it is written); 9 bytes
         # a file (an array and a flag), not a heap of int objects
@@ -550,7 +586,7 @@ class _Watermark:
         self._out, self._final, self._bs = out, final, out.block_size
         self._report()
 
-    def written(self, holders: list[tuple[Extent, ...]]) -> None:
+    def written(self, holders: list[Placed]) -> None:
         lowest = _lowest(holders)
         if lowest < 0:
             return
@@ -568,9 +604,9 @@ class _Watermark:
         self._final(self._out.unwritten_from(mark))
 
 
-def _lowest(holders: list[tuple[Extent, ...]]) -> int:
+def _lowest(holders: list[Placed]) -> int:
     """The lowest block of a file's holders, -1 when they have none (all holes)."""
-    return min((e.pblk for extents in holders for e in extents), default=-1)
+    return min((low for p in holders if (low := p.lowest) >= 0), default=-1)
 
 
 def _nonzero_spans(buf: bytearray, n: int, zero_block: bytes) -> Iterator[tuple[int, int]]:
