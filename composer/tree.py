@@ -41,6 +41,10 @@ _IFMT = {
 }
 
 
+ROOTED_BARE = 1  # Content.rooted: the member name is the entry's path without its "/"
+ROOTED_DOT = 2  # ... or the entry's path with a "." before it
+
+
 @dataclass(frozen=True, slots=True, init=False)
 class Content:
     """Where a regular file's bytes come from: a member of a named source, or bytes held inline."""
@@ -48,8 +52,9 @@ class Content:
     size: int
     source: str  # source name; "" for inline content
     # the member path inside the source (archive path or path relative to a folder): `member`.
-    # With `rooted`, a "/" is put in front of it here, so that it can be the very string of
-    # the entry's path (an archive member "etc/x" is the entry "/etc/x"): a string an entry less
+    # With `rooted`, this is the very string of the entry's path instead, from which the member
+    # name is made when asked (a string an entry less): ROOTED_BARE for a member "etc/x" of the
+    # entry "/etc/x", ROOTED_DOT for "./etc/x" (what `tar -C dir .` writes)
     stored_member: str
     index: int  # position of the member in an archive (archives may repeat a path)
     inline: bytes | None = field(repr=False)
@@ -57,12 +62,13 @@ class Content:
     # folder's SEEK_HOLE ranges, an archive's sparse map). The data stream still yields `size`
     # bytes, zeros in the holes; a writer that can keep holes leaves those blocks unallocated.
     holes: tuple[tuple[int, int], ...]
-    rooted: bool
+    rooted: int
 
     def __init__(self, size: int, source: str = "", member: str = "", index: int = -1,
                  inline: bytes | None = None, holes: tuple[tuple[int, int], ...] = (),
-                 rooted: bool = False) -> None:
-        """`rooted`: `member` is "/" + the member path (see `stored_member`)."""
+                 rooted: int = 0) -> None:
+        """`rooted`: `member` is the entry's path, the member name being that path without its
+        "/" (ROOTED_BARE) or with a "." before it (ROOTED_DOT); see `stored_member`."""
         setattr_ = object.__setattr__
         setattr_(self, "size", size)
         setattr_(self, "source", source)
@@ -75,7 +81,10 @@ class Content:
     @property
     def member(self) -> str:
         """The member path inside the source (archive path or path relative to a folder)."""
-        return self.stored_member[1:] if self.rooted else self.stored_member
+        rooted = self.rooted
+        if rooted == ROOTED_BARE:
+            return self.stored_member[1:]
+        return "." + self.stored_member if rooted == ROOTED_DOT else self.stored_member
 
     @staticmethod
     def of_bytes(data: bytes) -> Content:

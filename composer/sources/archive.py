@@ -30,7 +30,7 @@ from composer.archive_ffi import read_data as _read_data
 from composer.content import DataSource, FileWindow
 from composer.errors import ComposerError, shown
 from composer.sources import Scanned, name_from_bytes
-from composer.tree import Content, Entry, Kind
+from composer.tree import ROOTED_BARE, ROOTED_DOT, Content, Entry, Kind
 
 READ_BLOCK = 1 << 20
 
@@ -250,11 +250,14 @@ def _common(source: str, entry_p: int, raw: str, path: str, ints: dict[int, int]
 
 def _content(source: str, entry_p: int, raw: str, index: int, path: str) -> Content:
     """`path`: the member's path in the source; the member name shares its string when it is
-    that path without its leading "/" (most members: Content.rooted)."""
+    that path without its leading "/", or with a "." before it (most members:
+    Content.rooted)."""
     size = ffi.entry_size(entry_p)
     holes = _holes(archive_ffi.data_regions(entry_p), size)
     if len(path) == len(raw) + 1 and path.endswith(raw):
-        return Content(size, source, path, index, None, holes, rooted=True)
+        return Content(size, source, path, index, None, holes, rooted=ROOTED_BARE)
+    if len(raw) == len(path) + 1 and raw.endswith(path) and raw[0] == ".":
+        return Content(size, source, path, index, None, holes, rooted=ROOTED_DOT)
     return Content(size, source, raw, index, None, holes)
 
 
