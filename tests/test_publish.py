@@ -8,6 +8,7 @@ SIGKILLs at a spread of times; plus concurrent builds, stale and foreign files, 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -191,16 +192,43 @@ def test_sigkill_at_a_spread_of_times(references: dict[str, Any], tmp_path: Path
 
 
 def test_concurrent_builds_into_one_folder(references: dict[str, Any], tmp_path: Path) -> None:
+    """Four builds meet at the lock: the test holds it until each says it waits (how long a
+    build takes must not decide whether they overlap), then lets them race for it."""
     out = tmp_path / "out"
+    (out / ".compose").mkdir(parents=True)
+    held = os.open(out / ".compose" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(held, fcntl.LOCK_EX)
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     children = [subprocess.Popen(
         [sys.executable, "-m", "composer", "build", str(references[which]), "-o", str(out),
          "--source-date-epoch", epoch], env=env, stderr=subprocess.PIPE, text=True)
         for which, epoch in (("old", "1700000000"), ("new", "1800000000"),
                              ("old", "1700000000"), ("new", "1800000000"))]
-    errors = [child.communicate()[1] for child in children]
+    errors = [""] * len(children)
+    waiting = [threading.Event() for _ in children]
+
+    def read(i: int) -> None:
+        stream = children[i].stderr
+        assert stream is not None
+        for line in stream:
+            errors[i] += line
+            if "waiting for the build already writing into" in line:
+                waiting[i].set()
+
+    readers = [threading.Thread(target=read, args=(i,)) for i in range(len(children))]
+    for reader in readers:
+        reader.start()
+    try:
+        for i, event in enumerate(waiting):
+            assert event.wait(120) or children[i].poll() is not None, errors[i]
+    finally:
+        fcntl.flock(held, fcntl.LOCK_UN)
+        os.close(held)
+    for child, reader in zip(children, readers, strict=True):
+        child.wait()
+        reader.join()
     assert [child.returncode for child in children] == [0, 0, 0, 0], errors
-    assert any("waiting for the build already writing into" in e for e in errors)
+    assert all(event.is_set() for event in waiting), errors
     _check_folder(out, references["sums"], set())
     _check_clean(out)
 
