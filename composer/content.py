@@ -9,6 +9,7 @@ spilled to one temporary file instead of staying in memory.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -145,6 +146,15 @@ def read_full(stream: BinaryIO, view: memoryview) -> int:
             break
         got += n
     return got
+
+
+def stream_sha256(stream: BinaryIO) -> bytes:
+    """The raw sha256 of what `stream` holds from here to its end (the store's streams raise
+    when a content ends before its planned size)."""
+    h = hashlib.sha256()
+    while chunk := stream.read(CHUNK):
+        h.update(chunk)
+    return h.digest()
 
 
 class _SizeCheckedStream(io.RawIOBase):

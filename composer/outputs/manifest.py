@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, overload
 
 from composer import __version__
-from composer.content import ContentStore
+from composer.content import ContentStore, stream_sha256
 from composer.disk.assemble import DiskPlan, PlannedPartition, TableType
 from composer.errors import shown
 from composer.tree import Content, Entry, Kind
@@ -146,10 +146,7 @@ class HashingStore(ContentStore):
             self.finish()
         if content not in self.hashes:
             for got, stream in super().stream([content]):
-                h = hashlib.sha256()
-                while chunk := stream.read(1 << 20):
-                    h.update(chunk)
-                self.hashes[got] = h.digest()
+                self.hashes[got] = stream_sha256(stream)
         return self.hashes[content].hex()
 
 
@@ -186,11 +183,9 @@ class _Hashing(io.RawIOBase):
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return stream_sha256(f).hex()
+
 
 
 def dumps(data: Any) -> str:

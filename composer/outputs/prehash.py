@@ -15,11 +15,10 @@ process of its own (composer/parallel.py) hashes as before.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Iterator
 
-from composer.content import CHUNK, ContentStore, read_full
+from composer.content import ContentStore, stream_sha256
 from composer.parallel import Forked, can_fork
 from composer.sources import Scanned
 from composer.tree import Content, Kind
@@ -87,20 +86,10 @@ def _source_of(content: Content) -> str:
 def _digests(store: ContentStore, contents: list[Content]) -> bytes:
     """In the child: each content's sha256, in the order of `contents`."""
     out = bytearray()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     for i, (content, stream) in enumerate(store.stream(contents)):
         if content is not contents[i]:
             raise LookupError("the store handed the contents over in another order")
-        h = hashlib.sha256()
-        left = content.size
-        while left:
-            n = read_full(stream, view[:min(left, CHUNK)])
-            if not n:
-                raise EOFError(f"{content.member}: ended early")
-            h.update(view[:n])
-            left -= n
-        out += h.digest()
+        out += stream_sha256(stream)
     if len(out) != DIGEST * len(contents):
         raise LookupError("the store handed over fewer contents than asked for")
     return bytes(out)
